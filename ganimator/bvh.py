@@ -1,0 +1,245 @@
+"""BVH files: parse into arrays, write back.
+
+A small reader of our own rather than bvhio: bvhio turns every frame into per-joint glm objects
+and, on a truncated or malformed file, fails with an IndexError that names neither the file nor
+the line. Here the motion block stays one float64 array and every error names both.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import roma
+import torch
+
+POSITION_CHANNELS = ("Xposition", "Yposition", "Zposition")
+ROTATION_CHANNELS = ("Xrotation", "Yrotation", "Zrotation")
+
+
+class BVHError(ValueError):
+    """A malformed BVH file; the message names the file and the line."""
+
+    def __init__(self, path, line: int | None, message: str):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
+        self.path, self.line = str(path), line
+
+
+@dataclass
+class BVH:
+    names: list[str]
+    parents: list[int]  # -1 for the root; a parent always precedes its children
+    offsets: np.ndarray  # (J, 3) in file units
+    channels: list[tuple[str, ...]]  # per joint, in file order
+    frame_time: float
+    motion: np.ndarray  # (T, total channels), float64, degrees for rotations
+    end_sites: dict[int, np.ndarray] = field(default_factory=dict)  # joint -> End Site offset
+
+    @property
+    def num_frames(self) -> int:
+        return self.motion.shape[0]
+
+    def channel_starts(self) -> list[int]:
+        return np.cumsum([0] + [len(c) for c in self.channels[:-1]]).tolist()
+
+    def rotation_order(self, joint: int) -> str:
+        """Intrinsic rotation order of a joint, e.g. 'ZXY' for 'Zrotation Xrotation Yrotation'."""
+        order = "".join(c[0] for c in self.channels[joint] if c in ROTATION_CHANNELS)
+        return order or "XYZ"
+
+    def local_rotations(self) -> torch.Tensor:
+        """(T, J, 3, 3) float64 local rotation matrices; joints without rotation channels get I."""
+        T, J = self.num_frames, len(self.names)
+        out = torch.eye(3, dtype=torch.float64).repeat(T, J, 1, 1)
+        for j, (start, chans) in enumerate(zip(self.channel_starts(), self.channels)):
+            idx = [start + k for k, c in enumerate(chans) if c in ROTATION_CHANNELS]
+            if len(idx) == 3:
+                angles = torch.from_numpy(self.motion[:, idx])
+                out[:, j] = roma.euler_to_rotmat(self.rotation_order(j), angles, degrees=True)
+        return out
+
+    def local_translations(self) -> np.ndarray:
+        """(T, J, 3): each joint's offset, replaced by its position channels where it has them."""
+        out = np.repeat(self.offsets[None].astype(np.float64), self.num_frames, axis=0)
+        for j, (start, chans) in enumerate(zip(self.channel_starts(), self.channels)):
+            for axis, name in enumerate(POSITION_CHANNELS):
+                if name in chans:
+                    out[:, j, axis] = self.motion[:, start + chans.index(name)]
+        return out
+
+
+def _tokens(path, lines, i):
+    """Next non-empty line from index i: (index, tokens), or (len(lines), None) at the end."""
+    while i < len(lines):
+        tokens = lines[i].split()
+        if tokens:
+            return i, tokens
+        i += 1
+    return i, None
+
+
+def read_bvh(path: str | os.PathLike) -> BVH:
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as e:
+        raise BVHError(path, None, f"not a text file ({e.reason})") from None
+
+    i, tok = _tokens(path, lines, 0)
+    if tok != ["HIERARCHY"]:
+        raise BVHError(path, i + 1, "expected 'HIERARCHY' on the first line")
+
+    names, parents, offsets, channels, end_sites = [], [], [], [], {}
+    stack: list[int] = []  # open joints; -2 marks an open End Site block
+    pending = None  # (name, parent) of a joint whose '{' comes next
+    i += 1
+    while True:
+        i, tok = _tokens(path, lines, i)
+        if tok is None:
+            raise BVHError(path, i, "file ends inside the HIERARCHY section (no MOTION section)")
+        line, head = i + 1, tok[0]
+        if head in ("ROOT", "JOINT"):
+            if (head == "ROOT" and (stack or names)) or (head == "JOINT" and (not stack or stack[-1] < 0)):
+                raise BVHError(path, line, f"unexpected '{head}' (one ROOT, then JOINTs inside it)")
+            if len(tok) < 2:
+                raise BVHError(path, line, f"'{head}' needs a joint name")
+            pending = (" ".join(tok[1:]), stack[-1] if stack else -1)
+        elif head == "End":
+            if not stack or stack[-1] < 0:
+                raise BVHError(path, line, "'End Site' outside a joint")
+            pending = ("End Site", stack[-1])
+        elif head == "{":
+            if pending is None:
+                raise BVHError(path, line, "'{' without a joint")
+            name, parent = pending
+            if name == "End Site":
+                stack.append(-2 - parent)  # remember whose end site this is
+            else:
+                names.append(name)
+                parents.append(parent)
+                offsets.append(None)
+                channels.append(())
+                stack.append(len(names) - 1)
+            pending = None
+        elif head == "}":
+            if not stack:
+                raise BVHError(path, line, "unbalanced '}'")
+            stack.pop()
+        elif head == "OFFSET":
+            if not stack:
+                raise BVHError(path, line, "'OFFSET' outside a joint")
+            try:
+                value = np.array([float(v) for v in tok[1:]])
+            except ValueError:
+                raise BVHError(path, line, f"non-numeric OFFSET {' '.join(tok[1:])!r}") from None
+            if value.shape != (3,):
+                raise BVHError(path, line, f"OFFSET needs 3 values, got {len(tok) - 1}")
+            if stack[-1] >= 0:
+                offsets[stack[-1]] = value
+            else:
+                end_sites[-2 - stack[-1]] = value
+        elif head == "CHANNELS":
+            if not stack or stack[-1] < 0:
+                raise BVHError(path, line, "'CHANNELS' outside a joint")
+            try:
+                count = int(tok[1])
+            except (IndexError, ValueError):
+                raise BVHError(path, line, "CHANNELS needs a count") from None
+            chans = tuple(tok[2:])
+            if count != len(chans):
+                raise BVHError(path, line, f"CHANNELS says {count} but names {len(chans)}")
+            unknown = [c for c in chans if c not in POSITION_CHANNELS + ROTATION_CHANNELS]
+            if unknown:
+                raise BVHError(path, line, f"unknown channel {unknown[0]!r}")
+            channels[stack[-1]] = chans
+        elif head == "MOTION":
+            if stack or not names:
+                raise BVHError(path, line, "'MOTION' before the hierarchy is closed")
+            break
+        else:
+            raise BVHError(path, line, f"unexpected {head!r} in HIERARCHY")
+        i += 1
+
+    missing = [n for n, o in zip(names, offsets) if o is None]
+    if missing:
+        raise BVHError(path, None, f"joint {missing[0]!r} has no OFFSET")
+
+    i, tok = _tokens(path, lines, i + 1)
+    if tok is None or tok[0] != "Frames:" or len(tok) != 2 or not tok[1].isdigit():
+        raise BVHError(path, i + 1, "expected 'Frames: <count>' after MOTION")
+    num_frames = int(tok[1])
+    i, tok = _tokens(path, lines, i + 1)
+    try:
+        assert tok is not None and tok[:2] == ["Frame", "Time:"] and len(tok) == 3
+        frame_time = float(tok[2])
+        assert frame_time > 0
+    except (AssertionError, ValueError):
+        raise BVHError(path, i + 1, "expected 'Frame Time: <seconds>' after 'Frames:'") from None
+
+    width = sum(len(c) for c in channels)
+    motion = np.empty((num_frames, width))
+    frame = 0
+    for i in range(i + 1, len(lines)):
+        values = lines[i].split()
+        if not values:
+            continue
+        if frame == num_frames:
+            raise BVHError(path, i + 1, f"more frames than 'Frames: {num_frames}'")
+        if len(values) != width:
+            raise BVHError(path, i + 1, f"frame {frame} has {len(values)} values, the hierarchy has {width} channels")
+        try:
+            motion[frame] = np.array(values, dtype=np.float64)
+        except ValueError:
+            bad = next(v for v in values if not _is_float(v))
+            raise BVHError(path, i + 1, f"non-numeric value {bad!r} in frame {frame}") from None
+        frame += 1
+    if frame != num_frames:
+        raise BVHError(path, len(lines), f"file ends after {frame} of {num_frames} frames (truncated?)")
+    if not np.isfinite(motion).all():
+        bad = int(np.argwhere(~np.isfinite(motion))[0, 0])
+        raise BVHError(path, None, f"frame {bad} holds a non-finite value")
+    return BVH(names, parents, np.stack(offsets), channels, frame_time, motion, end_sites)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def write_bvh(path: str | os.PathLike, bvh: BVH) -> None:
+    """Write atomically, so an interrupted export never leaves half a file."""
+    children = {j: [c for c, p in enumerate(bvh.parents) if p == j] for j in range(len(bvh.names))}
+    out = io.StringIO()
+    out.write("HIERARCHY\n")
+
+    def joint(j: int, depth: int) -> None:
+        pad = "\t" * depth
+        kind = "ROOT" if bvh.parents[j] < 0 else "JOINT"
+        out.write(f"{pad}{kind} {bvh.names[j]}\n{pad}{{\n")
+        out.write(f"{pad}\tOFFSET {' '.join(f'{v:.6f}' for v in bvh.offsets[j])}\n")
+        out.write(f"{pad}\tCHANNELS {len(bvh.channels[j])} {' '.join(bvh.channels[j])}\n")
+        for c in children[j]:
+            joint(c, depth + 1)
+        if not children[j]:  # Blender and most readers expect an End Site on every leaf
+            end = bvh.end_sites.get(j, np.zeros(3))
+            out.write(f"{pad}\tEnd Site\n{pad}\t{{\n")
+            out.write(f"{pad}\t\tOFFSET {' '.join(f'{v:.6f}' for v in end)}\n{pad}\t}}\n")
+        out.write(f"{pad}}}\n")
+
+    joint(0, 0)
+    out.write(f"MOTION\nFrames: {bvh.num_frames}\nFrame Time: {bvh.frame_time:.6f}\n")
+    np.savetxt(out, bvh.motion, fmt="%.6f", delimiter=" ")
+    atomic_write_text(path, out.getvalue())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

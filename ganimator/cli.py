@@ -1,0 +1,150 @@
+"""Command-line entry points: ganimator-{procedural,preprocess,train,generate,evaluate}."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .bvh import BVHError, write_bvh
+from .config import ConfigError, load_config, to_yaml
+from .dataset import DatasetError, MotionDataset
+from .skeleton import RIGS
+
+USER_ERRORS = (BVHError, ConfigError, DatasetError, FileExistsError, FileNotFoundError, RuntimeError, ValueError)
+
+
+def _run(main) -> None:
+    """Bad input ends with one line naming what is wrong, not a traceback."""
+    try:
+        main()
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with resume=true", file=sys.stderr)
+        sys.exit(130)
+
+
+def procedural() -> None:
+    p = argparse.ArgumentParser(description="Write a procedural dance clip on the 24-joint Mixamo skeleton.")
+    p.add_argument("out", help="BVH file to write")
+    p.add_argument("--seconds", type=float, default=12.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    from .procedural import procedural_dance
+
+    _run(lambda: (write_bvh(args.out, procedural_dance(args.seconds, seed=args.seed)), print(f"wrote {args.out}")))
+
+
+def preprocess() -> None:
+    p = argparse.ArgumentParser(description="BVH clip -> training npz (features, pyramid, noise amplitudes, z*).")
+    p.add_argument("bvh")
+    p.add_argument("out", help="npz file to write")
+    p.add_argument("--rig", choices=["auto"] + [r.name for r in RIGS], default="auto",
+                   help="joint subset and contact joints (auto: detected from joint names)")
+    p.add_argument("--seed", type=int, default=0, help="seed of z*, the reconstruction noise")
+    args = p.parse_args()
+
+    def main():
+        rig = None if args.rig == "auto" else next(r for r in RIGS if r.name == args.rig)
+        data = MotionDataset.from_bvh(args.bvh, rig, seed=args.seed)
+        data.save(args.out)
+        s = data.skeleton
+        print(f"{args.bvh}: rig {s.rig}, {s.num_joints} joints, {len(s.contacts)} contacts, "
+              f"{data.features.shape[1]} frames at {data.motion.fps:g} fps, {data.layout.channels} channels")
+        print(f"levels {data.level_lengths}")
+        print(f"wrote {args.out}")
+
+    _run(main)
+
+
+def train() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print("usage: ganimator-train [config=FILE.yaml] [key=value ...] [--print-config]\n\n"
+              "Trains every stage of GANimator on a ganimator-preprocess npz, e.g.\n"
+              "  ganimator-train npz_filename=clip.npz train_data_iter=2000\n"
+              "Keys may be bare (lambda_rec=20) or qualified (optim.lambda_rec=20); --print-config\n"
+              "prints every key with its value. Continue a stopped run with run_dir=DIR resume=true.")
+        return
+    args = [a for a in sys.argv[1:] if a != "--print-config"]
+
+    def main():
+        from .trainer import Trainer
+
+        cfg = load_config(args)
+        if "--print-config" in sys.argv:
+            print(to_yaml(cfg), end="")
+            return
+        if not cfg.util.run_dir:
+            cfg.util.run_dir = f"runs/{Path(cfg.data.npz_filename).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+        result = Trainer(cfg).fit()
+        state = "finished" if result.finished else "stopped"
+        print(f"{state}: {result.run_dir} (generate with: ganimator-generate {result.run_dir})")
+
+    _run(main)
+
+
+def generate() -> None:
+    p = argparse.ArgumentParser(description="Generate new motion from a trained run (or exported) folder.")
+    p.add_argument("run_dir")
+    p.add_argument("--length", type=int, default=600, help="frames per sample")
+    p.add_argument("--samples", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detail-noise", type=float, default=0.0, help="noise scale on levels above the coarsest")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/generated)")
+    p.add_argument("--reconstruct", action="store_true", help="also write the reconstruction of the clip from z*")
+    args = p.parse_args()
+
+    def main():
+        from .generate import load_run
+
+        run = load_run(args.run_dir)
+        out = Path(args.out or Path(args.run_dir) / "generated")
+        paths = run.write(run.generate(args.length, args.samples, args.seed, args.detail_noise), out)
+        if args.reconstruct:
+            paths += run.write(run.reconstruct(), out, prefix="reconstruction")
+        for path in paths:
+            print(path)
+
+    _run(main)
+
+
+def evaluate() -> None:
+    p = argparse.ArgumentParser(description="Coverage, global and local diversity of a trained run, as the original "
+                                            "evaluates them (200 samples of twice the clip's length).")
+    p.add_argument("run_dir")
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--length-factor", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=8, help="samples scored at once (memory grows with it)")
+    args = p.parse_args()
+
+    def main():
+        from .generate import load_run
+        from .metrics import coverage, global_diversity, local_diversity, rotation_frames
+
+        run = load_run(args.run_dir)
+        layout, real = run.dataset.layout, run.dataset.features
+        length = round(real.shape[-1] * args.length_factor)
+        samples = run.generate(length, args.samples, args.seed)
+        real_frames = rotation_frames(real, layout)
+        scores = {"coverage": [], "global_diversity": [], "local_diversity": []}
+        for start in tqdm(range(0, args.samples, args.batch), desc="scoring", unit="batch"):
+            frames = rotation_frames(samples[start:start + args.batch], layout)
+            scores["coverage"].append(coverage(frames, real_frames))
+            scores["global_diversity"].append(global_diversity(frames, real_frames))
+            scores["local_diversity"].append(local_diversity(frames, real_frames))
+        metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
+        rec = run.reconstruct()
+        metrics["reconstruction_l1"] = (rec[0] - real).abs().mean().item()
+        metrics.update(samples=args.samples, length=length, seed=args.seed)
+        (Path(args.run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
+              f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['reconstruction_l1']:.4f}")
+
+    _run(main)

@@ -1,0 +1,164 @@
+"""Typed configuration: OmegaConf structured configs, so a typo or a wrong type is an error.
+
+Sections follow the seed's split (data, model, optim, scheduling, util). On the command line a
+key may be given by its bare name when it is unique (`lambda_rec=20`), or in full
+(`optim.lambda_rec=20`); a YAML file passed as `config=run.yaml` uses the sections.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names it."""
+
+
+@dataclass
+class DataConfig:
+    npz_filename: str = MISSING  # written by ganimator-preprocess
+
+
+@dataclass
+class ModelConfig:
+    hidden_channels: list[int] = field(default_factory=lambda: [128, 256, 256])
+    kernel_size: int = 5
+    padding_mode: str = "reflect"
+    skeleton_aware: bool = False  # the original's masked convolutions over the kinematic tree
+    neighbour_distance: int = 2  # joints within this many bones share weights when skeleton_aware
+    stages: list[list[int]] = field(default_factory=lambda: [[0, 1], [2, 3], [4, 5], [6]])
+    noise_amp_scale: float = 1.0  # multiplies every level's noise amplitude
+    stage_noise_amp_scale: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    full_noise: bool = False  # independent noise per channel; the original shares it across channels
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    lambda_rec: float = 50.0
+    lambda_gp: float = 1.0
+    lambda_consistency: float = 5.0
+    critic_steps: int = 5  # critic updates per iteration
+    fake_pool_size: int = 50  # history of fakes the critic also sees (0: none)
+
+
+@dataclass
+class SchedulingConfig:
+    train_data_iter: int = 15000  # iterations per stage
+    validate_every: int = 1000
+    checkpoint_every: int = 1000
+    validation_samples: int = 4
+
+
+@dataclass
+class UtilConfig:
+    seed: int = 0
+    device: str = "cpu"
+    run_dir: str = ""  # empty: runs/<npz name>-<date>-<time>
+    experiment_name: str = ""  # defaults to the run folder's name
+    resume: bool = False
+    progress: bool = True
+    num_threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
+    util: UtilConfig = field(default_factory=UtilConfig)
+
+
+def section_keys() -> dict[str, str]:
+    """bare key -> 'section.key' for every leaf of TrainConfig."""
+    out = {}
+    for section in fields(TrainConfig):
+        for f in fields(section.default_factory):
+            out[f.name] = f"{section.name}.{f.name}"
+    return out
+
+
+def qualify(key: str) -> str:
+    """'lambda_rec' -> 'optim.lambda_rec'; an unknown key is an error naming the nearest ones."""
+    keys = section_keys()
+    head = key.split(".")[0]
+    if head in keys:
+        return keys[head] + key[len(head):]
+    if head in {f.name for f in fields(TrainConfig)} and key.split(".")[1:2] and key.split(".")[1] in keys:
+        return key
+    close = difflib.get_close_matches(head, list(keys) + list(keys.values()), n=3)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def load_config(overrides: list[str] = (), base: DictConfig | dict | None = None) -> DictConfig:
+    """Defaults <- `base` <- each `config=FILE.yaml` <- `key=value` overrides, in that order."""
+    cfg = OmegaConf.structured(TrainConfig)
+    try:
+        if base is not None:
+            cfg = OmegaConf.merge(cfg, base)
+        dotlist = []
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r} is not key=value")
+            if key == "config":
+                cfg = OmegaConf.merge(cfg, _load_yaml(value))
+            else:
+                dotlist.append(f"{qualify(key)}={value}")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e)) from None
+    validate(cfg)
+    return cfg
+
+
+def _load_yaml(path: str) -> DictConfig:
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path!r} does not exist")
+    return OmegaConf.load(path)
+
+
+def _describe(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None)
+    first = str(e).splitlines()[0]
+    return f"config key {key!r}: {first}" if key else first
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks across fields that types alone cannot express."""
+    m, o, s = cfg.model, cfg.optim, cfg.scheduling
+    flat = [lvl for stage in m.stages for lvl in stage]
+    if not m.stages or flat != list(range(len(flat))):
+        raise ConfigError(f"config key 'model.stages': {list(map(list, m.stages))} must cover levels 0..N-1 in order")
+    if len(m.stage_noise_amp_scale) != len(m.stages):
+        raise ConfigError(f"config key 'model.stage_noise_amp_scale' has {len(m.stage_noise_amp_scale)} values "
+                          f"for {len(m.stages)} stages")
+    positive = {"optim.lr_g": o.lr_g, "optim.lr_d": o.lr_d, "model.kernel_size": m.kernel_size,
+                "scheduling.validate_every": s.validate_every, "scheduling.checkpoint_every": s.checkpoint_every}
+    nonneg = {"optim.lambda_rec": o.lambda_rec, "optim.lambda_gp": o.lambda_gp, "optim.critic_steps": o.critic_steps,
+              "optim.lambda_consistency": o.lambda_consistency, "optim.fake_pool_size": o.fake_pool_size,
+              "model.noise_amp_scale": m.noise_amp_scale, "scheduling.train_data_iter": s.train_data_iter,
+              "scheduling.validation_samples": s.validation_samples}
+    for i, v in enumerate(m.stage_noise_amp_scale):
+        nonneg[f"model.stage_noise_amp_scale.{i}"] = v
+    for key, v in positive.items():
+        if not v > 0:
+            raise ConfigError(f"config key {key!r} must be positive, got {v}")
+    for key, v in nonneg.items():
+        if not v >= 0:
+            raise ConfigError(f"config key {key!r} must not be negative, got {v}")
+    if m.kernel_size % 2 == 0:
+        raise ConfigError(f"config key 'model.kernel_size' must be odd, got {m.kernel_size}")
+    if m.padding_mode not in ("reflect", "replicate", "zeros", "circular"):
+        raise ConfigError(f"config key 'model.padding_mode': unknown mode {m.padding_mode!r}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,173 @@
+"""The training npz: features, pyramid, noise amplitudes, z* and the skeleton to write BVH back.
+
+One file holds everything a run needs, so that a run folder with its copy of the npz is
+self-contained: training, generation and BVH export read nothing else.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .features import FeatureLayout, Motion, contact_labels, decode, encode, load_motion
+from .pyramid import build_pyramid, noise_amplitudes, pyramid_lengths
+from .skeleton import Rig, Skeleton
+
+FORMAT_VERSION = 1
+
+# key -> (dtype kind, number of dimensions); checked on load so that a foreign npz fails clearly
+SCHEMA = {
+    "format_version": ("i", 0),
+    "features": ("f", 2),
+    "begin_xz": ("f", 1),
+    "level_lengths": ("i", 1),
+    "noise_amplitudes": ("f", 1),
+    "z_star": ("f", 2),
+    "contacts": ("f", 2),
+    "rotations": ("f", 4),
+    "root_positions": ("f", 2),
+    "fps": ("f", 0),
+    "joint_names": ("U", 1),
+    "parents": ("i", 1),
+    "offsets": ("f", 2),
+    "end_sites": ("f", 2),
+    "rotation_orders": ("U", 1),
+    "contact_joints": ("i", 1),
+    "contact_threshold": ("f", 0),
+    "scale": ("f", 0),
+    "rig": ("U", 0),
+    "source": ("U", 0),
+}
+
+
+class DatasetError(ValueError):
+    """A malformed or foreign npz; the message names the file and the key."""
+
+
+@dataclass
+class MotionDataset:
+    skeleton: Skeleton
+    motion: Motion  # the clip at training frame rate, float64
+    features: torch.Tensor  # (channels, T) float32
+    begin_xz: torch.Tensor  # (2,)
+    contacts: torch.Tensor  # (T, C)
+    level_lengths: list[int]
+    noise_amplitudes: torch.Tensor  # (levels,)
+    z_star: torch.Tensor  # (channels, level_lengths[0]): fixed noise that reconstructs the clip
+    source: str = ""
+
+    @property
+    def layout(self) -> FeatureLayout:
+        return FeatureLayout(self.skeleton.num_joints, len(self.skeleton.contacts))
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_lengths)
+
+    def levels(self) -> list[torch.Tensor]:
+        return build_pyramid(self.features, self.level_lengths)
+
+    def decode(self, features: torch.Tensor) -> tuple[Motion, torch.Tensor]:
+        return decode(features, self.layout, self.begin_xz)
+
+    @classmethod
+    def from_bvh(cls, path, rig: Rig | None = None, seed: int = 0) -> "MotionDataset":
+        skeleton, motion = load_motion(path, rig)
+        contacts = contact_labels(motion, skeleton)
+        features, begin_xz = encode(motion, skeleton, contacts)
+        features = features.float()
+        lengths = pyramid_lengths(features.shape[-1])
+        amps = noise_amplitudes(build_pyramid(features, lengths))
+        z_star = torch.randn(features.shape[0], lengths[0], generator=torch.Generator().manual_seed(seed))
+        return cls(skeleton, motion, features, begin_xz.float(), contacts.float(), lengths, amps, z_star,
+                   source=Path(path).name)
+
+    def save(self, path) -> None:
+        s = self.skeleton
+        arrays = {
+            "format_version": np.int64(FORMAT_VERSION),
+            "features": self.features.numpy(),
+            "begin_xz": self.begin_xz.numpy(),
+            "level_lengths": np.array(self.level_lengths, dtype=np.int64),
+            "noise_amplitudes": self.noise_amplitudes.numpy(),
+            "z_star": self.z_star.numpy(),
+            "contacts": self.contacts.numpy(),
+            "rotations": self.motion.rotations.numpy(),
+            "root_positions": self.motion.root_positions.numpy(),
+            "fps": np.float64(self.motion.fps),
+            "joint_names": np.array(s.names),
+            "parents": np.array(s.parents, dtype=np.int64),
+            "offsets": s.offsets,
+            "end_sites": s.end_sites,
+            "rotation_orders": np.array(s.rotation_orders),
+            "contact_joints": np.array(s.contacts, dtype=np.int64),
+            "contact_threshold": np.float64(s.contact_threshold),
+            "scale": np.float64(s.scale),
+            "rig": np.array(s.rig),
+            "source": np.array(self.source),
+        }
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "MotionDataset":
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: no such file")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+            raise DatasetError(f"{path}: not a readable npz ({e})") from None
+        _check(path, data)
+        J, C = len(data["joint_names"]), len(data["contact_joints"])
+        layout = FeatureLayout(J, C)
+        if data["features"].shape[0] != layout.channels:
+            raise DatasetError(f"{path}: key 'features' has {data['features'].shape[0]} channels, "
+                               f"expected {layout.channels} for {J} joints and {C} contacts")
+        if data["z_star"].shape != (layout.channels, data["level_lengths"][0]):
+            raise DatasetError(f"{path}: key 'z_star' has shape {data['z_star'].shape}")
+        if len(data["noise_amplitudes"]) != len(data["level_lengths"]):
+            raise DatasetError(f"{path}: keys 'noise_amplitudes' and 'level_lengths' differ in length")
+        skeleton = Skeleton(
+            names=data["joint_names"].tolist(),
+            parents=data["parents"].tolist(),
+            offsets=data["offsets"],
+            end_sites=data["end_sites"],
+            rotation_orders=data["rotation_orders"].tolist(),
+            contacts=data["contact_joints"].tolist(),
+            contact_threshold=float(data["contact_threshold"]),
+            scale=float(data["scale"]),
+            rig=str(data["rig"]),
+        )
+        t = torch.from_numpy
+        motion = Motion(t(data["rotations"]), t(data["root_positions"]), float(data["fps"]))
+        return cls(skeleton, motion, t(data["features"]).float(), t(data["begin_xz"]).float(),
+                   t(data["contacts"]).float(), data["level_lengths"].tolist(),
+                   t(data["noise_amplitudes"]).float(), t(data["z_star"]).float(), str(data["source"]))
+
+
+def _check(path, data: dict) -> None:
+    missing = [k for k in SCHEMA if k not in data]
+    if missing:
+        raise DatasetError(f"{path}: missing key {missing[0]!r} (is this a ganimator-preprocess npz?)")
+    version = int(data["format_version"])
+    if version != FORMAT_VERSION:
+        raise DatasetError(f"{path}: key 'format_version' is {version}; this ganimator reads "
+                           f"version {FORMAT_VERSION}: run ganimator-preprocess on the BVH again")
+    for key, (kind, ndim) in SCHEMA.items():
+        value = data[key]
+        if value.ndim != ndim or (value.dtype.kind != kind and not (kind == "f" and value.dtype.kind == "i")):
+            raise DatasetError(f"{path}: key {key!r} has dtype {value.dtype} and {value.ndim} dimensions, "
+                               f"expected kind {kind!r} with {ndim}")
+        if kind == "f" and not np.isfinite(value).all() and key != "end_sites":
+            raise DatasetError(f"{path}: key {key!r} holds NaN or infinite values")

@@ -1,0 +1,73 @@
+"""Loading a trained run, generating motion of any length, and writing it as BVH and npz."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .bvh import write_bvh
+from .config import load_config
+from .dataset import MotionDataset
+from .features import motion_to_bvh
+from .networks import GeneratorPyramid
+from .pyramid import scaled_lengths
+from .trainer import CHECKPOINT, CONFIG, DATA, build_models, load_checkpoint_file
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    cfg: DictConfig
+    dataset: MotionDataset
+    pyramid: GeneratorPyramid
+
+    def generate(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0) -> torch.Tensor:
+        """(samples, channels, length) new motion features. As the original evaluates, only the
+        coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it."""
+        if length < self.dataset.level_lengths[0]:
+            raise ValueError(f"length {length} is shorter than the coarsest level ({self.dataset.level_lengths[0]})")
+        rng = torch.Generator().manual_seed(seed)
+        lengths = scaled_lengths(self.dataset.level_lengths, length)
+        with torch.no_grad():
+            return self.pyramid.sample(lengths, samples, rng, detail_noise=detail_noise)
+
+    def reconstruct(self) -> torch.Tensor:
+        """(1, channels, T): the chain run on z*, which should reproduce the training clip."""
+        with torch.no_grad():
+            return self.pyramid.reconstruct(self.dataset.level_lengths)[-1]
+
+    def write(self, features: torch.Tensor, out_dir, prefix: str = "sample") -> list[Path]:
+        """Each (channels, T) sample as <prefix>-NNN.bvh, plus all of them in <prefix>.npz."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for k, sample in enumerate(features):
+            motion, contacts = self.dataset.decode(sample)
+            motion.fps = self.dataset.motion.fps
+            path = out_dir / f"{prefix}-{k:03d}.bvh"
+            write_bvh(path, motion_to_bvh(motion, self.dataset.skeleton))
+            paths.append(path)
+        np.savez_compressed(out_dir / f"{prefix}.npz", features=features.numpy(), fps=self.dataset.motion.fps)
+        return paths
+
+
+def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
+    """A run folder (or an exported one): config.yaml, data.npz and checkpoint.pt."""
+    run_dir = Path(run_dir)
+    for name in (CONFIG, DATA, CHECKPOINT):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} is missing: is {run_dir} a ganimator run folder?")
+    cfg = load_config(base=OmegaConf.load(run_dir / CONFIG))
+    dataset = MotionDataset.load(run_dir / DATA)
+    pyramid, _ = build_models(cfg, dataset)
+    state = load_checkpoint_file(run_dir / CHECKPOINT)
+    pyramid.load_state_dict(state["pyramid"])
+    pyramid.eval()
+    stages = len(cfg.model.stages)
+    if state["stage"] < stages and not allow_partial:
+        raise RuntimeError(f"{run_dir} has trained {state['stage']} of {stages} stages; "
+                           "continue it with ganimator-train ... resume=true")
+    return TrainedRun(run_dir, cfg, dataset, pyramid)

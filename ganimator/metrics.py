@@ -1,0 +1,91 @@
+"""The original's quality metrics (coverage, global and local diversity), vectorised in torch.
+
+All three compare windows of one clip to windows of another along diagonals of the per-frame
+cost matrix (L2 distance between frames' rotation features). The original fills an L x L x L'
+table with a C++ kernel; here a prefix sum along each diagonal gives any window's cost in O(1),
+and the segmentation DP of global diversity runs over a per-segment minimum computed in bulk.
+"""
+from __future__ import annotations
+
+import torch
+
+COVERAGE_WINDOW, COVERAGE_THRESHOLD = 30, 2.0
+GLOBAL_MIN_SEGMENT = 30
+LOCAL_WINDOW = 15
+
+
+def rotation_frames(features: torch.Tensor, layout) -> torch.Tensor:
+    """(..., channels, T) features -> (..., T, 6J): the per-frame features the metrics compare."""
+    return features[..., layout.rotations, :].transpose(-1, -2)
+
+
+def diagonal_prefix(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """P (..., L1+1, L2+1) with P[i, k] = sum_{t<min(i,k)} cost[i-1-t, k-1-t], cost = cdist(src, tgt).
+
+    The cost of matching src[i:i+w] to tgt[k:k+w] frame by frame is P[i+w, k+w] - P[i, k].
+    """
+    cost = torch.cdist(src.double(), tgt.double())
+    *batch, L1, L2 = cost.shape
+    i = torch.arange(L1, device=cost.device)[:, None]
+    k = torch.arange(L2, device=cost.device)[None, :]
+    diag = (k - i + L1 - 1).expand(*batch, L1, L2)  # column = which diagonal
+    skewed = cost.new_zeros(*batch, L1, L1 + L2 - 1).scatter_(-1, diag, cost).cumsum(-2)
+    prefix = cost.new_zeros(*batch, L1 + 1, L2 + 1)
+    prefix[..., 1:, 1:] = skewed.gather(-1, diag)
+    return prefix
+
+
+def best_window_costs(src: torch.Tensor, tgt: torch.Tensor, window: int) -> torch.Tensor:
+    """For each src window start (the original's range: all but the last), the mean per-frame cost
+    of its best diagonal match in tgt: (..., L1 - window)."""
+    L1, L2 = src.shape[-2], tgt.shape[-2]
+    if L1 <= window or L2 < window:
+        return src.new_full((*src.shape[:-2], max(L1 - window, 1)), float("nan"), dtype=torch.float64)
+    P = diagonal_prefix(src, tgt)
+    sums = P[..., window:, window:] - P[..., :L1 + 1 - window, :L2 + 1 - window]
+    return sums[..., :L1 - window, :].amin(-1) / window
+
+
+def coverage(generated: torch.Tensor, real: torch.Tensor, window: int = COVERAGE_WINDOW,
+             threshold: float = COVERAGE_THRESHOLD) -> torch.Tensor:
+    """Share of the real clip's windows that the generated clip reproduces (cost under threshold)."""
+    real = real.expand(*generated.shape[:-2], *real.shape[-2:])
+    costs = best_window_costs(real, generated, window)
+    return (costs < threshold).double().mean(-1).where(~costs.isnan().any(-1), costs.new_tensor(float("nan")))
+
+
+def local_diversity(generated: torch.Tensor, real: torch.Tensor, window: int = LOCAL_WINDOW) -> torch.Tensor:
+    """Mean over the generated clip's short windows of the cost of their best match in the real clip."""
+    real = real.expand(*generated.shape[:-2], *real.shape[-2:])
+    return best_window_costs(generated, real, window).mean(-1)
+
+
+def global_diversity(generated: torch.Tensor, real: torch.Tensor, min_segment: int = GLOBAL_MIN_SEGMENT) -> torch.Tensor:
+    """Cost per frame of the cheapest cut of the generated clip into segments of >= min_segment
+    frames, each copied from a contiguous stretch of the real clip (0: a patchwork of the input)."""
+    real = real.expand(*generated.shape[:-2], *real.shape[-2:])
+    L1, L2 = generated.shape[-2], real.shape[-2]
+    batch = generated.shape[:-2]
+    inf = float("inf")
+    if L1 < min_segment or L2 < min_segment:
+        return generated.new_full(batch, float("nan"), dtype=torch.float64)
+    P = diagonal_prefix(generated, real)
+    # seg[..., l, i]: best cost of generated[l:i] as one copied stretch
+    seg = P.new_full((*batch, L1 + 1, L1 + 1), inf)
+    for n in range(min_segment, min(L1, L2) + 1):
+        sums = P[..., n:, n:] - P[..., :L1 + 1 - n, :L2 + 1 - n]
+        seg.diagonal(n, -2, -1).copy_(sums.amin(-1))
+    best = P.new_full((*batch, L1 + 1), inf)
+    best[..., 0] = 0
+    for i in range(min_segment, L1 + 1):
+        best[..., i] = (best[..., :i - min_segment + 1] + seg[..., :i - min_segment + 1, i]).amin(-1)
+    return best[..., L1] / L1
+
+
+def quality(generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    """Mean coverage, global and local diversity of (B, T, D) samples against a (T0, D) clip."""
+    return {
+        "coverage": coverage(generated, real).mean().item(),
+        "global_diversity": global_diversity(generated, real).mean().item(),
+        "local_diversity": local_diversity(generated, real).mean().item(),
+    }

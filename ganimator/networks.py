@@ -1,0 +1,128 @@
+"""Per-level generators and critics, and the pyramid that chains the generators."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .features import FeatureLayout
+from .pyramid import resample
+from .skeleton import Skeleton
+
+
+class SkeletonConv1d(nn.Conv1d):
+    """Conv1d whose weights only connect channels of joints near each other on the kinematic tree."""
+
+    def __init__(self, in_channels: int, out_channels: int, mask: torch.Tensor, **kwargs):
+        super().__init__(in_channels, out_channels, **kwargs)
+        self.register_buffer("mask", mask[:, :, None].to(self.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+class ConvStack(nn.Sequential):
+    """1-D convolutions over time with LeakyReLU(0.2) between them, none after the last."""
+
+    def __init__(self, channels: list[int], kernel_size: int, padding_mode: str,
+                 channel_joints: list[np.ndarray] | None = None, joint_distance: np.ndarray | None = None,
+                 neighbour_distance: int = 2):
+        layers = []
+        for k, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+            conv_args = dict(kernel_size=kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
+            if channel_joints is not None and c_out > 1:
+                near = joint_distance[channel_joints[k + 1]][:, channel_joints[k]] <= neighbour_distance
+                layers.append(SkeletonConv1d(c_in, c_out, torch.from_numpy(near), **conv_args))
+            else:
+                layers.append(nn.Conv1d(c_in, c_out, **conv_args))
+            if k < len(channels) - 2:
+                layers.append(nn.LeakyReLU(0.2))
+        super().__init__(*layers)
+
+
+class Generator(nn.Module):
+    """Refines the upsampled coarser level: output = base + net(base + noise)."""
+
+    def __init__(self, stack: ConvStack):
+        super().__init__()
+        self.net = stack
+
+    def forward(self, base: torch.Tensor, noise: torch.Tensor | float = 0.0) -> torch.Tensor:
+        return base + self.net(base + noise)
+
+
+class Critic(nn.Module):
+    """WGAN critic: one score per frame window (a patch critic over time)."""
+
+    def __init__(self, stack: ConvStack):
+        super().__init__()
+        self.net = stack
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_stacks(model_cfg, layout: FeatureLayout, skeleton: Skeleton, out_channels: int) -> ConvStack:
+    channels = [layout.channels, *model_cfg.hidden_channels, out_channels]
+    if not model_cfg.skeleton_aware:
+        return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode)
+    J = skeleton.num_joints
+    # Hidden channels are shared out evenly among joints; feature channels belong to their joint.
+    joints = [layout.channel_joints()] + [np.arange(c) * J // c for c in model_cfg.hidden_channels]
+    joints.append(layout.channel_joints() if out_channels == layout.channels else np.zeros(out_channels, int))
+    return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode, joints,
+                     skeleton.tree_distances(), model_cfg.neighbour_distance)
+
+
+class GeneratorPyramid(nn.Module):
+    """The chain of generators, coarsest first, with each level's noise amplitude and z*.
+
+    Random mode feeds level 0 scaled noise and each level above its own scaled noise; reconstruction
+    mode feeds level 0 the fixed z* and no noise above, and reproduces the training clip.
+    """
+
+    def __init__(self, generators: list[Generator], amplitudes: torch.Tensor, z_star: torch.Tensor,
+                 full_noise: bool = False):
+        super().__init__()
+        self.generators = nn.ModuleList(generators)
+        self.register_buffer("amplitudes", amplitudes.clone())
+        self.register_buffer("z_star", z_star.clone())
+        self.full_noise = full_noise
+
+    @property
+    def channels(self) -> int:
+        return self.z_star.shape[0]
+
+    def noise(self, level: int, batch: int, length: int, rng: torch.Generator | None = None,
+              scale: float = 1.0) -> torch.Tensor:
+        # The original shares one noise value across all channels of a frame unless full_noise.
+        shape = (batch, self.channels if self.full_noise else 1, length)
+        z = torch.randn(shape, generator=rng, device=self.z_star.device)
+        return (z * (self.amplitudes[level] * scale)).expand(batch, self.channels, length)
+
+    def run(self, levels: range, lengths: list[int], prev: torch.Tensor | None, noises: list) -> list[torch.Tensor]:
+        """Outputs of `levels` in order; `prev` is the output of the level below (None at level 0)."""
+        outputs = []
+        for level, noise in zip(levels, noises):
+            if prev is None:
+                base = torch.zeros(noise.shape[0] if torch.is_tensor(noise) else 1, self.channels, lengths[level],
+                                   device=self.z_star.device)
+            else:
+                base = resample(prev, lengths[level])
+            prev = self.generators[level](base, noise)
+            outputs.append(prev)
+        return outputs
+
+    def sample(self, lengths: list[int], batch: int = 1, rng: torch.Generator | None = None,
+               levels: range | None = None, prev: torch.Tensor | None = None,
+               detail_noise: float = 1.0) -> torch.Tensor:
+        """Random motion features at the last of `levels`; detail_noise scales noise above level 0."""
+        levels = levels if levels is not None else range(len(lengths))
+        noises = [self.noise(l, batch, lengths[l], rng, 1.0 if l == 0 else detail_noise) for l in levels]
+        return self.run(levels, lengths, prev, noises)[-1]
+
+    def reconstruct(self, lengths: list[int], levels: range | None = None,
+                    prev: torch.Tensor | None = None) -> list[torch.Tensor]:
+        levels = levels if levels is not None else range(len(lengths))
+        noises = [self.z_star[None] if l == 0 else 0.0 for l in levels]
+        return self.run(levels, lengths, prev, noises)

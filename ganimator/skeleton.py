@@ -1,0 +1,119 @@
+"""Skeletons as values: which joints of a rig the features keep, and which touch the ground."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bvh import BVH
+
+MIXAMO_JOINTS = (
+    "Hips", "LeftUpLeg", "LeftLeg", "LeftFoot", "LeftToeBase", "LeftToe_End",
+    "RightUpLeg", "RightLeg", "RightFoot", "RightToeBase", "RightToe_End",
+    "Spine", "Spine1", "Spine2", "Neck", "Head",
+    "LeftShoulder", "LeftArm", "LeftForeArm", "LeftHand",
+    "RightShoulder", "RightArm", "RightForeArm", "RightHand",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rig:
+    """How to read one family of BVH skeletons (the original's skeleton database, as data)."""
+
+    name: str
+    signature: tuple[str, ...]  # joint names that identify the rig
+    joints: tuple[str, ...] | None  # the subset the features keep; None keeps every joint
+    contacts: tuple[str, ...]  # joints whose ground contact is labelled
+    contact_threshold: float  # metres per frame at 30 fps under which a joint is in contact
+    scale: float | None = None  # file units to metres; None: 0.01 if the root sits above 10 units
+
+    def matches(self, names) -> bool:
+        return set(self.signature) <= set(names)
+
+
+MIXAMO = Rig("mixamo", MIXAMO_JOINTS, MIXAMO_JOINTS,
+             ("LeftToe_End", "RightToe_End", "LeftToeBase", "RightToeBase"), 0.018)
+CRAB_CONTACTS = ("DEF_BN_leg_L_05_end", "DEF_BN_Leg_L_10_end", "DEF_BN_Leg_L_15_end",
+                 "DEF_BN_leg_R_05_end", "DEF_BN_Leg_R_10_end", "DEF_BN_Leg_R_15_end")
+CRAB = Rig("crab", CRAB_CONTACTS, None, CRAB_CONTACTS, 0.006)
+XIA = Rig("xia", ("LHipJoint", "RHipJoint", "LowerBack", "LeftToeBase", "RightToeBase"), None,
+          ("LeftToeBase", "RightToeBase"), 0.018, scale=0.14)
+GENERIC = Rig("generic", (), None, (), 0.018)
+RIGS = (MIXAMO, CRAB, XIA)
+
+
+def strip_namespace(name: str) -> str:
+    """'mixamorig7:Hips' -> 'Hips'."""
+    return name.rsplit(":", 1)[-1]
+
+
+def detect_rig(names) -> Rig:
+    names = [strip_namespace(n) for n in names]
+    return next((rig for rig in RIGS if rig.matches(names)), GENERIC)
+
+
+@dataclass
+class Skeleton:
+    names: list[str]
+    parents: list[int]
+    offsets: np.ndarray  # (J, 3) metres
+    end_sites: np.ndarray  # (J, 3) metres, NaN where the source had no End Site
+    rotation_orders: list[str]  # per joint, kept so exported BVH matches the source's channels
+    contacts: list[int]  # joint indices with contact labels
+    contact_threshold: float
+    scale: float  # source units to metres
+    rig: str
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.names)
+
+    def tree_distances(self) -> np.ndarray:
+        """(J, J) number of bones between joints (for skeleton-aware convolutions)."""
+        J = self.num_joints
+        dist = np.full((J, J), J, dtype=np.int64)
+        np.fill_diagonal(dist, 0)
+        for j, p in enumerate(self.parents):
+            if p >= 0:
+                dist[j, p] = dist[p, j] = 1
+        for k in range(J):  # Floyd-Warshall: J is a few dozen
+            dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
+        return dist
+
+
+def select_joints(bvh: BVH, rig: Rig | None = None) -> tuple[Skeleton, list[int]]:
+    """The rig's joint subset of a BVH: the skeleton and the subset's indices in the file."""
+    rig = rig or detect_rig(bvh.names)
+    short = [strip_namespace(n) for n in bvh.names]
+    wanted = rig.joints or tuple(short)
+    missing = [n for n in wanted if n not in short]
+    if missing:
+        raise ValueError(f"rig {rig.name!r}: joint {missing[0]!r} is not in the file")
+    index = [short.index(n) for n in wanted]
+    position = {j: k for k, j in enumerate(index)}
+    parents = []
+    for k, j in enumerate(index):
+        p = bvh.parents[j]
+        if p >= 0 and p not in position:
+            raise ValueError(f"rig {rig.name!r}: parent {short[p]!r} of {short[j]!r} is not kept; "
+                             "the joint subset must be closed under parents")
+        parents.append(position[p] if p >= 0 else -1)
+        if k > 0 and parents[-1] >= k:
+            raise ValueError(f"rig {rig.name!r}: joint {short[j]!r} comes before its parent")
+    scale = rig.scale if rig.scale is not None else (0.01 if bvh.offsets[0, 1] > 10 else 1.0)
+    end_sites = np.full((len(index), 3), np.nan)
+    for k, j in enumerate(index):
+        if j in bvh.end_sites:
+            end_sites[k] = bvh.end_sites[j] * scale
+    skeleton = Skeleton(
+        names=[short[j] for j in index],
+        parents=parents,
+        offsets=bvh.offsets[index] * scale,
+        end_sites=end_sites,
+        rotation_orders=[bvh.rotation_order(j) for j in index],
+        contacts=[wanted.index(n) for n in rig.contacts],
+        contact_threshold=rig.contact_threshold,
+        scale=scale,
+        rig=rig.name,
+    )
+    return skeleton, index

@@ -1,0 +1,329 @@
+"""Training: all stages of the pyramid in one process, each frozen once trained.
+
+One iteration of a stage (the levels in `model.stages[k]`) is, as in the original:
+`critic_steps` critic updates with WGAN-GP, one adversarial generator update (with the contact
+consistency loss) and one reconstruction update. Frozen stages only feed the stage in training,
+so their random output is drawn once per iteration without autograd, and their
+reconstruction once per stage; the original recomputed them, with autograd, for each of the
+seven sub-steps of every iteration.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from .config import ConfigError, to_yaml
+from .dataset import MotionDataset
+from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
+from .metrics import quality, rotation_frames
+from .networks import Critic, Generator, GeneratorPyramid, build_stacks
+from .pyramid import resample
+
+CHECKPOINT_VERSION = 1
+CHECKPOINT, CONFIG, DATA, HISTORY = "checkpoint.pt", "config.yaml", "data.npz", "history.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainEvent:
+    """What callbacks receive after each validation ('validation') and finished stage ('stage_end')."""
+
+    kind: str
+    stage: int  # 0-based index into model.stages
+    levels: list[int]
+    iteration: int  # iterations done in this stage
+    step: int  # iterations done in all stages
+    metrics: dict[str, float]
+    checkpoint: Path | None  # a checkpoint holding exactly this state, when one was written
+
+
+Callback = Callable[[TrainEvent], "bool | None"]  # a truthy return stops training
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    finished: bool  # all stages trained (False: a callback stopped the run)
+    events: list[TrainEvent] = field(default_factory=list)
+
+
+class FakePool:
+    """The original's history of generated motions: half the time the critic sees an older fake."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, []
+
+    def query(self, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return fake
+        if len(self.items) < self.size:
+            self.items.append(fake.detach().clone())
+            return fake
+        if torch.rand((), generator=rng, device=fake.device) > 0.5:
+            k = int(torch.randint(self.size, (), generator=rng, device=fake.device))
+            older, self.items[k] = self.items[k], fake.detach().clone()
+            return older
+        return fake
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, dataset: MotionDataset | None = None, callbacks: Sequence[Callback] = ()):
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
+        self.dataset = dataset if dataset is not None else MotionDataset.load(cfg.data.npz_filename)
+        self.run_dir = Path(cfg.util.run_dir)
+        self.device = torch.device(cfg.util.device)
+        self.stages = [list(s) for s in cfg.model.stages]
+        if sum(map(len, self.stages)) != self.dataset.num_levels:
+            raise ConfigError(f"config key 'model.stages' covers {sum(map(len, self.stages))} levels but "
+                              f"{cfg.data.npz_filename} has {self.dataset.num_levels}")
+        self.lengths = self.dataset.level_lengths
+        self.reals = [lvl[None].to(self.device) for lvl in self.dataset.levels()]
+
+        self.pyramid, self.critics = build_models(cfg, self.dataset)
+        self.pyramid.to(self.device)
+        self.critics.to(self.device)
+        o = cfg.optim
+        self.opt_g = [torch.optim.Adam(g.parameters(), lr=o.lr_g, foreach=True) for g in self.pyramid.generators]
+        self.opt_d = [torch.optim.Adam(c.parameters(), lr=o.lr_d, foreach=True) for c in self.critics]
+        self.pools = [FakePool(o.fake_pool_size) for _ in self.critics]
+        self.consistency = ContactConsistency(self.dataset.skeleton, self.dataset.layout).to(self.device)
+        self.rng = torch.Generator(self.device).manual_seed(cfg.util.seed)
+        self.stage, self.iteration, self.step = 0, 0, 0
+
+    # ---- one iteration -------------------------------------------------------------------
+
+    def _iteration(self, levels: list[int], frozen_rec: torch.Tensor | None) -> dict[str, float]:
+        o, lo = self.cfg.optim, levels[0]
+        span = range(lo, levels[-1] + 1)
+        n = o.critic_steps
+        pyr, rng = self.pyramid, self.rng
+        # One coarse motion from the frozen levels per iteration; every sub-step gets fresh noise
+        # on the levels in training. The original drew the frozen levels anew for each sub-step.
+        noises = [pyr.noise(l, 1, self.lengths[l], rng) for l in range(lo)]
+        noises += [pyr.noise(l, n + 1, self.lengths[l], rng) for l in span]
+        with torch.no_grad():
+            base = pyr.run(range(lo), self.lengths, None, noises[:lo])[-1].expand(n + 1, -1, -1) if lo else None
+            fakes = pyr.run(span, self.lengths, base[:n] if base is not None else None,
+                            [z[:n] for z in noises[lo:]])
+        losses = {}
+
+        for k in range(n):
+            total = 0.0
+            for j, l in enumerate(levels):
+                fresh = fakes[j][k:k + 1]
+                alpha = torch.rand((), generator=rng, device=self.device)
+                loss, w, gp = critic_loss(self.critics[l], self.reals[l], self.pools[l].query(fresh, rng),
+                                          fresh, alpha, o.lambda_gp)
+                total = total + loss
+                losses[f"{l}/critic"], losses[f"{l}/gp"] = w.item(), gp.item()
+            for l in levels:
+                self.opt_d[l].zero_grad(set_to_none=True)
+            total.backward()
+            for l in levels:
+                self.opt_d[l].step()
+
+        self.critics.requires_grad_(False)
+        prev = base[n:] if base is not None else None
+        total = 0.0
+        for l, z in zip(levels, noises[lo:]):
+            fake = pyr.run(range(l, l + 1), self.lengths, prev, [z[n:]])[0]
+            adv = generator_adversarial_loss(self.critics[l], fake)
+            contact = self.consistency(fake)
+            total = total + adv + o.lambda_consistency * contact
+            losses[f"{l}/adversarial"], losses[f"{l}/contact"] = adv.item(), contact.item()
+            prev = fake.detach()  # each level learns only from its own losses, as in the original
+        self._step_generators(levels, total)
+        self.critics.requires_grad_(True)
+
+        total, prev = 0.0, frozen_rec
+        for l in levels:
+            rec = pyr.reconstruct(self.lengths, range(l, l + 1), prev)[0]
+            loss = reconstruction_loss(rec, self.reals[l])
+            total = total + o.lambda_rec * loss
+            losses[f"{l}/reconstruction"] = loss.item()
+            prev = rec.detach()
+        self._step_generators(levels, total)
+        return losses
+
+    def _step_generators(self, levels: list[int], loss: torch.Tensor) -> None:
+        for l in levels:
+            self.opt_g[l].zero_grad(set_to_none=True)
+        loss.backward()
+        for l in levels:
+            self.opt_g[l].step()
+
+    # ---- the stage loop ------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        cfg, sched = self.cfg, self.cfg.scheduling
+        if cfg.util.num_threads > 0:
+            torch.set_num_threads(cfg.util.num_threads)
+        self._prepare_run_dir()
+        result = TrainResult(self.run_dir, finished=False)
+        while self.stage < len(self.stages):
+            levels = self.stages[self.stage]
+            self._freeze_below(levels[0])
+            with torch.no_grad():
+                frozen_rec = self.pyramid.reconstruct(self.lengths, range(levels[0]))[-1] if levels[0] else None
+            bar = tqdm(total=sched.train_data_iter, initial=self.iteration, disable=not cfg.util.progress,
+                       desc=f"stage {self.stage + 1}/{len(self.stages)} levels {levels}", dynamic_ncols=True)
+            running: dict[str, list[float]] = {}
+            while self.iteration < sched.train_data_iter:
+                losses = self._iteration(levels, frozen_rec)
+                self._check_finite(losses)
+                self.iteration += 1
+                self.step += 1
+                for k, v in losses.items():
+                    running.setdefault(k, []).append(v)
+                bar.update()
+                bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses.items()
+                                 if not k.endswith(("gp", "contact"))}, refresh=False)
+                last = self.iteration == sched.train_data_iter
+                validate = self.iteration % sched.validate_every == 0 and not last
+                checkpoint = self.iteration % sched.checkpoint_every == 0 and not last
+                if validate:
+                    metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **self.validate(levels)}
+                    running = {}
+                    path = self.save_checkpoint() if checkpoint else None
+                    if self._emit(result, "validation", levels, metrics, path):
+                        self.save_checkpoint()  # stopping keeps everything done so far
+                        bar.close()
+                        return result
+                elif checkpoint:
+                    self.save_checkpoint()
+            bar.close()
+            metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **self.validate(levels)}
+            stage_done = self.stage
+            self.stage, self.iteration = self.stage + 1, 0
+            path = self.save_checkpoint(stage_file=f"stage-{stage_done + 1}.pt")
+            if self._emit(result, "stage_end", levels, metrics, path, stage_done, sched.train_data_iter):
+                return result
+        result.finished = True
+        return result
+
+    def _emit(self, result: TrainResult, kind: str, levels: list[int], metrics: dict, path,
+              stage: int | None = None, iteration: int | None = None) -> bool:
+        event = TrainEvent(kind, self.stage if stage is None else stage, levels,
+                           self.iteration if iteration is None else iteration, self.step, metrics, path)
+        result.events.append(event)
+        with open(self.run_dir / HISTORY, "a") as f:
+            f.write(json.dumps({**asdict(event), "checkpoint": str(path) if path else None}) + "\n")
+        stop = False
+        for callback in self.callbacks:
+            stop = bool(callback(event)) or stop
+        return stop
+
+    def _freeze_below(self, level: int) -> None:
+        for l, g in enumerate(self.pyramid.generators):
+            g.train(l >= level)
+            g.requires_grad_(l >= level)
+
+    def _check_finite(self, losses: dict[str, float]) -> None:
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"loss {bad[0]!r} is {losses[bad[0]]} at stage {self.stage + 1}, iteration {self.iteration + 1}; "
+                f"the last good checkpoint in {self.run_dir} is kept (lower the learning rates or lambda_gp)")
+
+    @torch.no_grad()
+    def validate(self, levels: list[int]) -> dict[str, float]:
+        """Reconstruction error per level, and the metrics of random samples at the stage's top level."""
+        top = levels[-1]
+        out = {}
+        for l, rec in enumerate(self.pyramid.reconstruct(self.lengths, range(top + 1))):
+            if l >= levels[0]:
+                out[f"{l}/rec_error"] = reconstruction_loss(rec, self.reals[l]).item()
+        # Its own generator, seeded by the step, so validating never shifts the training noise.
+        rng = torch.Generator(self.device).manual_seed(self.cfg.util.seed * 1_000_003 + self.step)
+        samples = self.pyramid.sample(self.lengths, self.cfg.scheduling.validation_samples, rng, range(top + 1))
+        if samples.shape[0]:
+            layout = self.dataset.layout
+            out.update(quality(rotation_frames(samples, layout).cpu(), rotation_frames(self.reals[top][0], layout).cpu()))
+        return out
+
+    # ---- run folder and checkpoints -----------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        ckpt = self.run_dir / CHECKPOINT
+        if self.cfg.util.resume:
+            if not ckpt.exists():
+                raise FileNotFoundError(f"resume=true but {ckpt} does not exist")
+            self.load_checkpoint(ckpt)
+            return
+        if ckpt.exists():
+            raise FileExistsError(f"{self.run_dir} already holds a run; pass resume=true to continue it "
+                                  "or choose another run_dir")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = OmegaConf.merge(self.cfg, {"data": {"npz_filename": DATA}, "util": {"resume": False}})
+        (self.run_dir / CONFIG).write_text(to_yaml(cfg))
+        self.dataset.save(self.run_dir / DATA)
+
+    def state_dict(self) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "stage": self.stage, "iteration": self.iteration, "step": self.step,
+            "pyramid": self.pyramid.state_dict(), "critics": self.critics.state_dict(),
+            "opt_g": [o.state_dict() for o in self.opt_g], "opt_d": [o.state_dict() for o in self.opt_d],
+            "pools": [p.items for p in self.pools], "rng": self.rng.get_state(),
+        }
+
+    def save_checkpoint(self, stage_file: str | None = None) -> Path:
+        path = self.run_dir / CHECKPOINT
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        if stage_file:
+            stage_path = self.run_dir / stage_file
+            shutil.copyfile(path, stage_path.with_name(f".{stage_file}.tmp"))
+            os.replace(stage_path.with_name(f".{stage_file}.tmp"), stage_path)
+            return stage_path
+        return path
+
+    def load_checkpoint(self, path) -> None:
+        state = load_checkpoint_file(path)
+        self.pyramid.load_state_dict(state["pyramid"])
+        self.critics.load_state_dict(state["critics"])
+        for opt, s in zip(self.opt_g + self.opt_d, state["opt_g"] + state["opt_d"]):
+            opt.load_state_dict(s)
+        for pool, items in zip(self.pools, state["pools"]):
+            pool.items = list(items)
+        self.rng.set_state(state["rng"])
+        self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
+
+
+def build_models(cfg: DictConfig, dataset: MotionDataset) -> tuple[GeneratorPyramid, torch.nn.ModuleList]:
+    """Generators and critics for every level, initialised from the seed without touching the global RNG."""
+    m = cfg.model
+    stage_of = {l: k for k, stage in enumerate(m.stages) for l in stage}
+    scales = torch.tensor([m.noise_amp_scale * m.stage_noise_amp_scale[stage_of[l]] for l in range(dataset.num_levels)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.util.seed)
+        gens = [Generator(build_stacks(m, dataset.layout, dataset.skeleton, dataset.layout.channels))
+                for _ in range(dataset.num_levels)]
+        critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1)) for _ in range(dataset.num_levels)]
+    pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * scales, dataset.z_star, m.full_noise)
+    return pyramid, torch.nn.ModuleList(critics)
+
+
+def load_checkpoint_file(path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"{path}: not a readable ganimator checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: not a ganimator checkpoint of version {CHECKPOINT_VERSION}")
+    return state
