@@ -126,16 +126,16 @@ def evaluate() -> None:
 
     def main():
         from .generate import load_run
-        from .metrics import coverage, global_diversity, local_diversity, rotation_frames
+        from .metrics import coverage, global_diversity, local_diversity, pose_frames
 
         run = load_run(args.run_dir)
         layout, real = run.dataset.layout, run.dataset.features
         length = round(real.shape[-1] * args.length_factor)
         samples = run.generate(length, args.samples, args.seed)
-        real_frames = rotation_frames(real, layout)
+        real_frames = pose_frames(real, layout)
         scores = {"coverage": [], "global_diversity": [], "local_diversity": []}
         for start in tqdm(range(0, args.samples, args.batch), desc="scoring", unit="batch"):
-            frames = rotation_frames(samples[start:start + args.batch], layout)
+            frames = pose_frames(samples[start:start + args.batch], layout)
             scores["coverage"].append(coverage(frames, real_frames))
             scores["global_diversity"].append(global_diversity(frames, real_frames))
             scores["local_diversity"].append(local_diversity(frames, real_frames))

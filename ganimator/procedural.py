@@ -38,7 +38,7 @@ def procedural_dance(seconds: float = 12.0, fps: int = 30, seed: int = 0) -> BVH
         return 1 + 0.4 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
 
     heading = 2 * np.pi * t / 10.0
-    root = np.stack([150 * np.sin(heading), 100 + 3 * np.sin(2 * step) * vary(5), 150 * np.cos(heading)], 1)
+    root = np.stack([150 * np.sin(heading), 104 + 3 * np.sin(2 * step) * vary(5), 150 * np.cos(heading)], 1)
     angles = {name: np.zeros((len(t), 3)) for name in MIXAMO_JOINTS}  # X, Y, Z degrees
     angles["Hips"][:, 1] = np.degrees(heading) + 90 + 15 * np.sin(step / 2) * vary(7)
     angles["Hips"][:, 2] = 5 * np.sin(step)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, to_yaml
 from .dataset import MotionDataset
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
-from .metrics import quality, rotation_frames
+from .metrics import quality, pose_frames
 from .networks import Critic, Generator, GeneratorPyramid, build_stacks
 from .pyramid import resample
 
@@ -252,7 +252,7 @@ class Trainer:
         samples = self.pyramid.sample(self.lengths, self.cfg.scheduling.validation_samples, rng, range(top + 1))
         if samples.shape[0]:
             layout = self.dataset.layout
-            out.update(quality(rotation_frames(samples, layout).cpu(), rotation_frames(self.reals[top][0], layout).cpu()))
+            out.update(quality(pose_frames(samples, layout).cpu(), pose_frames(self.reals[top][0], layout).cpu()))
         return out
 
     # ---- run folder and checkpoints -----------------------------------------------------
@@ -299,6 +299,9 @@ class Trainer:
         self.critics.load_state_dict(state["critics"])
         for opt, s in zip(self.opt_g + self.opt_d, state["opt_g"] + state["opt_d"]):
             opt.load_state_dict(s)
+        for opts, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+            for group in (g for opt in opts for g in opt.param_groups):
+                group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
         for pool, items in zip(self.pools, state["pools"]):
             pool.items = list(items)
         self.rng.set_state(state["rng"])

@@ -1,0 +1,44 @@
+import pytest
+
+from ganimator.config import ConfigError, load_config
+
+
+def test_bare_and_qualified_keys_set_the_same_field():
+    assert load_config(["lambda_rec=20"]).optim.lambda_rec == 20.0
+    assert load_config(["optim.lambda_rec=20"]).optim.lambda_rec == 20.0
+    cfg = load_config(["npz_filename=a.npz", "train_data_iter=2000", "stage_noise_amp_scale=[1,0.5,0.5,1]"])
+    assert cfg.data.npz_filename == "a.npz" and cfg.scheduling.train_data_iter == 2000
+    assert list(cfg.model.stage_noise_amp_scale) == [1.0, 0.5, 0.5, 1.0]
+
+
+def test_defaults_are_the_originals():
+    cfg = load_config()
+    assert (cfg.optim.lr_g, cfg.optim.lr_d, cfg.optim.lambda_rec, cfg.optim.lambda_gp) == (1e-4, 1e-4, 50.0, 1.0)
+    assert (cfg.optim.lambda_consistency, cfg.optim.critic_steps, cfg.scheduling.train_data_iter) == (5.0, 5, 15000)
+    assert [list(s) for s in cfg.model.stages] == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lamda_rec=3", r"unknown config key 'lamda_rec' \(did you mean 'lambda_rec'"),
+    ("lambda_rec=abc", "config key 'optim.lambda_rec'"),
+    ("critic_steps=1.5", "config key 'optim.critic_steps'"),
+    ("model.lambda_rec=3", "lambda_rec"),
+    ("stage_noise_amp_scale=[1,2]", "has 2 values for 4 stages"),
+    ("stages=[[0,1],[3]]", "must cover levels 0..N-1"),
+    ("lr_g=0", "'optim.lr_g' must be positive"),
+    ("kernel_size=4", "must be odd"),
+    ("noise_amp_scale=-1", "'model.noise_amp_scale' must not be negative"),
+    ("nonsense", "is not key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config([override])
+
+
+def test_yaml_file_uses_the_seeds_sections(tmp_path):
+    (tmp_path / "run.yaml").write_text("optim:\n  lambda_gp: 2.0\nscheduling:\n  validate_every: 7\n")
+    cfg = load_config([f"config={tmp_path / 'run.yaml'}", "validate_every=9"])
+    assert cfg.optim.lambda_gp == 2.0 and cfg.scheduling.validate_every == 9
+    (tmp_path / "bad.yaml").write_text("optim:\n  lambda_gpp: 2.0\n")
+    with pytest.raises(ConfigError, match="lambda_gpp"):
+        load_config([f"config={tmp_path / 'bad.yaml'}"])

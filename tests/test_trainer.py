@@ -1,0 +1,148 @@
+import math
+
+import pytest
+import torch
+
+from ganimator.bvh import read_bvh
+from ganimator.config import load_config
+from ganimator.dataset import MotionDataset
+from ganimator.generate import load_run
+from ganimator.trainer import Trainer, TrainingDiverged, load_checkpoint_file
+
+
+def config(tmp_path, name, npz, *overrides):
+    return load_config([f"npz_filename={npz}", f"run_dir={tmp_path / name}", "progress=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def walk(clip, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "walk.npz"
+    MotionDataset.from_bvh(clip("Walk-In-Circle.bvh")).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def proud(clip, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "proud.npz"
+    MotionDataset.from_bvh(clip("proud.bvh")).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(walk, tmp_path_factory):
+    """All four stages on a real clip, recording what the callbacks saw."""
+    tmp = tmp_path_factory.mktemp("runs")
+    cfg = config(tmp, "walk", walk, "train_data_iter=16", "validate_every=4", "checkpoint_every=8",
+                 "validation_samples=2")
+    events, frozen = [], {}
+    trainer = Trainer(cfg)
+
+    def record(event):
+        events.append(event)
+        if event.kind == "stage_end":  # weights of every level trained so far, to check they stay frozen
+            frozen[event.stage] = {l: {k: v.clone() for k, v in trainer.pyramid.generators[l].state_dict().items()}
+                                   for l in event.levels}
+
+    trainer.callbacks.append(record)
+    result = trainer.fit()
+    return trainer, result, events, frozen
+
+
+def test_all_stages_train_and_report(trained):
+    trainer, result, events, _ = trained
+    assert result.finished
+    ends = [e for e in events if e.kind == "stage_end"]
+    assert [e.levels for e in ends] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert all(e.iteration == 16 for e in ends) and ends[-1].step == 64
+    assert all(e.checkpoint.is_file() for e in ends)
+    for e in events:
+        assert {"coverage", "global_diversity", "local_diversity"} <= e.metrics.keys()
+        assert all(math.isfinite(v) for v in e.metrics.values())
+    assert (result.run_dir / "history.jsonl").read_text().count("\n") == len(events)
+
+
+def test_each_stage_reduces_its_reconstruction_error(trained):
+    _, _, events, _ = trained
+    for stage, levels in enumerate([[0, 1], [2, 3], [4, 5], [6]]):
+        mine = [e for e in events if e.stage == stage]
+        first, last = mine[0], mine[-1]
+        assert first.kind == "validation" and last.kind == "stage_end"
+        for l in levels:
+            assert last.metrics[f"{l}/rec_error"] < first.metrics[f"{l}/rec_error"], (stage, l)
+
+
+def test_finished_stages_stay_frozen(trained):
+    trainer, _, _, frozen = trained
+    for stage, levels in frozen.items():
+        for l, state in levels.items():
+            for k, v in trainer.pyramid.generators[l].state_dict().items():
+                assert torch.equal(v, state[k]), (stage, l, k)
+
+
+def test_generated_motion_has_the_requested_length(trained, tmp_path):
+    _, result, _, _ = trained
+    run = load_run(result.run_dir)
+    features = run.generate(length=500, samples=3, seed=1)
+    assert features.shape == (3, run.dataset.layout.channels, 500)
+    assert not torch.allclose(features[0], features[1])  # samples differ
+    assert torch.equal(features, run.generate(length=500, samples=3, seed=1))  # and are reproducible
+    paths = run.write(features, tmp_path)
+    for path in paths:
+        bvh = read_bvh(path)
+        assert bvh.num_frames == 500 and len(bvh.names) == 24
+
+
+def test_reconstruction_is_closer_to_the_clip_than_random_samples(trained):
+    _, result, _, _ = trained
+    run = load_run(result.run_dir)
+    real = run.dataset.features
+    rec_error = (run.reconstruct()[0] - real).abs().mean()
+    sample_error = (run.generate(real.shape[-1], samples=4, seed=0) - real).abs().mean()
+    assert rec_error < 0.75 * sample_error
+
+
+def test_resume_mid_stage_gives_the_same_result(proud, tmp_path):
+    base = ["train_data_iter=6", "validate_every=2", "checkpoint_every=2", "validation_samples=1"]
+    straight = Trainer(config(tmp_path, "straight", proud, *base))
+    assert straight.fit().finished
+
+    stop_at = lambda e: e.kind == "validation" and e.stage == 1 and e.iteration == 4  # noqa: E731
+    interrupted = Trainer(config(tmp_path, "resumed", proud, *base), callbacks=[stop_at])
+    assert not interrupted.fit().finished
+    assert load_checkpoint_file(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 4
+    resumed = Trainer(config(tmp_path, "resumed", proud, *base, "resume=true"))
+    assert resumed.fit().finished
+
+    for a, b in [(straight.pyramid, resumed.pyramid), (straight.critics, resumed.critics)]:
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.allclose(x, y, atol=1e-6), name
+
+
+def test_an_existing_run_is_never_overwritten(proud, tmp_path):
+    cfg = config(tmp_path, "once", proud, "train_data_iter=1", "validation_samples=0")
+    Trainer(cfg).fit()
+    with pytest.raises(FileExistsError, match="resume=true"):
+        Trainer(cfg).fit()
+
+
+def test_diverging_losses_stop_with_a_clear_error_and_keep_the_checkpoint(proud, tmp_path):
+    cfg = config(tmp_path, "nan", proud, "train_data_iter=2", "validation_samples=0")
+    Trainer(cfg).fit()  # a good run to continue from
+    state = load_checkpoint_file(tmp_path / "nan" / "checkpoint.pt")
+    state.update(stage=1, iteration=0)
+    torch.save(state, tmp_path / "nan" / "checkpoint.pt")
+    exploding = config(tmp_path, "nan", proud, "train_data_iter=2", "validation_samples=0", "resume=true",
+                       "lr_g=1e30", "lr_d=1e30")
+    with pytest.raises(TrainingDiverged, match="is (nan|inf)"):
+        Trainer(exploding).fit()
+    kept = load_checkpoint_file(tmp_path / "nan" / "checkpoint.pt")
+    assert kept["stage"] == 1 and all(torch.isfinite(v).all() for v in kept["pyramid"].values())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(proud, tmp_path):
+    cfg = config(tmp_path, "corrupt", proud, "train_data_iter=1", "validation_samples=0")
+    Trainer(cfg).fit()
+    path = tmp_path / "corrupt" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="checkpoint.pt: not a readable ganimator checkpoint"):
+        load_run(tmp_path / "corrupt")
