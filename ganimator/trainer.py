@@ -29,7 +29,7 @@ from .metrics import quality, pose_frames
 from .networks import Critic, Generator, GeneratorPyramid, build_stacks
 from .pyramid import resample
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 CHECKPOINT, CONFIG, DATA, HISTORY = "checkpoint.pt", "config.yaml", "data.npz", "history.jsonl"
 
 
@@ -273,13 +273,21 @@ class Trainer:
         self.dataset.save(self.run_dir / DATA)
 
     def state_dict(self) -> dict:
+        """Everything resuming needs. Frozen levels keep only their generator: their critics,
+        optimiser states and fake pools are never used again, and are most of the bytes."""
+        live = [l >= self._first_trainable() for l in range(len(self.critics))]
+        keep = lambda items: [item if alive else None for item, alive in zip(items, live)]  # noqa: E731
         return {
             "version": CHECKPOINT_VERSION,
             "stage": self.stage, "iteration": self.iteration, "step": self.step,
-            "pyramid": self.pyramid.state_dict(), "critics": self.critics.state_dict(),
-            "opt_g": [o.state_dict() for o in self.opt_g], "opt_d": [o.state_dict() for o in self.opt_d],
-            "pools": [p.items for p in self.pools], "rng": self.rng.get_state(),
+            "pyramid": self.pyramid.state_dict(),
+            "critics": keep([c.state_dict() for c in self.critics]),
+            "opt_g": keep([o.state_dict() for o in self.opt_g]), "opt_d": keep([o.state_dict() for o in self.opt_d]),
+            "pools": keep([p.items for p in self.pools]), "rng": self.rng.get_state(),
         }
+
+    def _first_trainable(self) -> int:
+        return self.stages[self.stage][0] if self.stage < len(self.stages) else len(self.critics)
 
     def save_checkpoint(self, stage_file: str | None = None) -> Path:
         path = self.run_dir / CHECKPOINT
@@ -296,14 +304,15 @@ class Trainer:
     def load_checkpoint(self, path) -> None:
         state = load_checkpoint_file(path)
         self.pyramid.load_state_dict(state["pyramid"])
-        self.critics.load_state_dict(state["critics"])
-        for opt, s in zip(self.opt_g + self.opt_d, state["opt_g"] + state["opt_d"]):
-            opt.load_state_dict(s)
+        for l, (critic, opt_g, opt_d, pool) in enumerate(zip(self.critics, self.opt_g, self.opt_d, self.pools)):
+            if state["critics"][l] is not None:
+                critic.load_state_dict(state["critics"][l])
+                opt_g.load_state_dict(state["opt_g"][l])
+                opt_d.load_state_dict(state["opt_d"][l])
+                pool.items = list(state["pools"][l])
         for opts, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in (g for opt in opts for g in opt.param_groups):
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
-        for pool, items in zip(self.pools, state["pools"]):
-            pool.items = list(items)
         self.rng.set_state(state["rng"])
         self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
 
