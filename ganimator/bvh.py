@@ -71,7 +71,7 @@ class BVH:
         return out
 
 
-def _tokens(path, lines, i):
+def _tokens(lines, i):
     """Next non-empty line from index i: (index, tokens), or (len(lines), None) at the end."""
     while i < len(lines):
         tokens = lines[i].split()
@@ -88,7 +88,7 @@ def read_bvh(path: str | os.PathLike) -> BVH:
     except UnicodeDecodeError as e:
         raise BVHError(path, None, f"not a text file ({e.reason})") from None
 
-    i, tok = _tokens(path, lines, 0)
+    i, tok = _tokens(lines, 0)
     if tok != ["HIERARCHY"]:
         raise BVHError(path, i + 1, "expected 'HIERARCHY' on the first line")
 
@@ -97,7 +97,7 @@ def read_bvh(path: str | os.PathLike) -> BVH:
     pending = None  # (name, parent) of a joint whose '{' comes next
     i += 1
     while True:
-        i, tok = _tokens(path, lines, i)
+        i, tok = _tokens(lines, i)
         if tok is None:
             raise BVHError(path, i, "file ends inside the HIERARCHY section (no MOTION section)")
         line, head = i + 1, tok[0]
@@ -154,6 +154,11 @@ def read_bvh(path: str | os.PathLike) -> BVH:
             unknown = [c for c in chans if c not in POSITION_CHANNELS + ROTATION_CHANNELS]
             if unknown:
                 raise BVHError(path, line, f"unknown channel {unknown[0]!r}")
+            if len(set(chans)) != len(chans):
+                raise BVHError(path, line, "a channel is listed twice")
+            rotations = sum(c in ROTATION_CHANNELS for c in chans)
+            if rotations not in (0, 3):  # one or two rotation axes have no Euler order to read back
+                raise BVHError(path, line, f"{rotations} rotation channels; joints need 0 or 3")
             channels[stack[-1]] = chans
         elif head == "MOTION":
             if stack or not names:
@@ -167,11 +172,11 @@ def read_bvh(path: str | os.PathLike) -> BVH:
     if missing:
         raise BVHError(path, None, f"joint {missing[0]!r} has no OFFSET")
 
-    i, tok = _tokens(path, lines, i + 1)
+    i, tok = _tokens(lines, i + 1)
     if tok is None or tok[0] != "Frames:" or len(tok) != 2 or not tok[1].isdigit():
         raise BVHError(path, i + 1, "expected 'Frames: <count>' after MOTION")
     num_frames = int(tok[1])
-    i, tok = _tokens(path, lines, i + 1)
+    i, tok = _tokens(lines, i + 1)
     try:
         assert tok is not None and tok[:2] == ["Frame", "Time:"] and len(tok) == 3
         frame_time = float(tok[2])

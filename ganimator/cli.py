@@ -11,11 +11,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .bvh import BVHError, write_bvh
-from .config import ConfigError, load_config, to_yaml
+from .config import ConfigError, load_config, npz_filename, to_yaml
 from .dataset import DatasetError, MotionDataset
+from .generate import GenerationError
 from .skeleton import RIGS
+from .trainer import CheckpointError, TrainingDiverged
 
-USER_ERRORS = (BVHError, ConfigError, DatasetError, FileExistsError, FileNotFoundError, RuntimeError, ValueError)
+# Errors about the user's input or files: one line, no traceback. Anything else is a bug and shows one.
+USER_ERRORS = (BVHError, CheckpointError, ConfigError, DatasetError, GenerationError, TrainingDiverged,
+               FileExistsError, FileNotFoundError, IsADirectoryError)
 
 
 def _run(main) -> None:
@@ -76,17 +80,28 @@ def train() -> None:
     def main():
         from .trainer import Trainer
 
-        cfg = load_config(args)
+        cfg = load_config(_with_run_config(args))
         if "--print-config" in sys.argv:
             print(to_yaml(cfg), end="")
             return
         if not cfg.util.run_dir:
-            cfg.util.run_dir = f"runs/{Path(cfg.data.npz_filename).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+            cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
         result = Trainer(cfg).fit()
         state = "finished" if result.finished else "stopped"
         print(f"{state}: {result.run_dir} (generate with: ganimator-generate {result.run_dir})")
 
     _run(main)
+
+
+def _with_run_config(args: list[str]) -> list[str]:
+    """`run_dir=D resume=true` continues D with D's own config, plus any explicit overrides."""
+    values = dict(a.partition("=")[::2] for a in args)
+    run_dir = values.get("run_dir", values.get("util.run_dir"))
+    resume = values.get("resume", values.get("util.resume", "false")).lower() == "true"
+    if resume and run_dir and (Path(run_dir) / "config.yaml").is_file():
+        saved = Path(run_dir) / "config.yaml"
+        return [f"config={saved}", f"npz_filename={Path(run_dir) / 'data.npz'}", *args]
+    return args
 
 
 def generate() -> None:
@@ -131,11 +146,11 @@ def evaluate() -> None:
         run = load_run(args.run_dir)
         layout, real = run.dataset.layout, run.dataset.features
         length = round(real.shape[-1] * args.length_factor)
-        samples = run.generate(length, args.samples, args.seed)
         real_frames = pose_frames(real, layout)
         scores = {"coverage": [], "global_diversity": [], "local_diversity": []}
-        for start in tqdm(range(0, args.samples, args.batch), desc="scoring", unit="batch"):
-            frames = pose_frames(samples[start:start + args.batch], layout)
+        for start in tqdm(range(0, args.samples, args.batch), desc=f"{args.samples} samples", unit="batch"):
+            count = min(args.batch, args.samples - start)
+            frames = pose_frames(run.generate(length, count, seed=args.seed * 1_000_003 + start), layout)
             scores["coverage"].append(coverage(frames, real_frames))
             scores["global_diversity"].append(global_diversity(frames, real_frames))
             scores["local_diversity"].append(local_diversity(frames, real_frames))

@@ -10,6 +10,7 @@ import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -119,10 +120,19 @@ def load_config(overrides: list[str] = (), base: DictConfig | dict | None = None
     return cfg
 
 
+def npz_filename(cfg: DictConfig) -> str:
+    if OmegaConf.is_missing(cfg.data, "npz_filename"):
+        raise ConfigError("config key 'data.npz_filename' is required (the output of ganimator-preprocess)")
+    return cfg.data.npz_filename
+
+
 def _load_yaml(path: str) -> DictConfig:
     if not Path(path).is_file():
         raise ConfigError(f"config file {path!r} does not exist")
-    return OmegaConf.load(path)
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
 
 
 def _describe(e: OmegaConfBaseException) -> str:
@@ -135,7 +145,7 @@ def validate(cfg: DictConfig) -> None:
     """Checks across fields that types alone cannot express."""
     m, o, s = cfg.model, cfg.optim, cfg.scheduling
     flat = [lvl for stage in m.stages for lvl in stage]
-    if not m.stages or flat != list(range(len(flat))):
+    if not m.stages or not all(m.stages) or flat != list(range(len(flat))):
         raise ConfigError(f"config key 'model.stages': {list(map(list, m.stages))} must cover levels 0..N-1 in order")
     if len(m.stage_noise_amp_scale) != len(m.stages):
         raise ConfigError(f"config key 'model.stage_noise_amp_scale' has {len(m.stage_noise_amp_scale)} values "
@@ -146,6 +156,9 @@ def validate(cfg: DictConfig) -> None:
               "optim.lambda_consistency": o.lambda_consistency, "optim.fake_pool_size": o.fake_pool_size,
               "model.noise_amp_scale": m.noise_amp_scale, "scheduling.train_data_iter": s.train_data_iter,
               "scheduling.validation_samples": s.validation_samples}
+    for i, v in enumerate(m.hidden_channels):
+        positive[f"model.hidden_channels.{i}"] = v
+    nonneg["model.neighbour_distance"] = m.neighbour_distance
     for i, v in enumerate(m.stage_noise_amp_scale):
         nonneg[f"model.stage_noise_amp_scale.{i}"] = v
     for key, v in positive.items():

@@ -129,15 +129,7 @@ class MotionDataset:
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
             raise DatasetError(f"{path}: not a readable npz ({e})") from None
         _check(path, data)
-        J, C = len(data["joint_names"]), len(data["contact_joints"])
-        layout = FeatureLayout(J, C)
-        if data["features"].shape[0] != layout.channels:
-            raise DatasetError(f"{path}: key 'features' has {data['features'].shape[0]} channels, "
-                               f"expected {layout.channels} for {J} joints and {C} contacts")
-        if data["z_star"].shape != (layout.channels, data["level_lengths"][0]):
-            raise DatasetError(f"{path}: key 'z_star' has shape {data['z_star'].shape}")
-        if len(data["noise_amplitudes"]) != len(data["level_lengths"]):
-            raise DatasetError(f"{path}: keys 'noise_amplitudes' and 'level_lengths' differ in length")
+        _check_consistency(path, data)
         skeleton = Skeleton(
             names=data["joint_names"].tolist(),
             parents=data["parents"].tolist(),
@@ -154,6 +146,29 @@ class MotionDataset:
         return cls(skeleton, motion, t(data["features"]).float(), t(data["begin_xz"]).float(),
                    t(data["contacts"]).float(), data["level_lengths"].tolist(),
                    t(data["noise_amplitudes"]).float(), t(data["z_star"]).float(), str(data["source"]))
+
+
+def _check_consistency(path, data: dict) -> None:
+    J, C = len(data["joint_names"]), len(data["contact_joints"])
+    channels, T = FeatureLayout(J, C).channels, data["features"].shape[1]
+    levels = data["level_lengths"]
+    if len(levels) == 0 or (levels < 1).any() or (np.diff(levels) <= 0).any() or levels[-1] != T:
+        raise DatasetError(f"{path}: key 'level_lengths' {levels.tolist()} must increase up to the {T} frames")
+    expected = {
+        "features": (channels, T), "begin_xz": (2,), "contacts": (T, C), "rotations": (T, J, 3, 3),
+        "root_positions": (T, 3), "parents": (J,), "offsets": (J, 3), "end_sites": (J, 3),
+        "rotation_orders": (J,), "noise_amplitudes": (len(levels),),
+        "z_star": (channels, levels[0]),
+    }
+    for key, shape in expected.items():
+        if data[key].shape != shape:
+            raise DatasetError(f"{path}: key {key!r} has shape {data[key].shape}, expected {shape} "
+                               f"for {J} joints, {C} contacts and {T} frames")
+    parents = data["parents"]
+    if J == 0 or parents[0] != -1 or any(not -1 < p < j for j, p in enumerate(parents) if j):
+        raise DatasetError(f"{path}: key 'parents' must start with -1 and list each parent before its child")
+    if ((data["contact_joints"] < 0) | (data["contact_joints"] >= J)).any():
+        raise DatasetError(f"{path}: key 'contact_joints' indexes past the {J} joints")
 
 
 def _check(path, data: dict) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import roma
 import torch
 
-from .bvh import BVH, read_bvh
+from .bvh import BVH, BVHError, read_bvh
 from .kinematics import forward_kinematics
 from .skeleton import Rig, Skeleton, select_joints
 
@@ -49,7 +49,12 @@ def motion_from_bvh(bvh: BVH, rig: Rig | None = None, fps: float = TARGET_FPS) -
 
 
 def load_motion(path, rig: Rig | None = None, fps: float = TARGET_FPS) -> tuple[Skeleton, Motion]:
-    return motion_from_bvh(read_bvh(path), rig, fps)
+    try:
+        return motion_from_bvh(read_bvh(path), rig, fps)
+    except ValueError as e:
+        if isinstance(e, BVHError):
+            raise
+        raise BVHError(path, None, str(e)) from None
 
 
 def contact_labels(motion: Motion, skeleton: Skeleton) -> torch.Tensor:
@@ -113,7 +118,6 @@ def decode(features: torch.Tensor, layout: FeatureLayout, begin_xz: torch.Tensor
 
 def motion_to_bvh(motion: Motion, skeleton: Skeleton) -> BVH:
     """A BVH of the skeleton in the source's units and rotation orders (Blender opens it)."""
-    T, J = motion.rotations.shape[:2]
     columns, channels = [motion.root_positions.double() / skeleton.scale], []
     for j, order in enumerate(skeleton.rotation_orders):
         rot_channels = tuple(f"{axis}rotation" for axis in order)

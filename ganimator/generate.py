@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .bvh import write_bvh
 from .config import load_config
@@ -14,7 +14,11 @@ from .dataset import MotionDataset
 from .features import motion_to_bvh
 from .networks import GeneratorPyramid
 from .pyramid import scaled_lengths
-from .trainer import CHECKPOINT, CONFIG, DATA, build_models, load_checkpoint_file
+from .trainer import CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, load_checkpoint_file
+
+
+class GenerationError(ValueError):
+    """A generation request the trained run cannot serve."""
 
 
 @dataclass
@@ -27,10 +31,10 @@ class TrainedRun:
     def generate(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0) -> torch.Tensor:
         """(samples, channels, length) new motion features. As the original evaluates, only the
         coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it."""
-        if length < self.dataset.level_lengths[0]:
-            raise ValueError(f"length {length} is shorter than the coarsest level ({self.dataset.level_lengths[0]})")
-        rng = torch.Generator().manual_seed(seed)
         lengths = scaled_lengths(self.dataset.level_lengths, length)
+        if lengths[0] <= self.cfg.model.kernel_size // 2:  # reflect padding needs a few frames
+            raise GenerationError(f"length {length} is too short: its coarsest level would have {lengths[0]} frames")
+        rng = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             return self.pyramid.sample(lengths, samples, rng, detail_noise=detail_noise)
 
@@ -60,7 +64,7 @@ def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
     for name in (CONFIG, DATA, CHECKPOINT):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} is missing: is {run_dir} a ganimator run folder?")
-    cfg = load_config(base=OmegaConf.load(run_dir / CONFIG))
+    cfg = load_config([f"config={run_dir / CONFIG}"])
     dataset = MotionDataset.load(run_dir / DATA)
     pyramid, _ = build_models(cfg, dataset)
     state = load_checkpoint_file(run_dir / CHECKPOINT)
@@ -68,6 +72,6 @@ def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
     pyramid.eval()
     stages = len(cfg.model.stages)
     if state["stage"] < stages and not allow_partial:
-        raise RuntimeError(f"{run_dir} has trained {state['stage']} of {stages} stages; "
+        raise CheckpointError(f"{run_dir} has trained {state['stage']} of {stages} stages; "
                            "continue it with ganimator-train ... resume=true")
     return TrainedRun(run_dir, cfg, dataset, pyramid)

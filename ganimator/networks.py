@@ -69,7 +69,8 @@ def build_stacks(model_cfg, layout: FeatureLayout, skeleton: Skeleton, out_chann
     J = skeleton.num_joints
     # Hidden channels are shared out evenly among joints; feature channels belong to their joint.
     joints = [layout.channel_joints()] + [np.arange(c) * J // c for c in model_cfg.hidden_channels]
-    joints.append(layout.channel_joints() if out_channels == layout.channels else np.zeros(out_channels, int))
+    if out_channels > 1:  # a critic's single score channel is never masked
+        joints.append(layout.channel_joints())
     return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode, joints,
                      skeleton.tree_distances(), model_cfg.neighbour_distance)
 

@@ -86,9 +86,12 @@ def select_joints(bvh: BVH, rig: Rig | None = None) -> tuple[Skeleton, list[int]
     rig = rig or detect_rig(bvh.names)
     short = [strip_namespace(n) for n in bvh.names]
     wanted = rig.joints or tuple(short)
-    missing = [n for n in wanted if n not in short]
+    missing = [n for n in wanted + rig.contacts if n not in short]
     if missing:
         raise ValueError(f"rig {rig.name!r}: joint {missing[0]!r} is not in the file")
+    missing = [n for n in rig.contacts if n not in wanted]
+    if missing:
+        raise ValueError(f"rig {rig.name!r}: contact joint {missing[0]!r} is not among its joints")
     index = [short.index(n) for n in wanted]
     position = {j: k for k, j in enumerate(index)}
     parents = []
@@ -100,7 +103,9 @@ def select_joints(bvh: BVH, rig: Rig | None = None) -> tuple[Skeleton, list[int]
         parents.append(position[p] if p >= 0 else -1)
         if k > 0 and parents[-1] >= k:
             raise ValueError(f"rig {rig.name!r}: joint {short[j]!r} comes before its parent")
-    scale = rig.scale if rig.scale is not None else (0.01 if bvh.offsets[0, 1] > 10 else 1.0)
+    # centimetres if the root stands more than 10 units high, in its OFFSET or in the first frame
+    root_height = max(bvh.offsets[0, 1], bvh.local_translations()[0, 0, 1] if bvh.num_frames else 0.0)
+    scale = rig.scale if rig.scale is not None else (0.01 if root_height > 10 else 1.0)
     end_sites = np.full((len(index), 3), np.nan)
     for k, j in enumerate(index):
         if j in bvh.end_sites:

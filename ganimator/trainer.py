@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,15 +21,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from .config import ConfigError, to_yaml
+from .config import ConfigError, npz_filename, to_yaml
 from .dataset import MotionDataset
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import quality, pose_frames
 from .networks import Critic, Generator, GeneratorPyramid, build_stacks
-from .pyramid import resample
 
 CHECKPOINT_VERSION = 2
 CHECKPOINT, CONFIG, DATA, HISTORY = "checkpoint.pt", "config.yaml", "data.npz", "history.jsonl"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read; the message names the file."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,8 +85,11 @@ class Trainer:
     def __init__(self, cfg: DictConfig, dataset: MotionDataset | None = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.callbacks = list(callbacks)
-        self.dataset = dataset if dataset is not None else MotionDataset.load(cfg.data.npz_filename)
         self.run_dir = Path(cfg.util.run_dir)
+        if dataset is None:  # a resumed run trains on its own copy of the data
+            own = self.run_dir / DATA
+            dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
+        self.dataset = dataset
         self.device = torch.device(cfg.util.device)
         self.stages = [list(s) for s in cfg.model.stages]
         if sum(map(len, self.stages)) != self.dataset.num_levels:
@@ -309,7 +314,7 @@ class Trainer:
                 critic.load_state_dict(state["critics"][l])
                 opt_g.load_state_dict(state["opt_g"][l])
                 opt_d.load_state_dict(state["opt_d"][l])
-                pool.items = list(state["pools"][l])
+                pool.items = [t.to(self.device) for t in state["pools"][l]]
         for opts, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in (g for opt in opts for g in opt.param_groups):
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
@@ -335,7 +340,7 @@ def load_checkpoint_file(path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path}: not a readable ganimator checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: not a readable ganimator checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not a ganimator checkpoint of version {CHECKPOINT_VERSION}")
+        raise CheckpointError(f"{path}: not a ganimator checkpoint of version {CHECKPOINT_VERSION}")
     return state

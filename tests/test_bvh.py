@@ -71,3 +71,30 @@ def test_wrong_value_count_reports_the_offending_line(clip, tmp_path):
     with pytest.raises(BVHError) as err:
         read_bvh(path)
     assert err.value.line == first + 8  # 1-based line of frame 7
+
+
+def test_euler_channels_are_intrinsic_in_file_order(tmp_path):
+    """'Zrotation Xrotation Yrotation' means R = Rz Rx Ry: checked against a hand-built product."""
+    (tmp_path / "one.bvh").write_text(
+        "HIERARCHY\nROOT a\n{\n OFFSET 0 0 0\n CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation\n"
+        " JOINT b\n {\n  OFFSET 0 10 0\n  CHANNELS 3 Zrotation Xrotation Yrotation\n"
+        "  End Site\n  {\n   OFFSET 0 0 0\n  }\n }\n}\nMOTION\nFrames: 1\nFrame Time: 0.033333\n0 0 0 90 0 0 90 90 0\n")
+    bvh = read_bvh(tmp_path / "one.bvh")
+    c, s = 0.0, 1.0
+    rz = torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1.0]], dtype=torch.float64)
+    rx = torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+    assert torch.allclose(bvh.local_rotations()[0, 1], rz @ rx, atol=1e-12)
+    # the child's end site: root turns +90 about z, so the 10-unit bone along y points along -x
+    positions = forward_kinematics(bvh.local_rotations(), torch.from_numpy(bvh.local_translations()), bvh.parents)
+    assert torch.allclose(positions[0, 1], torch.tensor([-10.0, 0, 0], dtype=torch.float64), atol=1e-9)
+
+
+@pytest.mark.parametrize("channels, message", [
+    ("CHANNELS 1 Xrotation", "1 rotation channels; joints need 0 or 3"),
+    ("CHANNELS 3 Xrotation Xrotation Yrotation", "listed twice"),
+])
+def test_unreadable_channel_sets_are_rejected(tmp_path, channels, message):
+    (tmp_path / "x.bvh").write_text(f"HIERARCHY\nROOT a\n{{\n OFFSET 0 0 0\n {channels}\n}}\nMOTION\nFrames: 0\n"
+                                    "Frame Time: 0.1\n")
+    with pytest.raises(BVHError, match=message):
+        read_bvh(tmp_path / "x.bvh")

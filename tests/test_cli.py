@@ -32,7 +32,9 @@ def test_procedural_clip_to_generated_bvh(tmp_path):
     run("ganimator-evaluate", "runs/demo", "--samples", "4", cwd=tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["coverage"] <= 1 and metrics["samples"] == 4 and metrics["length"] == 480
-    # a second run into the same folder is refused, and the first is untouched
+    # a second run into the same folder is refused, and the first is untouched; resume needs only run_dir
+    out = run("ganimator-train", "run_dir=runs/demo", "resume=true", cwd=tmp_path).stdout
+    assert out.startswith("finished")
     err = run("ganimator-train", "npz_filename=demo.npz", "run_dir=runs/demo", cwd=tmp_path, ok=False).stderr
     assert "already holds a run" in err and (run_dir / "checkpoint.pt").is_file()
 
@@ -42,9 +44,14 @@ def test_procedural_clip_to_generated_bvh(tmp_path):
     ("ganimator-train", ["npz_filename=missing.npz"], "missing.npz: no such file"),
     ("ganimator-preprocess", ["broken.bvh", "out.npz"], "broken.bvh:1: expected 'HIERARCHY'"),
     ("ganimator-generate", ["nowhere"], "nowhere/config.yaml is missing"),
+    ("ganimator-train", ["train_data_iter=5"], "'data.npz_filename' is required"),
+    ("ganimator-train", ["config=broken.yaml"], "is not valid YAML"),
+    ("ganimator-train", ["npz_filename=x.npz", "stages=[[0,1],[]]"], "must cover levels"),
+    ("ganimator-preprocess", ["broken.bvh", "out.npz", "--rig", "crab"], "broken.bvh:1"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, tool, args, message):
     (tmp_path / "broken.bvh").write_text("HIERACHY\n")
+    (tmp_path / "broken.yaml").write_text("optim: [\n")
     proc = run(tool, *args, cwd=tmp_path, ok=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 

@@ -29,6 +29,9 @@ def test_defaults_are_the_originals():
     ("kernel_size=4", "must be odd"),
     ("noise_amp_scale=-1", "'model.noise_amp_scale' must not be negative"),
     ("nonsense", "is not key=value"),
+    ("stages=[[0,1],[],[2,3],[4,5],[6]]", "must cover levels 0..N-1"),
+    ("hidden_channels=[128,0,256]", "'model.hidden_channels.1' must be positive"),
+    ("neighbour_distance=-1", "'model.neighbour_distance' must not be negative"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -39,6 +42,9 @@ def test_yaml_file_uses_the_seeds_sections(tmp_path):
     (tmp_path / "run.yaml").write_text("optim:\n  lambda_gp: 2.0\nscheduling:\n  validate_every: 7\n")
     cfg = load_config([f"config={tmp_path / 'run.yaml'}", "validate_every=9"])
     assert cfg.optim.lambda_gp == 2.0 and cfg.scheduling.validate_every == 9
+    (tmp_path / "broken.yaml").write_text("optim: [\n")
+    with pytest.raises(ConfigError, match="broken.yaml' is not valid YAML"):
+        load_config([f"config={tmp_path / 'broken.yaml'}"])
     (tmp_path / "bad.yaml").write_text("optim:\n  lambda_gpp: 2.0\n")
     with pytest.raises(ConfigError, match="lambda_gpp"):
         load_config([f"config={tmp_path / 'bad.yaml'}"])

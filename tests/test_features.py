@@ -85,7 +85,10 @@ def rewrite(src, dst, **changes):
 @pytest.mark.parametrize("changes, message", [
     ({"z_star": None}, "missing key 'z_star'"),
     ({"format_version": np.int64(99)}, "'format_version' is 99"),
-    ({"features": np.zeros((10, 648), np.float32)}, "key 'features' has 10 channels"),
+    ({"features": np.zeros((10, 648), np.float32)}, r"key 'features' has shape \(10, 648\), expected \(151, 648\)"),
+    ({"parents": np.arange(-1, 2)}, r"key 'parents' has shape \(3,\)"),
+    ({"level_lengths": np.array([], np.int64)}, "'level_lengths' .* must increase"),
+    ({"level_lengths": np.array([129, 172, 229, 305, 406, 541, 600])}, "must increase up to the 648 frames"),
     ({"noise_amplitudes": np.array([np.nan] * 7, np.float32)}, "'noise_amplitudes' holds NaN"),
     ({"level_lengths": np.array([1.5, 2.5])}, "key 'level_lengths' has dtype float64"),
 ])
@@ -101,6 +104,14 @@ def test_garbage_npz_is_a_clear_error(tmp_path):
     (tmp_path / "x.npz").write_text("not a zip")
     with pytest.raises(DatasetError, match="x.npz: not a readable npz"):
         MotionDataset.load(tmp_path / "x.npz")
+
+
+def test_forcing_the_wrong_rig_names_the_file_and_joint(clip):
+    from ganimator.bvh import BVHError
+    from ganimator.skeleton import CRAB
+
+    with pytest.raises(BVHError, match=r"Salsa-Dancing-6.bvh: rig 'crab': joint 'DEF_BN_leg_L_05_end'"):
+        MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"), rig=CRAB)
 
 
 def test_motion_writes_back_as_bvh_of_the_reduced_skeleton(clip, tmp_path):

@@ -6,8 +6,8 @@ import torch
 from ganimator.bvh import read_bvh
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
-from ganimator.generate import load_run
-from ganimator.trainer import Trainer, TrainingDiverged, load_checkpoint_file
+from ganimator.generate import GenerationError, load_run
+from ganimator.trainer import CheckpointError, Trainer, TrainingDiverged, load_checkpoint_file
 
 
 def config(tmp_path, name, npz, *overrides):
@@ -89,6 +89,8 @@ def test_generated_motion_has_the_requested_length(trained, tmp_path):
     assert features.shape == (3, run.dataset.layout.channels, 500)
     assert not torch.allclose(features[0], features[1])  # samples differ
     assert torch.equal(features, run.generate(length=500, samples=3, seed=1))  # and are reproducible
+    with pytest.raises(GenerationError, match="too short"):
+        run.generate(length=8)
     paths = run.write(features, tmp_path)
     for path in paths:
         bvh = read_bvh(path)
@@ -105,7 +107,8 @@ def test_reconstruction_is_closer_to_the_clip_than_random_samples(trained):
 
 
 def test_resume_mid_stage_gives_the_same_result(proud, tmp_path):
-    base = ["train_data_iter=6", "validate_every=2", "checkpoint_every=2", "validation_samples=1"]
+    # a pool of 3 fills in the first iteration, so its random swaps run across the resume
+    base = ["train_data_iter=6", "validate_every=2", "checkpoint_every=2", "validation_samples=1", "fake_pool_size=3"]
     straight = Trainer(config(tmp_path, "straight", proud, *base))
     assert straight.fit().finished
 
@@ -148,5 +151,5 @@ def test_corrupt_checkpoint_is_a_clear_error(proud, tmp_path):
     Trainer(cfg).fit()
     path = tmp_path / "corrupt" / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="checkpoint.pt: not a readable ganimator checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint.pt: not a readable ganimator checkpoint"):
         load_run(tmp_path / "corrupt")
