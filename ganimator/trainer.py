@@ -268,6 +268,10 @@ class Trainer:
             if not ckpt.exists():
                 raise FileNotFoundError(f"resume=true but {ckpt} does not exist")
             self.load_checkpoint(ckpt)
+            history = self.run_dir / HISTORY  # events after the checkpoint will happen again
+            if history.exists():
+                kept = [l for l in history.read_text().splitlines(keepends=True) if json.loads(l)["step"] <= self.step]
+                history.write_text("".join(kept))
             return
         if ckpt.exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass resume=true to continue it "

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -118,6 +119,8 @@ def test_resume_mid_stage_gives_the_same_result(proud, tmp_path):
     assert load_checkpoint_file(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 4
     resumed = Trainer(config(tmp_path, "resumed", proud, *base, "resume=true"))
     assert resumed.fit().finished
+    steps = [json.loads(l)["step"] for l in (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(l)["step"] for l in (tmp_path / "straight" / "history.jsonl").read_text().splitlines()]
 
     # every generator, and the critic of the last stage (frozen levels' critics are not kept)
     for a, b in [(straight.pyramid, resumed.pyramid), (straight.critics[6], resumed.critics[6])]:
