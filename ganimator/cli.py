@@ -7,8 +7,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
 
 from .bvh import BVHError, write_bvh
 from .config import ConfigError, load_config, npz_filename, to_yaml
@@ -141,23 +139,9 @@ def evaluate() -> None:
 
     def main():
         from .generate import load_run
-        from .metrics import coverage, global_diversity, local_diversity, pose_frames
 
         run = load_run(args.run_dir)
-        layout, real = run.dataset.layout, run.dataset.features
-        length = round(real.shape[-1] * args.length_factor)
-        real_frames = pose_frames(real, layout)
-        scores = {"coverage": [], "global_diversity": [], "local_diversity": []}
-        for start in tqdm(range(0, args.samples, args.batch), desc=f"{args.samples} samples", unit="batch"):
-            count = min(args.batch, args.samples - start)
-            frames = pose_frames(run.generate(length, count, seed=args.seed * 1_000_003 + start), layout)
-            scores["coverage"].append(coverage(frames, real_frames))
-            scores["global_diversity"].append(global_diversity(frames, real_frames))
-            scores["local_diversity"].append(local_diversity(frames, real_frames))
-        metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
-        rec = run.reconstruct()
-        metrics["reconstruction_l1"] = (rec[0] - real).abs().mean().item()
-        metrics.update(samples=args.samples, length=length, seed=args.seed)
+        metrics = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True)
         (Path(args.run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
               f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['reconstruction_l1']:.4f}")

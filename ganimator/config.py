@@ -104,7 +104,7 @@ def load_config(overrides: list[str] = (), base: DictConfig | dict | None = None
     try:
         if base is not None:
             cfg = OmegaConf.merge(cfg, base)
-        dotlist = []
+        assignments = []
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:
@@ -112,8 +112,10 @@ def load_config(overrides: list[str] = (), base: DictConfig | dict | None = None
             if key == "config":
                 cfg = OmegaConf.merge(cfg, _load_yaml(value))
             else:
-                dotlist.append(f"{qualify(key)}={value}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+                assignments.append((qualify(key), OmegaConf.from_dotlist([f"_={value}"])["_"]))
+        # One by one, after every YAML: `update` also reaches list items (`stage_noise_amp_scale.1=2`).
+        for key, value in assignments:
+            OmegaConf.update(cfg, key, value, merge=False)
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e)) from None
     validate(cfg)

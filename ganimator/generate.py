@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from .bvh import write_bvh
 from .config import load_config
 from .dataset import MotionDataset
 from .features import motion_to_bvh
+from .metrics import coverage, global_diversity, local_diversity, pose_frames
 from .networks import GeneratorPyramid
 from .pyramid import scaled_lengths
 from .trainer import CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, load_checkpoint_file
@@ -42,6 +44,24 @@ class TrainedRun:
         """(1, channels, T): the chain run on z*, which should reproduce the training clip."""
         with torch.no_grad():
             return self.pyramid.reconstruct(self.dataset.level_lengths)[-1]
+
+    def evaluate(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0, batch: int = 8,
+                 progress: bool = False) -> dict:
+        """The original's evaluation: mean coverage, global and local diversity of `samples` motions
+        of `length_factor` times the clip's length, plus the reconstruction error from z*."""
+        layout, real = self.dataset.layout, self.dataset.features
+        length = round(real.shape[-1] * length_factor)
+        real_frames = pose_frames(real, layout)
+        scores = {"coverage": [], "global_diversity": [], "local_diversity": []}
+        for start in tqdm(range(0, samples, batch), desc=f"{samples} samples", unit="batch", disable=not progress):
+            count = min(batch, samples - start)
+            frames = pose_frames(self.generate(length, count, seed=seed * 1_000_003 + start), layout)
+            scores["coverage"].append(coverage(frames, real_frames))
+            scores["global_diversity"].append(global_diversity(frames, real_frames))
+            scores["local_diversity"].append(local_diversity(frames, real_frames))
+        metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
+        metrics["reconstruction_l1"] = (self.reconstruct()[0] - real).abs().mean().item()
+        return {**metrics, "samples": samples, "length": length, "seed": seed}
 
     def write(self, features: torch.Tensor, out_dir, prefix: str = "sample") -> list[Path]:
         """Each (channels, T) sample as <prefix>-NNN.bvh, plus all of them in <prefix>.npz."""

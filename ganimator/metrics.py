@@ -84,9 +84,14 @@ def global_diversity(generated: torch.Tensor, real: torch.Tensor, min_segment: i
 
 
 def quality(generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-    """Mean coverage, global and local diversity of (B, T, D) samples against a (T0, D) clip."""
+    """Mean coverage, global and local diversity of (B, T, D) samples against a (T0, D) clip.
+
+    Coarse pyramid levels of a short clip can be shorter than the original's windows; there
+    the windows shrink to fit, so that every level of every clip gets a score (the original
+    scores only the finest level, where the windows are as defined)."""
+    shortest = min(generated.shape[-2], real.shape[-2])
     return {
-        "coverage": coverage(generated, real).mean().item(),
-        "global_diversity": global_diversity(generated, real).mean().item(),
-        "local_diversity": local_diversity(generated, real).mean().item(),
+        "coverage": coverage(generated, real, window=min(COVERAGE_WINDOW, shortest - 1)).mean().item(),
+        "global_diversity": global_diversity(generated, real, min(GLOBAL_MIN_SEGMENT, shortest)).mean().item(),
+        "local_diversity": local_diversity(generated, real, min(LOCAL_WINDOW, shortest - 1)).mean().item(),
     }

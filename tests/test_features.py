@@ -3,9 +3,9 @@ import pytest
 import roma
 import torch
 
-from ganimator.bvh import read_bvh, write_bvh
+from ganimator.bvh import write_bvh
 from ganimator.dataset import DatasetError, MotionDataset
-from ganimator.features import FeatureLayout, decode, encode, load_motion, motion_to_bvh
+from ganimator.features import FeatureLayout, load_motion, motion_to_bvh
 from ganimator.procedural import procedural_dance
 from ganimator.pyramid import noise_amplitudes, pyramid_lengths, resample
 from ganimator.skeleton import MIXAMO_JOINTS

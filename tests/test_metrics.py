@@ -76,3 +76,10 @@ def test_batched_metrics_match_one_at_a_time(real):
     for metric in (coverage, global_diversity, local_diversity):
         together = metric(batch, real)
         assert torch.allclose(together, torch.stack([metric(b, real) for b in batch]))
+
+
+def test_levels_shorter_than_a_window_are_still_scored(real):
+    short = real[:20]  # a coarse level of a short clip: shorter than the 30-frame windows
+    assert quality(short[None], short) == {"coverage": 1.0, "global_diversity": 0.0, "local_diversity": 0.0}
+    noisy = quality(torch.randn(2, 20, short.shape[-1]) * 3, short)
+    assert noisy["coverage"] == 0.0 and noisy["global_diversity"] > 1 and noisy["local_diversity"] > 1

@@ -1,0 +1,102 @@
+"""The sweep's own settings, as a typed structured config.
+
+A `key=value` argument of `sweeps/run.py` sets a field of `SweepConfig` when it names one, and
+is otherwise a trainer override (`npz_filename=...`, `train_data_iter=300`), checked by
+`ganimator.config.load_config`. So one command line holds both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ganimator.config import ConfigError, load_config, npz_filename
+
+SPACE = Path(__file__).with_name("space.yaml")
+
+
+@dataclass
+class SweepConfig:
+    name: str = ""  # the sweep's folder under results_dir; default: the npz file's name
+    space: str = str(SPACE)  # search space YAML
+    num_samples: int = 16  # trials
+    objective: str = "score"  # 'score' (one number, see objective.py) or 'pareto' (coverage vs diversity)
+    sampler: str = ""  # 'tpe', 'nsga2' or 'random'; default: tpe for score, nsga2 for pareto
+    sampler_seed: int = 0
+    rec_weight: float = 1.0  # weight of the reconstruction error in the score
+    # Early stopping (ASHA) on the score, with rungs at stage boundaries: grace_stages, then x reduction_factor.
+    early_stopping: bool = True
+    grace_stages: int = 1
+    reduction_factor: float = 2.0
+    # Resources per trial; fractions of a GPU share one between trials.
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0  # 0: as many trials as the resources hold
+    max_failures: int = 1  # retries of a trial that raises, from its last stage checkpoint
+    # Where things live.
+    results_dir: str = "results"  # Ray Tune storage_path: a local folder, NFS, s3:// or gs://
+    optuna_storage: str = ""  # default sqlite in the sweep folder; postgresql://... on a cluster
+    address: str = ""  # Ray cluster; default: the one `ray job submit` names, else a new local one
+    num_cpus: int = 0  # CPUs of a new local Ray (0: all)
+    resume: bool = False  # continue the sweep `name` after an interruption
+    # Retraining the best configurations and exporting them.
+    top_k: int = 1
+    retrain_seeds: list[int] = field(default_factory=lambda: [0])
+    retrain_iter: int = 15000  # iterations per stage of a retrain (the original's full length)
+    export_dir: str = "exports"
+    export_samples: int = 5  # BVH samples written per export
+    export_length: int = 0  # frames per sample; 0: twice the clip
+    eval_samples: int = 200  # samples the exported metrics average over (the original: 200)
+
+
+def sweep_keys() -> set[str]:
+    return {f.name for f in fields(SweepConfig)}
+
+
+def load_sweep_config(args: list[str]):
+    """(SweepConfig, trainer overrides) from `key=value` arguments; both are checked here."""
+    ours, trainer = [], []
+    for arg in args:
+        key, sep, _ = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"argument {arg!r} is not key=value")
+        (ours if key.split(".")[0] in sweep_keys() else trainer).append(arg)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.from_dotlist(ours))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"sweep key {getattr(e, 'full_key', '')!r}: {str(e).splitlines()[0]}") from None
+    base = load_config(trainer)  # unknown or mistyped trainer keys fail here, before Ray starts
+    npz_filename(base)
+    _validate(cfg, base)
+    if not cfg.name:
+        cfg.name = Path(base.data.npz_filename).stem
+    return cfg, trainer
+
+
+def _validate(cfg, base) -> None:
+    if cfg.objective not in ("score", "pareto"):
+        raise ConfigError(f"sweep key 'objective' must be 'score' or 'pareto', got {cfg.objective!r}")
+    if cfg.sampler not in ("", "tpe", "nsga2", "random"):
+        raise ConfigError(f"sweep key 'sampler' must be 'tpe', 'nsga2' or 'random', got {cfg.sampler!r}")
+    positive = {"num_samples": cfg.num_samples, "cpus_per_trial": cfg.cpus_per_trial, "top_k": cfg.top_k,
+                "retrain_iter": cfg.retrain_iter, "eval_samples": cfg.eval_samples, "grace_stages": cfg.grace_stages}
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"sweep key {key!r} must be positive, got {value}")
+    for key in ("gpus_per_trial", "max_concurrent", "max_failures", "export_samples", "export_length", "num_cpus",
+                "rec_weight"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"sweep key {key!r} must not be negative, got {getattr(cfg, key)}")
+    if cfg.reduction_factor <= 1:
+        raise ConfigError(f"sweep key 'reduction_factor' must be above 1, got {cfg.reduction_factor}")
+    if not cfg.retrain_seeds:
+        raise ConfigError("sweep key 'retrain_seeds' must name at least one seed")
+    if cfg.top_k > cfg.num_samples:
+        raise ConfigError(f"sweep key 'top_k' ({cfg.top_k}) is more than num_samples ({cfg.num_samples})")
+    if base.scheduling.validation_samples < 1:
+        raise ConfigError("trainer key 'scheduling.validation_samples' must be at least 1 in a sweep: "
+                          "the objective is computed from validation samples")
+    if "://" in cfg.results_dir and not cfg.optuna_storage:
+        raise ConfigError(f"results_dir {cfg.results_dir!r} is remote: set optuna_storage (a PostgreSQL URL) too")
