@@ -67,7 +67,7 @@ def read_summary(tmp: Path, name: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def sweep(npz, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    out = run_sweep(npz, tmp, "name=six", "num_samples=6", *EXPORT)
+    out = run_sweep(npz, tmp, "name=six", "num_samples=6", "retrain_seeds=[0,1]", *EXPORT)
     assert out.returncode == 0, out.stderr[-3000:]
     return tmp, out
 
@@ -126,10 +126,31 @@ def test_best_configuration_is_retrained_and_exported(sweep, tmp_path):
     assert out.returncode == 0, out.stderr
     assert all(read_bvh(p).motion.shape[0] == 50 for p in tmp_path.glob("*.bvh"))
 
+    assert set(metrics["seeds"]) == {"0", "1"}  # each seed retrained, the best exported
+    assert metrics["coverage"] == metrics["seeds"][str(metrics["seed"])]["coverage"]
+    assert metrics["score"] == max(m["score"] for m in metrics["seeds"].values())
+
     run = load_run(export)
     again = run.evaluate(metrics["samples"], metrics["length"] / run.dataset.features.shape[-1], metrics["seed"])
     for key in ("coverage", "global_diversity", "local_diversity", "reconstruction_l1"):
         assert again[key] == pytest.approx(metrics[key], rel=1e-6)
+
+
+def test_pareto_mode_searches_coverage_against_diversity(npz, tmp_path):
+    out = run_sweep(npz, tmp_path, "name=pareto", "objective=pareto", "num_samples=3", "early_stopping=false",
+                    *EXPORT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path / 'results' / 'pareto' / 'optuna.db'}"
+    study = optuna.load_study(study_name="pareto", storage=storage)
+    assert len(study.directions) == 2 and len(study.trials) == 3
+    rows = read_summary(tmp_path, "pareto")
+    front = [r for r in rows if r["pareto"] == "True"]
+    assert front and rows[:len(front)] == front  # the front ranks first
+    for r in front:  # no trial dominates a member of the front
+        (rc, rg), others = (float(r["coverage"]), float(r["global_diversity"])), rows
+        assert not any((oc >= rc and og >= rg) and (oc > rc or og > rg)
+                       for oc, og in ((float(o["coverage"]), float(o["global_diversity"])) for o in others))
+    assert (tmp_path / "exports" / "pareto" / "1" / "checkpoint.pt").is_file()
 
 
 def test_impossible_search_space_fails_before_any_trial(npz, tmp_path):
