@@ -7,6 +7,7 @@ trial continues from its last stage checkpoint, on whichever node it lands.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ def trial_metrics(event: TrainEvent, num_stages: int, rec_weight: float) -> dict
 
 
 def train_trial(params: dict, setup: TrialSetup) -> None:
+    # Ray logs every persisted checkpoint at INFO, which buries the trial table on the driver.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = trial_dir / "run"
     (trial_dir / "input.npz").write_bytes(setup.data)
