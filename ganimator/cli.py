@@ -1,4 +1,4 @@
-"""Command-line entry points: ganimator-{procedural,preprocess,train,generate,evaluate}."""
+"""Command-line entry points: ganimator-{procedural,preprocess,train,generate,evaluate,review}."""
 from __future__ import annotations
 
 import argparse
@@ -145,5 +145,31 @@ def evaluate() -> None:
         (Path(args.run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
               f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['reconstruction_l1']:.4f}")
+
+    _run(main)
+
+
+def review() -> None:
+    p = argparse.ArgumentParser(description="Show trained runs' or exports' generated motions beside the real clip "
+                                            "as animated skeletons in Rerun.")
+    p.add_argument("paths", nargs="+", help="run folders, export folders, or a sweep's export folder (all ranks)")
+    p.add_argument("--samples", type=int, default=1, help="generated motions per run")
+    p.add_argument("--length", type=int, default=0, help="frames per motion (default: twice the clip)")
+    p.add_argument("--seed", type=int, default=0)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--save", metavar="FILE.rrd", default="review.rrd", help="write a recording (the default)")
+    mode.add_argument("--spawn", action="store_true", help="open the Rerun viewer")
+    mode.add_argument("--serve", action="store_true", help="serve the Rerun web viewer")
+    args = p.parse_args()
+
+    def main():
+        from .review import review_dirs, write_recording
+
+        clips = review_dirs(args.paths, args.samples, args.length, args.seed)
+        mode = "spawn" if args.spawn else "serve" if args.serve else "save"
+        write_recording(clips, mode, args.save)
+        print(f"{len(clips)} clips" + (f" written to {args.save}" if mode == "save" else f" sent ({mode})"))
+        if mode == "serve":
+            input("serving the web viewer; press Enter to stop\n")
 
     _run(main)
