@@ -241,11 +241,13 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(npz, tmp_path
                                                           "num_samples=4", "max_concurrent=1", *EXPORT)]
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    db = tmp_path / "results" / "resumed" / "optuna.db"
     try:
         deadline = time.time() + 600
         while time.time() < deadline and driver.poll() is None:
-            if db.exists() and sum(t.state.is_finished() for t in study_trials(tmp_path, "resumed", False)) >= 2:
+            # Only once a trial exists has the driver created the study: opening the database
+            # earlier races its schema creation.
+            started = any((tmp_path / "results" / "resumed").glob("train_trial_*"))
+            if started and sum(t.state.is_finished() for t in study_trials(tmp_path, "resumed", False)) >= 2:
                 break
             time.sleep(0.5)
         assert driver.poll() is None, "the sweep ended before it could be interrupted"
