@@ -92,9 +92,7 @@ class Trainer:
         self.dataset = dataset
         self.device = torch.device(cfg.util.device)
         self.stages = [list(s) for s in cfg.model.stages]
-        if sum(map(len, self.stages)) != self.dataset.num_levels:
-            raise ConfigError(f"config key 'model.stages' covers {sum(map(len, self.stages))} levels but "
-                              f"{cfg.data.npz_filename} has {self.dataset.num_levels}")
+        check_levels(cfg, self.dataset)
         self.lengths = self.dataset.level_lengths
         self.reals = [lvl[None].to(self.device) for lvl in self.dataset.levels()]
 
@@ -324,6 +322,14 @@ class Trainer:
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
         self.rng.set_state(state["rng"])
         self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
+
+
+def check_levels(cfg: DictConfig, dataset: MotionDataset) -> None:
+    """The stages must cover exactly the data's pyramid levels."""
+    covered = sum(map(len, cfg.model.stages))
+    if covered != dataset.num_levels:
+        raise ConfigError(f"config key 'model.stages' covers {covered} levels but "
+                          f"{cfg.data.npz_filename} has {dataset.num_levels}")
 
 
 def build_models(cfg: DictConfig, dataset: MotionDataset) -> tuple[GeneratorPyramid, torch.nn.ModuleList]:

@@ -56,7 +56,7 @@ def sweep_keys() -> set[str]:
 
 
 def load_sweep_config(args: list[str]):
-    """(SweepConfig, trainer overrides) from `key=value` arguments; both are checked here."""
+    """(SweepConfig, trainer overrides, the trainer config they give) from `key=value` arguments."""
     ours, trainer = [], []
     for arg in args:
         key, sep, _ = arg.partition("=")
@@ -72,7 +72,7 @@ def load_sweep_config(args: list[str]):
     _validate(cfg, base)
     if not cfg.name:
         cfg.name = Path(base.data.npz_filename).stem
-    return cfg, trainer
+    return cfg, trainer, base
 
 
 def _validate(cfg, base) -> None:

@@ -11,7 +11,7 @@ import io
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -23,7 +23,7 @@ from ganimator.generate import load_run
 from ganimator.trainer import CHECKPOINT, CHECKPOINT_VERSION, CONFIG, DATA, HISTORY, Trainer
 
 from .objective import pareto_front, score
-from .trainable import SUMMARY_METRICS, TrialSetup
+from .trainable import SUMMARY_METRICS, TrialSetup, trial_overrides
 
 
 @dataclass
@@ -48,8 +48,7 @@ class Export:
     rank: int
     row: TrialRow
     path: Path
-    metrics: dict
-    seeds: dict = field(default_factory=dict)  # seed -> that retrain's metrics
+    metrics: dict  # the exported seed's, with every seed's under "seeds"
 
 
 def rank_trials(results, space_keys, num_stages: int, pareto: bool) -> list[TrialRow]:
@@ -84,10 +83,8 @@ def _retrain(setup: TrialSetup, params: dict, seed: int, iterations: int, eval_s
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "input.npz").write_bytes(setup.data)
-        cfg = load_config([*setup.trainer_overrides, *(f"{k}={v}" for k, v in params.items()),
-                           f"npz_filename={tmp / 'input.npz'}", f"run_dir={tmp / 'run'}", f"seed={seed}",
-                           f"train_data_iter={iterations}", "progress=false", f"num_threads={setup.threads}",
-                           f"device={setup.device}"])
+        cfg = load_config([*trial_overrides(setup, params, tmp / "run", resume=False), f"seed={seed}",
+                           f"train_data_iter={iterations}"])
         Trainer(cfg).fit()
         run = load_run(tmp / "run")
         metrics = run.evaluate(eval_samples)
@@ -131,7 +128,7 @@ def retrain_and_export(rows: list[TrialRow], setup: TrialSetup, cfg, resources: 
                    "seeds": {str(s): out["metrics"] for s, out in seeds.items()}}
         (path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         row.export = str(path)
-        exports.append(Export(rank, row, path, metrics, {s: out["metrics"] for s, out in seeds.items()}))
+        exports.append(Export(rank, row, path, metrics))
     return exports
 
 

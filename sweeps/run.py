@@ -18,8 +18,9 @@ import optuna
 import ray
 from ray import tune
 
-from ganimator.config import ConfigError, load_config
+from ganimator.config import ConfigError
 from ganimator.dataset import DatasetError, MotionDataset
+from ganimator.trainer import check_levels
 from sweeps.config import SweepConfig, load_sweep_config
 from sweeps.export import rank_trials, retrain_and_export, write_summary
 from sweeps.search import scheduler, searcher
@@ -43,14 +44,10 @@ def connect(cfg) -> None:
 
 def main(argv: list[str]) -> int:
     argv = _with_saved_args(argv)
-    cfg, trainer_overrides = load_sweep_config(argv)
+    cfg, trainer_overrides, base = load_sweep_config(argv)
     space = load_space(cfg.space, trainer_overrides)
-    base = load_config(trainer_overrides)
     num_stages = len(base.model.stages)
-    data = MotionDataset.load(base.data.npz_filename)  # a bad npz fails here, not in every trial
-    if sum(map(len, base.model.stages)) != data.num_levels:
-        raise ConfigError(f"config key 'model.stages' covers {sum(map(len, base.model.stages))} levels but "
-                          f"{base.data.npz_filename} has {data.num_levels}")
+    check_levels(base, MotionDataset.load(base.data.npz_filename))  # a bad npz fails here, not in every trial
     results_dir = cfg.results_dir if "://" in cfg.results_dir else str(Path(cfg.results_dir).resolve())
     sweep_path = f"{results_dir}/{cfg.name}"
     storage = cfg.optuna_storage or f"sqlite:///{Path(sweep_path) / STUDY_DB}"
