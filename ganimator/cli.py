@@ -13,11 +13,12 @@ from .config import ConfigError, load_config, npz_filename, to_yaml
 from .dataset import DatasetError, MotionDataset
 from .generate import GenerationError
 from .skeleton import RIGS
+from .tracking import TrackingError
 from .trainer import CheckpointError, TrainingDiverged
 
 # Errors about the user's input or files: one line, no traceback. Anything else is a bug and shows one.
-USER_ERRORS = (BVHError, CheckpointError, ConfigError, DatasetError, GenerationError, TrainingDiverged,
-               FileExistsError, FileNotFoundError, IsADirectoryError)
+USER_ERRORS = (BVHError, CheckpointError, ConfigError, DatasetError, GenerationError, TrackingError,
+               TrainingDiverged, FileExistsError, FileNotFoundError, IsADirectoryError)
 
 
 def _run(main) -> None:
@@ -76,6 +77,7 @@ def train() -> None:
     args = [a for a in sys.argv[1:] if a != "--print-config"]
 
     def main():
+        from .tracking import Tracking
         from .trainer import Trainer
 
         cfg = load_config(_with_run_config(args))
@@ -84,7 +86,10 @@ def train() -> None:
             return
         if not cfg.util.run_dir:
             cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
-        result = Trainer(cfg).fit()
+        trainer = Trainer(cfg)
+        with Tracking(cfg, trainer.dataset, tags=["train"]) as tracking:
+            trainer.callbacks += tracking.callbacks
+            result = trainer.fit()
         state = "finished" if result.finished else "stopped"
         print(f"{state}: {result.run_dir} (generate with: ganimator-generate {result.run_dir})")
 

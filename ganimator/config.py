@@ -1,6 +1,6 @@
 """Typed configuration: OmegaConf structured configs, so a typo or a wrong type is an error.
 
-Sections follow the seed's split (data, model, optim, scheduling, util). On the command line a
+Sections follow the seed's split (data, model, optim, scheduling, util), plus tracking (ClearML, Rerun). On the command line a
 key may be given by its bare name when it is unique (`lambda_rec=20`), or in full
 (`optim.lambda_rec=20`); a YAML file passed as `config=run.yaml` uses the sections.
 """
@@ -13,6 +13,9 @@ from pathlib import Path
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+
+CLEARML_MODES = ("auto", "on", "offline", "off")
 
 
 class ConfigError(ValueError):
@@ -68,12 +71,25 @@ class UtilConfig:
 
 
 @dataclass
+class TrackingConfig:
+    # ClearML: 'auto' is on when ClearML is configured (clearml.conf, CLEARML_CONFIG_FILE or CLEARML_API_HOST)
+    # and off otherwise; 'offline' records a session to upload later; 'on' insists on a server.
+    clearml: str = "auto"
+    project: str = "GANimator"
+    tags: list[str] = field(default_factory=list)  # added to the task's own (train, trial, retrain, ...)
+    parent_task: str = ""  # the ClearML task id this run is a child of; sweeps set it
+    artifact_samples: int = 3  # BVH samples generated at the end of a tracked run and attached to its task
+    rerun: bool = False  # also record every validation's samples as skeletons in run_dir/validation*.rrd
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
     util: UtilConfig = field(default_factory=UtilConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def section_keys() -> dict[str, str]:
@@ -83,6 +99,12 @@ def section_keys() -> dict[str, str]:
         for f in fields(section.default_factory):
             out[f.name] = f"{section.name}.{f.name}"
     return out
+
+
+def text_keys() -> set[str]:
+    """'section.key' of every str field."""
+    return {f"{section.name}.{f.name}" for section in fields(TrainConfig)
+            for f in fields(section.default_factory) if f.type == "str"}
 
 
 def qualify(key: str) -> str:
@@ -112,7 +134,10 @@ def load_config(overrides: list[str] = (), base: DictConfig | dict | None = None
             if key == "config":
                 cfg = OmegaConf.merge(cfg, _load_yaml(value))
             else:
-                assignments.append((qualify(key), OmegaConf.from_dotlist([f"_={value}"])["_"]))
+                key = qualify(key)
+                # Text keys take the text as typed: YAML would read `clearml=off` as False.
+                parsed = value if key in text_keys() else OmegaConf.from_dotlist([f"_={value}"])["_"]
+                assignments.append((key, parsed))
         # One by one, after every YAML: `update` also reaches list items (`stage_noise_amp_scale.1=2`).
         for key, value in assignments:
             OmegaConf.update(cfg, key, value, merge=False)
@@ -171,6 +196,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"config key {key!r} must not be negative, got {v}")
     if m.kernel_size % 2 == 0:
         raise ConfigError(f"config key 'model.kernel_size' must be odd, got {m.kernel_size}")
+    if cfg.tracking.clearml not in CLEARML_MODES:
+        raise ConfigError(f"config key 'tracking.clearml' must be one of {', '.join(CLEARML_MODES)}, "
+                          f"got {cfg.tracking.clearml!r}")
+    if cfg.tracking.artifact_samples < 0:
+        raise ConfigError(f"config key 'tracking.artifact_samples' must not be negative, got {cfg.tracking.artifact_samples}")
     if m.padding_mode not in ("reflect", "replicate", "zeros", "circular"):
         raise ConfigError(f"config key 'model.padding_mode': unknown mode {m.padding_mode!r}")
 

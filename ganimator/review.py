@@ -68,6 +68,31 @@ def log_clips(rec: rr.RecordingStream, clips: list[Clip], spacing: float = 1.5) 
             rec.log(f"{path}/info", rr.TextDocument(clip.notes, media_type=rr.MediaType.MARKDOWN), static=True)
 
 
+class ValidationRecording:
+    """A trainer callback: every validation's samples as skeletons in `run_dir/validation.rrd`, under
+    `skeletons/stage-K/step-N/`. A resumed run starts a new file rather than overwrite the first."""
+
+    def __init__(self, dataset: MotionDataset, run_dir: Path):
+        self.dataset, self.run_dir = dataset, Path(run_dir)
+        self.rec: rr.RecordingStream | None = None
+        self.path: Path | None = None
+
+    def __call__(self, event) -> None:
+        if event.samples is None or not len(event.samples):
+            return
+        if self.rec is None:
+            self.path = self.run_dir / "validation.rrd"
+            if self.path.exists():
+                self.path = self.run_dir / f"validation-from-{event.step}.rrd"
+            self.rec = rr.RecordingStream("ganimator-validation")
+            self.rec.save(self.path)
+        notes = "\n".join(f"- {k}: {v:.4g}" for k, v in event.metrics.items() if "/" not in k)
+        name = f"stage-{event.stage + 1}/step-{event.step:07d}"
+        log_clips(self.rec, [features_clip(self.dataset, f"{name}/sample-{k}", f, f"**{name}**\n\n{notes}")
+                             for k, f in enumerate(event.samples)])
+        self.rec.flush()
+
+
 def _class(class_id: int, skeleton: Skeleton) -> rr.ClassDescription:
     bones = [(j, p) for j, p in enumerate(skeleton.parents) if p >= 0]
     return rr.ClassDescription(

@@ -13,7 +13,8 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,6 +51,7 @@ class TrainEvent:
     step: int  # iterations done in all stages
     metrics: dict[str, float]
     checkpoint: Path | None  # a checkpoint holding exactly this state, when one was written
+    samples: torch.Tensor | None = field(default=None, repr=False)  # validation motions (N, C, T) at levels[-1]
 
 
 Callback = Callable[[TrainEvent], "bool | None"]  # a truthy return stops training
@@ -199,32 +201,35 @@ class Trainer:
                 validate = self.iteration % sched.validate_every == 0 and not last
                 checkpoint = self.iteration % sched.checkpoint_every == 0 and not last
                 if validate:
-                    metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **self.validate(levels)}
+                    metrics, samples = self.validate(levels)
+                    metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **metrics}
                     running = {}
                     path = self.save_checkpoint() if checkpoint else None
-                    if self._emit(result, "validation", levels, metrics, path):
+                    if self._emit(result, "validation", levels, metrics, samples, path):
                         self.save_checkpoint()  # stopping keeps everything done so far
                         bar.close()
                         return result
                 elif checkpoint:
                     self.save_checkpoint()
             bar.close()
-            metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **self.validate(levels)}
+            metrics, samples = self.validate(levels)
+            metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **metrics}
             stage_done = self.stage
             self.stage, self.iteration = self.stage + 1, 0
             path = self.save_checkpoint(stage_file=f"stage-{stage_done + 1}.pt")
-            if self._emit(result, "stage_end", levels, metrics, path, stage_done, sched.train_data_iter):
+            if self._emit(result, "stage_end", levels, metrics, samples, path, stage_done, sched.train_data_iter):
                 return result
         result.finished = True
         return result
 
-    def _emit(self, result: TrainResult, kind: str, levels: list[int], metrics: dict, path,
+    def _emit(self, result: TrainResult, kind: str, levels: list[int], metrics: dict, samples, path,
               stage: int | None = None, iteration: int | None = None) -> bool:
         event = TrainEvent(kind, self.stage if stage is None else stage, levels,
-                           self.iteration if iteration is None else iteration, self.step, metrics, path)
-        result.events.append(event)
+                           self.iteration if iteration is None else iteration, self.step, metrics, path, samples)
+        result.events.append(replace(event, samples=None))  # a long run would keep every sample otherwise
         with open(self.run_dir / HISTORY, "a") as f:
-            f.write(json.dumps({**asdict(event), "checkpoint": str(path) if path else None}) + "\n")
+            record = {k: v for k, v in asdict(result.events[-1]).items() if k != "samples"}
+            f.write(json.dumps({**record, "checkpoint": str(path) if path else None}) + "\n")
         stop = False
         for callback in self.callbacks:
             stop = bool(callback(event)) or stop
@@ -243,8 +248,8 @@ class Trainer:
                 f"the last good checkpoint in {self.run_dir} is kept (lower the learning rates or lambda_gp)")
 
     @torch.no_grad()
-    def validate(self, levels: list[int]) -> dict[str, float]:
-        """Reconstruction error per level, and the metrics of random samples at the stage's top level."""
+    def validate(self, levels: list[int]) -> tuple[dict[str, float], torch.Tensor]:
+        """Reconstruction error per level, and random samples at the stage's top level with their metrics."""
         top = levels[-1]
         out = {}
         for l, rec in enumerate(self.pyramid.reconstruct(self.lengths, range(top + 1))):
@@ -256,7 +261,7 @@ class Trainer:
         if samples.shape[0]:
             layout = self.dataset.layout
             out.update(quality(pose_frames(samples, layout).cpu(), pose_frames(self.reals[top][0], layout).cpu()))
-        return out
+        return out, samples.cpu()
 
     # ---- run folder and checkpoints -----------------------------------------------------
 
@@ -265,7 +270,7 @@ class Trainer:
         if self.cfg.util.resume:
             if not ckpt.exists():
                 raise FileNotFoundError(f"resume=true but {ckpt} does not exist")
-            self.load_checkpoint(ckpt)
+            self.load_state(self._newest_readable_state())
             history = self.run_dir / HISTORY  # events after the checkpoint will happen again
             if history.exists():
                 kept = [l for l in history.read_text().splitlines(keepends=True) if json.loads(l)["step"] <= self.step]
@@ -278,6 +283,21 @@ class Trainer:
         cfg = OmegaConf.merge(self.cfg, {"data": {"npz_filename": DATA}, "util": {"resume": False}})
         (self.run_dir / CONFIG).write_text(to_yaml(cfg))
         self.dataset.save(self.run_dir / DATA)
+
+    def _newest_readable_state(self) -> dict:
+        """checkpoint.pt, or when it is corrupt or truncated the newest readable stage-K.pt."""
+        stage_files = sorted(self.run_dir.glob("stage-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+        errors = []
+        for path in [self.run_dir / CHECKPOINT, *stage_files]:
+            try:
+                state = load_checkpoint_file(path)
+            except CheckpointError as e:
+                errors.append(str(e))
+                continue
+            if errors:
+                print(f"warning: {'; '.join(errors)}; resuming from {path}", file=sys.stderr)
+            return state
+        raise CheckpointError("; ".join(errors) + f" (and no readable stage checkpoint in {self.run_dir})")
 
     def state_dict(self) -> dict:
         """Everything resuming needs. Frozen levels keep only their generator: their critics,
@@ -308,8 +328,7 @@ class Trainer:
             return stage_path
         return path
 
-    def load_checkpoint(self, path) -> None:
-        state = load_checkpoint_file(path)
+    def load_state(self, state: dict) -> None:
         self.pyramid.load_state_dict(state["pyramid"])
         for l, (critic, opt_g, opt_d, pool) in enumerate(zip(self.critics, self.opt_g, self.opt_d, self.pools)):
             if state["critics"][l] is not None:

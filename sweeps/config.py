@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ganimator.config import ConfigError, load_config, npz_filename
 
 SPACE = Path(__file__).with_name("space.yaml")
+ARGS = "sweep-args.json"  # a sweep's own arguments, in its folder, for resume and compare
 
 
 @dataclass

@@ -21,13 +21,15 @@ from ray import tune
 from ganimator.config import ConfigError
 from ganimator.dataset import DatasetError, MotionDataset
 from ganimator.trainer import check_levels
-from sweeps.config import SweepConfig, load_sweep_config
+from sweeps.config import ARGS, SweepConfig, load_sweep_config
 from sweeps.export import rank_trials, retrain_and_export, write_summary
+from sweeps.plots import comparison_figures, write_figures
+from sweeps.report import SweepTask
 from sweeps.search import scheduler, searcher
 from sweeps.space import load_space
 from sweeps.trainable import TrialSetup, train_trial
 
-STUDY_DB, ARGS = "optuna.db", "sweep-args.json"
+STUDY_DB = "optuna.db"
 # Tiny test sweeps checkpoint every second or so; real stages take minutes.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -53,33 +55,43 @@ def main(argv: list[str]) -> int:
     storage = cfg.optuna_storage or f"sqlite:///{Path(sweep_path) / STUDY_DB}"
     _check_new_or_resume(cfg, sweep_path, storage)
 
-    setup = TrialSetup(tuple(trainer_overrides), Path(base.data.npz_filename).read_bytes(), num_stages,
-                       cfg.rec_weight, threads=max(1, int(cfg.cpus_per_trial)),
-                       device="cuda" if cfg.gpus_per_trial > 0 else base.util.device)
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup), resources)
+    setup_dir = Path(sweep_path) if "://" not in sweep_path else None  # where resume finds its study and arguments
+    if setup_dir and not cfg.resume:
+        setup_dir.mkdir(parents=True, exist_ok=True)
+        (setup_dir / ARGS).write_text(json.dumps(argv, indent=1) + "\n")
 
-    connect(cfg)
-    if cfg.resume:
-        tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        if "://" not in sweep_path:  # the SQLite study and the arguments that resume reuses live here
-            Path(sweep_path).mkdir(parents=True, exist_ok=True)
-            (Path(sweep_path) / ARGS).write_text(json.dumps(argv, indent=1) + "\n")
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher(cfg, space, storage, num_stages),
-                                        scheduler=scheduler(cfg, num_stages), num_samples=cfg.num_samples,
-                                        max_concurrent_trials=cfg.max_concurrent or None),
-            run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live table of trials
-                                      failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-    results = tuner.fit()
+    with SweepTask(cfg, base, space, setup_dir) as sweep_task:
+        data = Path(base.data.npz_filename).read_bytes()
+        setup = TrialSetup((*trainer_overrides, *sweep_task.trial_overrides()), data, num_stages, sweep=cfg.name,
+                           rec_weight=cfg.rec_weight, threads=max(1, int(cfg.cpus_per_trial)),
+                           device="cuda" if cfg.gpus_per_trial > 0 else base.util.device)
+        resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+        trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup), resources)
 
-    rows = rank_trials(results, list(space), num_stages, pareto=cfg.objective == "pareto")
-    exports = retrain_and_export(rows, setup, cfg, resources)
-    _, md_path = write_summary(rows, cfg, list(space), Path(cfg.export_dir) / cfg.name)
+        connect(cfg)
+        if cfg.resume:
+            tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher(cfg, space, storage, num_stages),
+                                            scheduler=scheduler(cfg, num_stages), num_samples=cfg.num_samples,
+                                            max_concurrent_trials=cfg.max_concurrent or None),
+                run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live trial table
+                                          failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        results = tuner.fit()
+
+        pareto = cfg.objective == "pareto"
+        rows = rank_trials(results, list(space), num_stages, pareto)
+        exports = retrain_and_export(rows, setup, cfg, resources)
+        out_dir = Path(cfg.export_dir) / cfg.name
+        csv_path, md_path = write_summary(rows, cfg, list(space), out_dir)
+        figures = comparison_figures(rows, space.log_scales(), pareto)
+        plots = write_figures(figures, out_dir / "plots")
+        sweep_task.report(rows, exports, list(space), pareto, figures, [csv_path, md_path])
     _print_summary(cfg, rows, exports, md_path, storage)
+    print(f"comparison plots: {plots[0].parent}")
     return 0
 
 

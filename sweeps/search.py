@@ -44,6 +44,11 @@ class SweepSearch(OptunaSearch):
         return next((t for t in running if t._trial_id not in known), None)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if result and result.get("failure"):  # diverged: FAIL with the reason, never a score
+            self._ot_trials[trial_id].set_user_attr("failure", result["failure"][:1000])
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL, skip_if_finished=True)
+            self._completed_trials.add(trial_id)
+            return
         if result and not error and result.get("stages_done", 0) < self.num_stages:
             # Stopped by ASHA: PRUNED, as an Optuna pruner would record it, so the sampler does
             # not take a score from an early stage for a final one.
@@ -53,6 +58,8 @@ class SweepSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
     def on_trial_result(self, trial_id: str, result: dict):
+        if result.get("failure"):
+            return  # told as FAIL when the trial completes
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:

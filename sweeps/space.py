@@ -39,6 +39,9 @@ class SearchSpace(dict):
     def defaults(self) -> dict:
         return {k: p.default for k, p in self.items()}
 
+    def log_scales(self) -> dict[str, bool]:
+        return {k: bool(getattr(p.distribution, "log", False)) for k, p in self.items()}
+
 
 def load_space(path, trainer_overrides: list[str] = ()) -> SearchSpace:
     path = Path(path)

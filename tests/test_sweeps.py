@@ -16,6 +16,7 @@ import optuna
 import pytest
 import torch
 from omegaconf import OmegaConf
+from ray import tune
 
 from ganimator.bvh import read_bvh
 from ganimator.config import ConfigError, load_config, qualify
@@ -23,13 +24,17 @@ from ganimator.dataset import MotionDataset
 from ganimator.generate import load_run
 from ganimator.metrics import pose_frames, quality
 from ganimator.pyramid import resample
+from ganimator.trainer import Trainer
+from sweeps.compare import row_from_task
+from sweeps.export import rank
 from sweeps.objective import pareto_front, score
 from sweeps.space import load_space
+from sweeps.trainable import restore_run
 
-from conftest import ROOT
+from conftest import ROOT, artifacts, clean_env, offline_sessions
 
-# Tiny trials on a short real clip: 4 iterations a stage, small networks.
-TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]"]
+# Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks.
+TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]", "clearml=off"]
 EXPORT = ["retrain_iter=6", "eval_samples=4", "export_samples=2"]
 
 
@@ -44,9 +49,9 @@ def sweep_args(npz, tmp: Path, *args) -> list[str]:
     return [f"npz_filename={npz}", f"results_dir={tmp / 'results'}", f"export_dir={tmp / 'exports'}", *TINY, *args]
 
 
-def run_sweep(npz, tmp: Path, *args, timeout=900) -> subprocess.CompletedProcess:
+def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.CompletedProcess:
     out = subprocess.run([sys.executable, "sweeps/run.py", *sweep_args(npz, tmp, "num_cpus=2", *args)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=timeout)
+                         capture_output=True, text=True, timeout=timeout, env=env)
     print(out.stdout[-3000:], out.stderr[-3000:])
     return out
 
@@ -136,10 +141,18 @@ def test_best_configuration_is_retrained_and_exported(sweep, tmp_path):
         assert again[key] == pytest.approx(metrics[key], rel=1e-6)
 
 
-def test_pareto_mode_searches_coverage_against_diversity(npz, tmp_path):
-    out = run_sweep(npz, tmp_path, "name=pareto", "objective=pareto", "num_samples=3", "early_stopping=false",
-                    *EXPORT)
+@pytest.fixture(scope="module")
+def pareto_sweep(npz, tmp_path_factory):
+    """A Pareto-mode sweep that tracks to ClearML in offline mode."""
+    tmp = tmp_path_factory.mktemp("pareto")
+    out = run_sweep(npz, tmp, "name=pareto", "objective=pareto", "num_samples=3", "early_stopping=false",
+                    "clearml=offline", *EXPORT, env=clean_env(tmp))
     assert out.returncode == 0, out.stderr[-3000:]
+    return tmp, out
+
+
+def test_pareto_mode_searches_coverage_against_diversity(pareto_sweep):
+    tmp_path, _ = pareto_sweep
     storage = f"sqlite:///{tmp_path / 'results' / 'pareto' / 'optuna.db'}"
     study = optuna.load_study(study_name="pareto", storage=storage)
     assert len(study.directions) == 2 and len(study.trials) == 3
@@ -151,6 +164,140 @@ def test_pareto_mode_searches_coverage_against_diversity(npz, tmp_path):
         assert not any((oc >= rc and og >= rg) and (oc > rc or og > rg)
                        for oc, og in ((float(o["coverage"]), float(o["global_diversity"])) for o in others))
     assert (tmp_path / "exports" / "pareto" / "1" / "checkpoint.pt").is_file()
+
+
+def test_clearml_sweep_task_is_the_parent_of_every_trial_and_retrain(pareto_sweep):
+    tmp, out = pareto_sweep
+    sessions = offline_sessions(tmp / "clearml")
+    [sweep] = [s["task"] for s in sessions if s["task"]["type"] == "optimizer"]
+    trials = [s for s in sessions if "trial" in s["task"]["tags"]]
+    [retrain] = [s for s in sessions if "retrain" in s["task"]["tags"]]
+    assert len(sessions) == 5 and len(trials) == 3
+    assert sweep["name"] == "pareto" and set(sweep["tags"]) == {"sweep", "pareto"}
+    assert f"ClearML: sweep task {sweep['id']}" in out.stdout
+    assert all(s["task"]["parent"] == sweep["id"] for s in [*trials, retrain])
+
+    rows = {r["trial_id"]: r for r in read_summary(tmp, "pareto")}
+    keys = list(load_space(ROOT / "sweeps" / "space.yaml"))
+    for s in trials:
+        task, trial_id = s["task"], s["task"]["name"].rpartition("/")[2]
+        assert task["name"] == f"pareto/{trial_id}" and set(task["tags"]) == {"trial", "pareto"}
+        params = task["hyperparams"]
+        searched = {k: float(v["value"]) for k, v in params["search"].items()}
+        assert searched == pytest.approx({k: float(rows[trial_id][k]) for k in keys})
+        assert float(params["optim"]["lambda_rec"]["value"]) == searched["lambda_rec"]  # one value, two views
+        assert {series for title, series in s["scalars"] if title == "critic"} == {f"level {k}" for k in range(7)}
+        assert s["scalars"]["objective", "score"][-1] == (16, pytest.approx(float(rows[trial_id]["score"])))
+        assert {"config.yaml", "samples", "review.rrd"} <= set(artifacts(task))
+
+    task = retrain["task"]
+    assert set(task["tags"]) == {"retrain", "pareto", "rank-1", "seed-0", "best"}
+    metrics = json.loads((tmp / "exports" / "pareto" / "1" / "metrics.json").read_text())
+    assert metrics["clearml_task"] == task["id"]
+    assert retrain["scalars"]["Summary", "coverage"][-1][1] == pytest.approx(metrics["coverage"])
+    assert all(path.is_file() for path in artifacts(task).values())
+
+
+def test_clearml_sweep_task_holds_the_comparison(pareto_sweep):
+    tmp, _ = pareto_sweep
+    [sweep] = [s for s in offline_sessions(tmp / "clearml") if s["task"]["type"] == "optimizer"]
+    keys = list(load_space(ROOT / "sweeps" / "space.yaml"))
+    table = sweep["plots"]["trials", "ranked"]["data"][0]
+    header, columns = table["header"]["values"], table["cells"]["values"]
+    assert {"status", "stages_done", "pareto", "score", "coverage", "global_diversity", *keys} <= set(header)
+    summary = read_summary(tmp, "pareto")
+    assert columns[header.index("trial_id")] == [r["trial_id"] for r in summary]
+    assert columns[header.index("status")] == ["finished"] * 3
+    assert {series for title, series in sweep["plots"] if title == "objective"} == set(keys)
+    [parallel] = sweep["plots"]["parallel coordinates", "parallel coordinates"]["data"]
+    assert [d["label"] for d in parallel["dimensions"]] == [*keys, "score"]
+    front = sweep["plots"]["pareto front", "pareto front"]["data"]
+    assert sum(len(trace["x"]) for trace in front) == 3
+    assert set(artifacts(sweep["task"])) == {"summary.csv", "summary.md"}
+
+
+def test_compare_prints_the_sweeps_ranking_and_writes_its_plots(pareto_sweep, tmp_path):
+    tmp, _ = pareto_sweep
+    out = subprocess.run([sys.executable, "sweeps/compare.py", "pareto", "--results-dir", str(tmp / "results"),
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env=clean_env(tmp))
+    assert out.returncode == 0, out.stderr
+    summary = [r["trial_id"] for r in read_summary(tmp, "pareto")]
+    printed = [line.split()[1] for line in out.stdout.splitlines()[2:2 + len(summary)]]
+    assert printed == summary
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"pareto-front.html", "parallel-coordinates.html", "objective-vs-lambda-rec.html",
+            "plotly.min.js"} <= written
+
+
+def test_trials_as_clearml_holds_them_rank_as_the_local_results(pareto_sweep):
+    """compare.py's reading of ClearML tasks, fed the offline sessions' parameters and last scalars."""
+    tmp, _ = pareto_sweep
+    keys = list(load_space(ROOT / "sweeps" / "space.yaml"))
+    rows = []
+    for s in offline_sessions(tmp / "clearml"):
+        if "trial" in s["task"]["tags"]:
+            params = {f"{section}/{k}": v["value"] for section, values in s["task"]["hyperparams"].items()
+                      for k, v in values.items()}
+            last = {}
+            for (title, series), points in s["scalars"].items():
+                last.setdefault(title, {})[series] = {"last": points[-1][1]}
+            rows.append(row_from_task(s["task"]["name"], params, last, "completed", keys, num_stages=4))
+    summary = read_summary(tmp, "pareto")
+    assert [r.trial_id for r in rank(rows, pareto=True)] == [r["trial_id"] for r in summary]
+    for row, local in zip(rank(rows, pareto=True), summary):
+        assert row.status == local["status"] and row.steps == int(local["steps"]) == 16
+        assert row.metrics["score"] == pytest.approx(float(local["score"]))
+        assert row.params == pytest.approx({k: float(local[k]) for k in keys})
+
+
+def test_a_restarted_trial_skips_a_truncated_checkpoint_for_the_one_before(npz, tmp_path, capsys):
+    run_dir = tmp_path / "first"
+    cfg = load_config([f"npz_filename={npz}", f"run_dir={run_dir}", "progress=false", *TINY])
+    Trainer(cfg, callbacks=[lambda e: e.kind == "stage_end" and e.stage == 1]).fit()
+    trial = tmp_path / "trial"  # laid out as Tune keeps a trial's last two checkpoints
+    for k, stage_file in enumerate(["stage-1.pt", "stage-2.pt"]):
+        kept = trial / f"checkpoint_{k:06d}"
+        kept.mkdir(parents=True)
+        for name in ("config.yaml", "data.npz", "history.jsonl"):
+            shutil.copyfile(run_dir / name, kept / name)
+        shutil.copyfile(run_dir / stage_file, kept / "checkpoint.pt")
+    newest = trial / "checkpoint_000001" / "checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[:2000])
+
+    assert restore_run(tune.Checkpoint.from_directory(trial / "checkpoint_000001"), tmp_path / "restored")
+    assert f"{newest}: not a readable ganimator checkpoint" in capsys.readouterr().err
+    restored = Trainer(load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'restored'}", "resume=true",
+                                    "progress=false", *TINY]))
+    result = restored.fit()
+    assert result.finished and [e.stage for e in result.events if e.kind == "stage_end"] == [1, 2, 3]
+
+    newest.parent.parent.joinpath("checkpoint_000000", "checkpoint.pt").write_bytes(b"")
+    assert not restore_run(tune.Checkpoint.from_directory(trial / "checkpoint_000001"), tmp_path / "fresh")
+    assert "starts again from scratch" in capsys.readouterr().err
+
+
+def test_a_diverging_trial_fails_at_once_with_its_reason_and_the_sweep_goes_on(npz, tmp_path):
+    space = tmp_path / "space.yaml"  # the first trial runs the default, a learning rate that diverges at once
+    space.write_text("lr_d: {type: categorical, choices: [0.0001, 1.0e10], default: 1.0e10}\n"
+                     "lambda_rec: {type: log, low: 5, high: 500}\n")
+    out = run_sweep(npz, tmp_path, "name=nan", f"space={space}", "num_samples=3", "max_failures=2",
+                    "early_stopping=false", *EXPORT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_summary(tmp_path, "nan")
+    failed = [r for r in rows if r["status"].startswith("failed")]
+    assert failed and all(float(r["lr_d"]) == 1e10 for r in failed)
+    assert all("loss '0/critic' is nan at stage 1, iteration 1" in r["status"] for r in failed)
+    assert rows[-len(failed):] == failed  # ranked last
+    assert [r for r in rows if r["status"] == "finished"]  # the others ran on
+    for r in failed:  # reported once, never retried
+        trial_dir = next((tmp_path / "results" / "nan").glob(f"*{r['trial_id']}*"))
+        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert len(results) == 1 and results[0]["failure"].startswith("loss")
+        assert not (trial_dir / "error.txt").exists()
+    states = {t.user_attrs["tune_trial_id"]: t for t in study_trials(tmp_path, "nan")}
+    for r in failed:
+        assert states[r["trial_id"]].state == optuna.trial.TrialState.FAIL
+        assert "is nan" in states[r["trial_id"]].user_attrs["failure"]
 
 
 def test_impossible_search_space_fails_before_any_trial(npz, tmp_path):

@@ -156,3 +156,18 @@ def test_corrupt_checkpoint_is_a_clear_error(proud, tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="checkpoint.pt: not a readable ganimator checkpoint"):
         load_run(tmp_path / "corrupt")
+
+
+def test_resume_past_a_truncated_checkpoint_falls_back_to_the_last_stage(proud, tmp_path, capsys):
+    base = ["train_data_iter=4", "validate_every=2", "checkpoint_every=2", "validation_samples=1"]
+    stop_at = lambda e: e.kind == "validation" and e.stage == 2  # noqa: E731 - mid-stage 3
+    assert not Trainer(config(tmp_path, "cut", proud, *base), callbacks=[stop_at]).fit().finished
+    path = tmp_path / "cut" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    resumed = Trainer(config(tmp_path, "cut", proud, *base, "resume=true"))
+    result = resumed.fit()
+    assert result.finished and resumed.step == 16
+    assert "checkpoint.pt: not a readable ganimator checkpoint" in capsys.readouterr().err
+    assert [e.step for e in result.events] == [10, 12, 14, 16]  # stage 3 again from its start, after stage-2.pt
+    history = [json.loads(l)["step"] for l in (tmp_path / "cut" / "history.jsonl").read_text().splitlines()]
+    assert history == [2, 4, 6, 8, 10, 12, 14, 16]

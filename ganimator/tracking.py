@@ -1,0 +1,196 @@
+"""Experiment tracking: a run as a ClearML task, its validations as a Rerun recording.
+
+    with Tracking(cfg, dataset, tags=["train"]) as tracking:
+        Trainer(cfg, dataset, callbacks=tracking.callbacks).fit()
+
+The same wrapper serves `ganimator-train`, every sweep trial and every retrain, so their tasks
+line up in ClearML's compare view: the config's sections are connected as flat hyperparameter
+sections (`optim/lambda_rec`), each loss is a scalar per level on the global iteration axis,
+and a run that finishes its last stage attaches its resolved config, history, generated BVH
+and a Rerun review recording. Credentials stay in ClearML's own configuration; nothing here
+reads or prints them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from .dataset import MotionDataset
+from .trainer import CONFIG, HISTORY, TrainEvent
+
+OFF_NOTE = ("ClearML: off (no clearml.conf, CLEARML_CONFIG_FILE or CLEARML_API_HOST; "
+            "clearml=offline records sessions locally)")
+CONFIG_SECTIONS = ("data", "model", "optim", "scheduling", "util")
+
+
+class TrackingError(RuntimeError):
+    """ClearML was asked for and could not start; the message says how to go on without it."""
+
+
+def clearml_mode(setting: str) -> str:
+    """'on', 'offline' or 'off' for a `tracking.clearml` setting: 'auto' is on when ClearML is configured."""
+    if setting != "auto":
+        return setting
+    from clearml.backend_config.defs import get_active_config_file
+
+    if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes", "on"):
+        return "offline"
+    return "on" if get_active_config_file() or os.environ.get("CLEARML_API_HOST") else "off"
+
+
+def offline_dir() -> Path:
+    """Where ClearML keeps offline sessions on this machine (one folder and one zip per task)."""
+    from clearml.config import get_cache_dir
+
+    return Path(get_cache_dir()) / "offline"
+
+
+def start_task(mode: str, project: str, name: str, tags: Iterable[str], task_type: str = "training",
+               parent: str = "", continue_task: str = ""):
+    """A new ClearML task (`mode` 'on' or 'offline'), child of `parent` when given."""
+    from clearml import Task
+    from clearml.config import config_obj
+
+    # ClearML reports through a subprocess by default, and each flush or close then waits about 5 s
+    # for it; a sweep flushes at every stage end, so a reporting thread is used instead.
+    config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
+    # A process that inherited ClearML's marker of a tracked parent (Ray workers started by a
+    # tracked sweep driver) would join the parent's task; each run here is a task of its own.
+    for var in ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID"):
+        if os.environ.get(var, "").partition(":")[0] not in ("", str(os.getpid())):
+            del os.environ[var]
+    logging.getLogger("clearml.Repository Detection").setLevel(logging.ERROR)  # Ray workers are in no repository
+    Task.set_offline(mode == "offline")
+    try:
+        task = Task.init(project_name=project, task_name=name, task_type=task_type, tags=list(tags),
+                         reuse_last_task_id=False, continue_last_task=continue_task or False,
+                         auto_connect_frameworks=False, auto_connect_arg_parser=False,
+                         auto_resource_monitoring=False)
+    except Exception as e:  # ClearML raises several types for a missing or unreachable server
+        raise TrackingError(f"ClearML could not start a task ({type(e).__name__}: {e}); "
+                            "set clearml=offline to record locally or clearml=off") from None
+    if parent:
+        task.set_parent(parent)
+    return task
+
+
+def flat_sections(cfg: DictConfig) -> dict[str, dict]:
+    """The trainer config as {section: {key: value}}, lists as strings, so every task has the same names."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return {section: {k: json.dumps(v) if isinstance(v, list) else v for k, v in plain[section].items()}
+            for section in CONFIG_SECTIONS}
+
+
+class Tracking:
+    """ClearML task and Rerun validation recording of one training run, as trainer callbacks."""
+
+    def __init__(self, cfg: DictConfig, dataset: MotionDataset, tags: Iterable[str] = ("train",),
+                 params: dict | None = None, announce: bool = True,
+                 objective: Callable[[TrainEvent], dict[str, float]] | None = None):
+        """`params`: searched values, connected as their own section; `objective`: scalars a sweep
+        derives from each event, reported under `objective/`."""
+        from .review import ValidationRecording
+
+        self.cfg, self.dataset = cfg, dataset
+        self.run_dir = Path(cfg.util.run_dir)
+        self.num_stages = len(cfg.model.stages)
+        self.finished = False
+        self.failure = ""
+        self.objective = objective
+        self.callbacks = [ValidationRecording(dataset, self.run_dir)] if cfg.tracking.rerun else []
+        self.mode = clearml_mode(cfg.tracking.clearml)
+        self.task = None
+        if self.mode == "off":
+            if announce:
+                print(OFF_NOTE)
+            return
+        t = cfg.tracking
+        name = cfg.util.experiment_name or self.run_dir.name
+        self.task = start_task(self.mode, t.project, name, [*tags, *t.tags], parent=t.parent_task)
+        for section, values in flat_sections(cfg).items():
+            self.task.connect(values, name=section)
+        if params:  # a trial's searched values, under the names the search space gives them
+            self.task.connect(dict(params), name="search")
+        self.callbacks.append(self.on_event)
+
+    def __enter__(self) -> "Tracking":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.task is not None:
+            if exc_type is not None and issubclass(exc_type, Exception):
+                self.failure = f"{exc_type.__name__}: {exc}"
+            if self.failure:
+                self.task.mark_failed(status_reason=self.failure[:500])
+                self.task.close()
+            elif exc_type is None or self.finished:
+                self.task.close()
+            else:  # SystemExit or an interrupt: a sweep's scheduler stopped the trial, or the user did
+                self.task.mark_stopped(force=True, status_message="stopped")
+                self.task.close()
+        return False
+
+    def fail(self, reason: str) -> None:
+        """Mark the run failed (a caller that handles the error itself); the task closes on exit."""
+        self.failure = reason
+        if self.task is not None:
+            self.task.get_logger().report_text(f"failed: {reason}")
+            self.task.flush(wait_for_uploads=True)
+
+    @property
+    def task_id(self) -> str:
+        return self.task.id if self.task is not None else ""
+
+    def on_event(self, event: TrainEvent) -> None:
+        """Losses as `<loss>/level <l>`, sample quality as `quality/<metric>`, on the global iteration axis."""
+        logger = self.task.get_logger()
+        for key, value in event.metrics.items():
+            level, _, metric = key.rpartition("/")
+            title, series = (metric, f"level {level}") if level else ("quality", key)
+            logger.report_scalar(title, series, value, iteration=event.step)
+        for series, value in (self.objective(event) if self.objective else {}).items():
+            logger.report_scalar("objective", series, value, iteration=event.step)
+        logger.report_scalar("progress", "iterations", event.step, iteration=event.step)
+        if event.kind == "stage_end":
+            logger.report_scalar("progress", "stages done", event.stage + 1, iteration=event.step)
+            if event.stage + 1 == self.num_stages:
+                self.finished = True
+                self.attach_results()
+            # A sweep may end this process inside its next report, so nothing may wait for close().
+            self.task.flush(wait_for_uploads=True)
+
+    def attach_results(self) -> None:
+        """Config, history, generated BVH and a Rerun review of the finished run, as artifacts."""
+        from .generate import load_run
+        from .review import clips_of_run, write_recording
+
+        run = load_run(self.run_dir)
+        n = self.cfg.tracking.artifact_samples
+        for name in (CONFIG, HISTORY):
+            self.upload(name, self.run_dir / name)
+        if n:
+            length = 2 * self.dataset.features.shape[-1]
+            samples = run.generate(length, n, seed=0)
+            run.write(samples, self.run_dir / "samples")
+            self.upload("samples", self.run_dir / "samples")
+            clips = clips_of_run(run, self.run_dir.name, n, length, seed=0, with_real=True)
+            write_recording(clips, "save", self.run_dir / "review.rrd")
+            self.upload("review.rrd", self.run_dir / "review.rrd")
+        for rrd in sorted(self.run_dir.glob("validation*.rrd")):
+            self.upload(rrd.name, rrd)
+
+    def upload(self, name: str, path: Path) -> None:
+        if self.task is not None:
+            self.task.upload_artifact(name, artifact_object=path, wait_on_upload=True)
+
+    def report_values(self, values: dict) -> None:
+        """Single numbers (a retrain's final evaluation) shown in the task's summary table."""
+        if self.task is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.task.get_logger().report_single_value(name, value)
