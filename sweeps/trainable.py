@@ -65,6 +65,7 @@ def train_trial(params: dict, setup: TrialSetup) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = trial_dir / "run"
+    trial_dir.mkdir(parents=True, exist_ok=True)  # only the driver's node has it made already
     (trial_dir / "input.npz").write_bytes(setup.data)
     checkpoint = tune.get_checkpoint()
     shutil.rmtree(run_dir, ignore_errors=True)  # a restart begins from the Tune checkpoint or from scratch
