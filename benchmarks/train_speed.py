@@ -22,7 +22,7 @@ import torch
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.losses import generator_adversarial_loss, reconstruction_loss
-from ganimator.trainer import Trainer
+from ganimator.trainer import Trainer, train_iteration
 
 ORIGINAL_REFERENCE = [2.89, 2.17, 1.44, 1.64]
 
@@ -56,7 +56,7 @@ def original_iteration(tr: Trainer, levels: list[int]) -> None:
                        + o.lambda_consistency * tr.consistency(outs[l]) for l in levels)
         for l in levels:
             tr.opt_g[l].zero_grad()
-        loss.backward()
+        loss.sum().backward()  # the losses hold one value per population member: here one
         for l in levels:
             tr.opt_g[l].step()
         tr.critics.requires_grad_(True)
@@ -86,8 +86,8 @@ def main() -> None:
         for k, levels in enumerate(tr.stages):
             tr._freeze_below(levels[0])
             with torch.no_grad():
-                frozen = tr.pyramid.reconstruct(tr.lengths, range(levels[0]))[-1] if levels[0] else None
-            ours = rate(lambda: tr._iteration(levels, frozen), args.iters)
+                tr.frozen_rec = tr.pyramid.reconstruct(tr.lengths, range(levels[0]))[-1] if levels[0] else None
+            ours = rate(lambda: train_iteration([tr], levels), args.iters)
             base = rate(lambda: original_iteration(tr, levels), max(2, args.iters // 2))
             tr._freeze_below(levels[0])
             print(f"{k + 1:>5} {str(levels):>8} {ours:>10.2f} {base:>22.2f} {ours / base:>5.2f}x "

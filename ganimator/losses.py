@@ -1,35 +1,47 @@
-"""Losses: WGAN-GP for the critics; adversarial, reconstruction and contact consistency for G."""
+"""Losses: WGAN-GP for the critics; adversarial, reconstruction and contact consistency for G.
+
+Each takes the tensors of `members` fused runs side by side on the channel axis, (B, K*C, T),
+and returns one value per member, (K,): a population's members never share a loss term.
+"""
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from .features import FeatureLayout, decode
 from .skeleton import Skeleton
 
 
-def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, fresh_fake: torch.Tensor,
-                alpha: torch.Tensor, lambda_gp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, wasserstein term, gradient penalty). `fake` may come from the history pool; the
-    penalty interpolates towards the fresh one, as the original does."""
+def per_member(x: torch.Tensor, members: int) -> torch.Tensor:
+    """(B, K*C, T) -> (K,): the mean of each member's block."""
+    return x.reshape(x.shape[0], members, -1).mean(dim=(0, 2))
+
+
+def critic_loss(critic, real: torch.Tensor, fake: torch.Tensor, fresh_fake: torch.Tensor, alpha: torch.Tensor,
+                lambda_gp: torch.Tensor, members: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, wasserstein term, gradient penalty), each (K,). `real` is the clip's level, (1, C, T);
+    `fake` may come from the history pool; the penalty interpolates towards the fresh one, as the
+    original does. `alpha` and `lambda_gp` hold one value per member."""
+    real = real.repeat(1, members, 1)
     n = real.shape[0]
     scores = critic(torch.cat([real, fake]))  # one call for both; the penalty gets its own, since
-    wasserstein = 0.5 * (scores[n:].mean() - scores[:n].mean())  # its double backward costs per sample
-    interp = (alpha * real + (1 - alpha) * fresh_fake).requires_grad_(True)
+    wasserstein = 0.5 * (per_member(scores[n:], members) - per_member(scores[:n], members))  # its double
+    a = alpha.repeat_interleave(real.shape[1] // members)[None, :, None]  # backward costs per sample
+    interp = (a * real + (1 - a) * fresh_fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(interp).sum(), interp, create_graph=True)
-    penalty = ((grad.norm(dim=1) - 1) ** 2).mean()
+    norms = grad.reshape(grad.shape[0], members, -1, grad.shape[-1]).norm(dim=2)  # per member and frame
+    penalty = ((norms - 1) ** 2).mean(dim=(0, 2))
     return wasserstein + lambda_gp * penalty, wasserstein, penalty
 
 
-def generator_adversarial_loss(critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-    return -critic(fake).mean()
+def generator_adversarial_loss(critic, fake: torch.Tensor, members: int = 1) -> torch.Tensor:
+    return -per_member(critic(fake), members)
 
 
-def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    return (fake - real).abs().mean()
+def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, members: int = 1) -> torch.Tensor:
+    return per_member((fake - real.repeat(1, members, 1)).abs(), members)
 
 
-class ContactConsistency(nn.Module):
+class ContactConsistency(torch.nn.Module):
     """Penalises contact joints that move while the generated contact label says they are planted."""
 
     def __init__(self, skeleton: Skeleton, layout: FeatureLayout):
@@ -37,11 +49,12 @@ class ContactConsistency(nn.Module):
         self.skeleton, self.layout = skeleton, layout
         self.register_buffer("begin_xz", torch.zeros(2))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, members: int = 1) -> torch.Tensor:
         if self.layout.num_contacts == 0:
-            return features.new_zeros(())
-        motion, contact = decode(features, self.layout, self.begin_xz)
+            return features.new_zeros(members)
+        b, _, t = features.shape
+        motion, contact = decode(features.reshape(b * members, -1, t), self.layout, self.begin_xz)
         positions = motion.joint_positions(self.skeleton)[..., self.skeleton.contacts, :]
         speed = (positions[..., 1:, :, :] - positions[..., :-1, :, :]).norm(dim=-1)
         speed = torch.cat([torch.zeros_like(speed[..., :1, :]), speed], dim=-2)
-        return (speed * torch.sigmoid((contact - 0.5) * 12)).mean()
+        return (speed * torch.sigmoid((contact - 0.5) * 12)).reshape(b, members, -1).mean(dim=(0, 2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .features import FeatureLayout
 from .pyramid import resample
@@ -17,8 +18,12 @@ class SkeletonConv1d(nn.Conv1d):
         super().__init__(in_channels, out_channels, **kwargs)
         self.register_buffer("mask", mask[:, :, None].to(self.weight.dtype))
 
+    @property
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)
+        return self._conv_forward(x, self.effective_weight, self.bias)
 
 
 class ConvStack(nn.Sequential):
@@ -75,6 +80,42 @@ def build_stacks(model_cfg, layout: FeatureLayout, skeleton: Skeleton, out_chann
                      skeleton.tree_distances(), model_cfg.neighbour_distance)
 
 
+class FusedStack:
+    """K members' ConvStacks run as one grouped convolution per layer over (B, K*C, T).
+
+    Each member's weights stay its own tensors (so its optimiser, checkpoint and export are those
+    of a single run); they are concatenated for each call, and gradients flow back to each.
+    Groups never mix channels, so members never influence each other.
+    """
+
+    def __init__(self, stacks: list[ConvStack]):
+        self.stacks = stacks
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.stacks) == 1:
+            return self.stacks[0](x)
+        for layers in zip(*self.stacks):
+            first = layers[0]
+            if not isinstance(first, nn.Conv1d):
+                x = first(x)
+                continue
+            weight = torch.cat([getattr(c, "effective_weight", c.weight) for c in layers])
+            bias = torch.cat([c.bias for c in layers])
+            padding = first.padding
+            if first.padding_mode != "zeros":
+                x, padding = F.pad(x, first._reversed_padding_repeated_twice, mode=first.padding_mode), 0
+            x = F.conv1d(x, weight, bias, first.stride, padding, first.dilation, groups=len(layers))
+        return x
+
+
+class FusedGenerator:
+    def __init__(self, generators: list[Generator]):
+        self.net = FusedStack([g.net for g in generators])
+
+    def __call__(self, base: torch.Tensor, noise: torch.Tensor | float = 0.0) -> torch.Tensor:
+        return base + self.net(base + noise)
+
+
 class GeneratorPyramid(nn.Module):
     """The chain of generators, coarsest first, with each level's noise amplitude and z*.
 
@@ -127,3 +168,16 @@ class GeneratorPyramid(nn.Module):
         levels = levels if levels is not None else range(len(lengths))
         noises = [self.z_star[None] if l == 0 else 0.0 for l in levels]
         return self.run(levels, lengths, prev, noises)
+
+
+class FusedPyramid:
+    """K members' pyramids as one over (B, K*C, T): member k owns channels k*C .. (k+1)*C."""
+
+    def __init__(self, pyramids: list[GeneratorPyramid]):
+        self.members = pyramids
+        self.generators = [FusedGenerator([p.generators[l] for p in pyramids]) for l in range(len(pyramids[0].generators))]
+        self.z_star = torch.cat([p.z_star for p in pyramids])
+        self.channels = self.z_star.shape[0]
+
+    run = GeneratorPyramid.run
+    reconstruct = GeneratorPyramid.reconstruct

@@ -26,7 +26,7 @@ from .config import ConfigError, npz_filename, to_yaml
 from .dataset import MotionDataset
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import quality, pose_frames
-from .networks import Critic, Generator, GeneratorPyramid, build_stacks
+from .networks import Critic, FusedPyramid, FusedStack, Generator, GeneratorPyramid, build_stacks
 
 CHECKPOINT_VERSION = 2
 CHECKPOINT, CONFIG, DATA, HISTORY = "checkpoint.pt", "config.yaml", "data.npz", "history.jsonl"
@@ -109,126 +109,92 @@ class Trainer:
         self.rng = torch.Generator(self.device).manual_seed(cfg.util.seed)
         self.stage, self.iteration, self.step = 0, 0, 0
 
-    # ---- one iteration -------------------------------------------------------------------
-
-    def _iteration(self, levels: list[int], frozen_rec: torch.Tensor | None) -> dict[str, float]:
-        o, lo = self.cfg.optim, levels[0]
-        span = range(lo, levels[-1] + 1)
-        n = o.critic_steps
-        pyr, rng = self.pyramid, self.rng
-        # One coarse motion from the frozen levels per iteration; every sub-step gets fresh noise
-        # on the levels in training. The original drew the frozen levels anew for each sub-step.
-        noises = [pyr.noise(l, 1, self.lengths[l], rng) for l in range(lo)]
-        noises += [pyr.noise(l, n + 1, self.lengths[l], rng) for l in span]
-        with torch.no_grad():
-            base = pyr.run(range(lo), self.lengths, None, noises[:lo])[-1].expand(n + 1, -1, -1) if lo else None
-            fakes = pyr.run(span, self.lengths, base[:n] if base is not None else None,
-                            [z[:n] for z in noises[lo:]])
-        losses = {}
-
-        for k in range(n):
-            total = 0.0
-            for j, l in enumerate(levels):
-                fresh = fakes[j][k:k + 1]
-                alpha = torch.rand((), generator=rng, device=self.device)
-                loss, w, gp = critic_loss(self.critics[l], self.reals[l], self.pools[l].query(fresh, rng),
-                                          fresh, alpha, o.lambda_gp)
-                total = total + loss
-                losses[f"{l}/critic"], losses[f"{l}/gp"] = w.item(), gp.item()
-            for l in levels:
-                self.opt_d[l].zero_grad(set_to_none=True)
-            total.backward()
-            for l in levels:
-                self.opt_d[l].step()
-
-        self.critics.requires_grad_(False)
-        prev = base[n:] if base is not None else None
-        total = 0.0
-        for l, z in zip(levels, noises[lo:]):
-            fake = pyr.run(range(l, l + 1), self.lengths, prev, [z[n:]])[0]
-            adv = generator_adversarial_loss(self.critics[l], fake)
-            contact = self.consistency(fake)
-            total = total + adv + o.lambda_consistency * contact
-            losses[f"{l}/adversarial"], losses[f"{l}/contact"] = adv.item(), contact.item()
-            prev = fake.detach()  # each level learns only from its own losses, as in the original
-        self._step_generators(levels, total)
-        self.critics.requires_grad_(True)
-
-        total, prev = 0.0, frozen_rec
-        for l in levels:
-            rec = pyr.reconstruct(self.lengths, range(l, l + 1), prev)[0]
-            loss = reconstruction_loss(rec, self.reals[l])
-            total = total + o.lambda_rec * loss
-            losses[f"{l}/reconstruction"] = loss.item()
-            prev = rec.detach()
-        self._step_generators(levels, total)
-        return losses
-
-    def _step_generators(self, levels: list[int], loss: torch.Tensor) -> None:
-        for l in levels:
-            self.opt_g[l].zero_grad(set_to_none=True)
-        loss.backward()
-        for l in levels:
-            self.opt_g[l].step()
-
     # ---- the stage loop ------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        cfg, sched = self.cfg, self.cfg.scheduling
-        if cfg.util.num_threads > 0:
-            torch.set_num_threads(cfg.util.num_threads)
-        self._prepare_run_dir()
-        result = TrainResult(self.run_dir, finished=False)
+        self.begin()
         while self.stage < len(self.stages):
-            levels = self.stages[self.stage]
-            self._freeze_below(levels[0])
-            with torch.no_grad():
-                frozen_rec = self.pyramid.reconstruct(self.lengths, range(levels[0]))[-1] if levels[0] else None
-            bar = tqdm(total=sched.train_data_iter, initial=self.iteration, disable=not cfg.util.progress,
-                       desc=f"stage {self.stage + 1}/{len(self.stages)} levels {levels}", dynamic_ncols=True)
-            running: dict[str, list[float]] = {}
-            while self.iteration < sched.train_data_iter:
-                losses = self._iteration(levels, frozen_rec)
-                self._check_finite(losses)
-                self.iteration += 1
-                self.step += 1
-                for k, v in losses.items():
-                    running.setdefault(k, []).append(v)
-                bar.update()
-                bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses.items()
-                                 if not k.endswith(("gp", "contact"))}, refresh=False)
-                last = self.iteration == sched.train_data_iter
-                validate = self.iteration % sched.validate_every == 0 and not last
-                checkpoint = self.iteration % sched.checkpoint_every == 0 and not last
-                if validate:
-                    metrics, samples = self.validate(levels)
-                    metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **metrics}
-                    running = {}
-                    path = self.save_checkpoint() if checkpoint else None
-                    if self._emit(result, "validation", levels, metrics, samples, path):
-                        self.save_checkpoint()  # stopping keeps everything done so far
-                        bar.close()
-                        return result
-                elif checkpoint:
-                    self.save_checkpoint()
-            bar.close()
-            metrics, samples = self.validate(levels)
-            metrics = {**{k: sum(v) / len(v) for k, v in running.items()}, **metrics}
-            stage_done = self.stage
-            self.stage, self.iteration = self.stage + 1, 0
-            path = self.save_checkpoint(stage_file=f"stage-{stage_done + 1}.pt")
-            if self._emit(result, "stage_end", levels, metrics, samples, path, stage_done, sched.train_data_iter):
-                return result
-        result.finished = True
-        return result
+            levels = self.begin_stage()
+            while self.iteration < self.cfg.scheduling.train_data_iter:
+                if self.after_iteration(train_iteration([self], levels)[0]):
+                    return self.result
+            if self.end_stage():
+                return self.result
+        self.result.finished = True
+        return self.result
 
-    def _emit(self, result: TrainResult, kind: str, levels: list[int], metrics: dict, samples, path,
+    # A population (population.py) drives several trainers through these same steps.
+
+    def begin(self) -> None:
+        if self.cfg.util.num_threads > 0:
+            torch.set_num_threads(self.cfg.util.num_threads)
+        self._prepare_run_dir()
+        self.result = TrainResult(self.run_dir, finished=False)
+
+    def begin_stage(self) -> list[int]:
+        levels = self.stages[self.stage]
+        self._freeze_below(levels[0])
+        with torch.no_grad():
+            self.frozen_rec = self.pyramid.reconstruct(self.lengths, range(levels[0]))[-1] if levels[0] else None
+        self._bar = tqdm(total=self.cfg.scheduling.train_data_iter, initial=self.iteration,
+                         disable=not self.cfg.util.progress, dynamic_ncols=True,
+                         desc=f"stage {self.stage + 1}/{len(self.stages)} levels {levels}")
+        self._running: dict[str, list[float]] = {}
+        return levels
+
+    def after_iteration(self, losses: dict[str, float]) -> bool:
+        """Count an iteration of the current stage, validate and checkpoint when due. True when a
+        callback stopped the run (its state is saved)."""
+        sched, levels = self.cfg.scheduling, self.stages[self.stage]
+        try:
+            self._check_finite(losses)
+        except TrainingDiverged:
+            self._bar.close()
+            raise
+        self.iteration += 1
+        self.step += 1
+        for k, v in losses.items():
+            self._running.setdefault(k, []).append(v)
+        self._bar.update()
+        self._bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses.items()
+                               if not k.endswith(("gp", "contact"))}, refresh=False)
+        last = self.iteration == sched.train_data_iter
+        checkpoint = self.iteration % sched.checkpoint_every == 0 and not last
+        if self.iteration % sched.validate_every == 0 and not last:
+            metrics, samples = self.validate(levels)
+            path = self.save_checkpoint() if checkpoint else None
+            if self._emit("validation", levels, self._averages(metrics), samples, path):
+                self.save_checkpoint()  # stopping keeps everything done so far
+                self._bar.close()
+                return True
+        elif checkpoint:
+            self.save_checkpoint()
+        return False
+
+    def end_stage(self) -> bool:
+        """Validate and checkpoint the finished stage; True when a callback stopped the run."""
+        self._bar.close()
+        levels = self.stages[self.stage]
+        metrics, samples = self.validate(levels)
+        metrics, stage_done = self._averages(metrics), self.stage
+        self.stage, self.iteration = self.stage + 1, 0
+        path = self.save_checkpoint(stage_file=f"stage-{stage_done + 1}.pt")
+        return self._emit("stage_end", levels, metrics, samples, path, stage_done,
+                          self.cfg.scheduling.train_data_iter)
+
+    def _averages(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The losses averaged since the last report, then the validation metrics."""
+        out = {**{k: sum(v) / len(v) for k, v in self._running.items()}, **metrics}
+        self._running = {}
+        return out
+
+    def _emit(self, kind: str, levels: list[int], metrics: dict, samples, path,
               stage: int | None = None, iteration: int | None = None) -> bool:
         event = TrainEvent(kind, self.stage if stage is None else stage, levels,
                            self.iteration if iteration is None else iteration, self.step, metrics, path, samples)
-        result.events.append(replace(event, samples=None))  # a long run would keep every sample otherwise
+        self.result.events.append(replace(event, samples=None))  # a long run would keep every sample otherwise
         with open(self.run_dir / HISTORY, "a") as f:
-            record = {k: v for k, v in asdict(result.events[-1]).items() if k != "samples"}
+            record = {k: v for k, v in asdict(self.result.events[-1]).items() if k != "samples"}
             f.write(json.dumps({**record, "checkpoint": str(path) if path else None}) + "\n")
         stop = False
         for callback in self.callbacks:
@@ -341,6 +307,97 @@ class Trainer:
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
         self.rng.set_state(state["rng"])
         self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
+
+
+def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str, float]]:
+    """One iteration of the stage `levels` for each member trainer, fused: every network call runs
+    all K members at once, side by side on the channel axis (grouped convolutions).
+
+    Each member draws noise from its own generator in the order a lone run does and steps only
+    its own optimisers, so training K members together is training each alone. Members with fewer
+    critic steps sit out the last critic updates. A lone trainer is a population of one.
+    """
+    K, lo, first = len(members), levels[0], members[0]
+    span, lengths, channels = range(lo, levels[-1] + 1), first.lengths, first.pyramid.channels
+    steps = [m.cfg.optim.critic_steps for m in members]
+    n = max(steps)
+    per_member = lambda key: torch.tensor([m.cfg.optim[key] for m in members], device=first.device)  # noqa: E731
+    pyramid = FusedPyramid([m.pyramid for m in members])
+    critics = {l: FusedStack([m.critics[l].net for m in members]) for l in levels}
+    losses: list[dict[str, float]] = [{} for _ in members]
+
+    # One coarse motion from the frozen levels per iteration; every sub-step gets fresh noise on
+    # the levels in training. The original drew the frozen levels anew for each sub-step.
+    low, critic_noise, adversarial_noise = [], [], []
+    for m, n_m in zip(members, steps):
+        low.append([m.pyramid.noise(l, 1, lengths[l], m.rng) for l in range(lo)])
+        z = [m.pyramid.noise(l, n_m + 1, lengths[l], m.rng) for l in span]
+        critic_noise.append([torch.cat([zl[:n_m], zl.new_zeros(n - n_m, *zl.shape[1:])]) for zl in z])
+        adversarial_noise.append([zl[n_m:] for zl in z])
+    side_by_side = lambda parts: [torch.cat(level, dim=1) for level in zip(*parts)]  # noqa: E731
+    low, critic_noise, adversarial_noise = map(side_by_side, (low, critic_noise, adversarial_noise))
+    with torch.no_grad():
+        base = pyramid.run(range(lo), lengths, None, low)[-1] if lo else None
+        fakes = pyramid.run(span, lengths, base.expand(n, -1, -1) if lo else None, critic_noise)
+
+    lambda_gp = per_member("lambda_gp")
+    for k in range(n):
+        active = [k < n_m for n_m in steps]
+        total = 0.0
+        for j, l in enumerate(levels):
+            fresh = fakes[j][k:k + 1]
+            alphas, shown = [], []
+            for i, m in enumerate(members):
+                own = fresh[:, i * channels:(i + 1) * channels]
+                if active[i]:
+                    alphas.append(torch.rand((), generator=m.rng, device=first.device))
+                    shown.append(m.pools[l].query(own, m.rng))
+                else:  # computed, never stepped
+                    alphas.append(torch.zeros((), device=first.device))
+                    shown.append(own)
+            loss, w, gp = critic_loss(critics[l], first.reals[l], torch.cat(shown, dim=1), fresh,
+                                      torch.stack(alphas), lambda_gp, K)
+            total = total + loss.sum()
+            for i, (w_i, gp_i) in enumerate(zip(w.detach().tolist(), gp.detach().tolist())):
+                if active[i]:
+                    losses[i][f"{l}/critic"], losses[i][f"{l}/gp"] = w_i, gp_i
+        _step([m.opt_d[l] for m, a in zip(members, active) if a for l in levels], total)
+
+    for m in members:
+        m.critics.requires_grad_(False)
+    lambda_consistency = per_member("lambda_consistency")
+    prev, total = base, 0.0
+    for l, z in zip(levels, adversarial_noise):
+        fake = pyramid.run(range(l, l + 1), lengths, prev, [z])[0]
+        adversarial = generator_adversarial_loss(critics[l], fake, K)
+        contact = first.consistency(fake, K)
+        total = total + (adversarial + lambda_consistency * contact).sum()
+        for i, (a_i, c_i) in enumerate(zip(adversarial.detach().tolist(), contact.detach().tolist())):
+            losses[i][f"{l}/adversarial"], losses[i][f"{l}/contact"] = a_i, c_i
+        prev = fake.detach()  # each level learns only from its own losses, as in the original
+    _step([m.opt_g[l] for m in members for l in levels], total)
+    for m in members:
+        m.critics.requires_grad_(True)
+
+    lambda_rec = per_member("lambda_rec")
+    prev, total = torch.cat([m.frozen_rec for m in members], dim=1) if lo else None, 0.0
+    for l in levels:
+        rec = pyramid.reconstruct(lengths, range(l, l + 1), prev)[0]
+        loss = reconstruction_loss(rec, first.reals[l], K)
+        total = total + (lambda_rec * loss).sum()
+        for i, r_i in enumerate(loss.detach().tolist()):
+            losses[i][f"{l}/reconstruction"] = r_i
+        prev = rec.detach()
+    _step([m.opt_g[l] for m in members for l in levels], total)
+    return losses
+
+
+def _step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimizers:
+        opt.step()
 
 
 def check_levels(cfg: DictConfig, dataset: MotionDataset) -> None:
