@@ -116,15 +116,10 @@ class Population:
             bar = tqdm(total=first.cfg.scheduling.train_data_iter, initial=first.iteration, dynamic_ncols=True,
                        disable=not self.progress or len(self.members) == 1,
                        desc=f"stage {first.stage + 1}/{num_stages} levels {levels}, {len(active)} members")
-            measure = True
+            measured = False
             while active and active[0].iteration < active[0].cfg.scheduling.train_data_iter:
-                if measure:
-                    free = _free_mib(first.device)
-                    peak_before = _peak_mib(first.device)
-                losses = train_iteration(active, levels)
-                if measure:
-                    self._report(active, free, peak_before, bar)
-                    measure = False
+                losses = train_iteration(active, levels) if measured else self._measured_iteration(active, levels)
+                measured = True
                 for m, member_losses in zip(list(active), losses):
                     if self._after_iteration(m, member_losses):
                         active.remove(m)
@@ -147,21 +142,25 @@ class Population:
             stopped = member.after_iteration(losses)
         except TrainingDiverged as e:
             self.outcomes[index] = e
-            print(f"member {index} ({member.run_dir}) leaves the population: {e}", file=sys.stderr)
+            tqdm.write(f"member {index} ({member.run_dir}) leaves the population: {e}", file=sys.stderr)
             return True
         if stopped:
             self.outcomes[index] = member.result
         return stopped
 
-    def _report(self, active: list[Trainer], free_mib: float, peak_before_mib: float, bar) -> None:
-        state = sum(t.numel() * t.element_size() for m in active[:1]
-                    for t in [*m.pyramid.parameters(), *m.critics.parameters()])
-        working = max(_peak_mib(active[0].device) - peak_before_mib, 0.0)
-        report = MemoryReport(len(active), 3 * state / 2**20, working / len(active), free_mib,
-                              str(active[0].device))  # Adam keeps two moments per weight
-        self.reports.append(report)
+    def _measured_iteration(self, active: list[Trainer], levels: list[int]) -> list[dict[str, float]]:
+        """A stage's first iteration, measured for the memory report."""
+        device = active[0].device
+        free, peak_before = _free_mib(device), _peak_mib(device)
+        losses = train_iteration(active, levels)
+        weights = sum(t.numel() * t.element_size() for t in [*active[0].pyramid.parameters(),
+                                                              *active[0].critics.parameters()])
+        working = max(_peak_mib(device) - peak_before, 0.0)  # on a CPU: 0 unless the process grew
+        report = MemoryReport(len(active), 3 * weights / 2**20, working / len(active), free, str(device))
+        self.reports.append(report)  # weights x 3: Adam keeps two moments per weight
         if self.progress and len(self.members) > 1:
             tqdm.write(str(report), file=sys.stderr)
+        return losses
 
 
 def _free_mib(device: torch.device) -> float:

@@ -73,7 +73,7 @@ def test_other_rigs_draw_with_their_own_tree(clip, tmp_path):
     rec = rr.RecordingStream("crab-test")
     rec.save(tmp_path / "crab.rrd")
     log_clips(rec, [features_clip(crab, "crab", crab.features)])
-    rec.flush()
+    rec.disconnect()  # flushes, and ends the file with its footer
     out = read(tmp_path / "crab.rrd")
     description = out["/"]["context"][0]["class_description"]
     assert description["info"]["label"] == "crab"
