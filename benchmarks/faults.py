@@ -1,10 +1,11 @@
 """Faults injected into small sweeps on a local multi-node Ray cluster, and what each cost.
 
-    python benchmarks/faults.py [clip.bvh] [--faults worker-node,trial-process,...] [--iters 30]
+    python benchmarks/faults.py [clip.bvh] [--faults worker-node,trial-process,...] [--iters 30] [--population 2]
 
 Each fault gets its own cluster (`cluster/local.py`: a head with no CPUs and two 1-CPU worker
-nodes on 127.0.0.1) and its own sweep of `--trials` trials, driven by `sweeps/run.py` exactly as a
-user runs it. The table says, per fault: trials started, finished, failed with a reason, lost
+nodes on 127.0.0.1) and its own sweep of `--trials` trials (with `--population K`: configurations,
+K to a Tune trial), driven by `sweeps/run.py` exactly as a user runs it. The table says, per
+fault: trials started, finished, failed with a reason, lost
 (started but neither finished nor failed with a reason; must be 0), and the seconds from the
 fault until the hit trial reported again (for a diverging trial: until it was recorded failed).
 
@@ -35,6 +36,9 @@ from pathlib import Path
 
 import optuna
 
+from sweeps.population import member_id
+from sweeps.search import TUNE_ID
+
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ("worker-node", "driver", "nan", "trial-process", "corrupt-checkpoint")
 
@@ -59,10 +63,16 @@ class Outcome:
     results: dict[str, list[dict]]  # every trial's Tune results, in order
     recover_s: float
     log: str  # the driver's output, every run of it
+    population: int = 1  # configurations a Tune trial trains fused; the table counts configurations
+
+    def study_ids(self) -> list[str]:
+        """The study's trials under the ids the ranking gives them (a member's is `<tune id>-<number>`)."""
+        ids = [t.user_attrs.get(TUNE_ID) for t in self.study]
+        return [member_id(i, t.number) for i, t in zip(ids, self.study)] if self.population > 1 else ids
 
     @property
     def started(self) -> int:
-        return len({t.user_attrs.get("tune_trial_id") for t in self.study} | {r["trial_id"] for r in self.rows})
+        return len(set(self.study_ids()) | {r["trial_id"] for r in self.rows})
 
     @property
     def finished(self) -> int:
@@ -114,7 +124,7 @@ class Sweep:
 
     def results(self) -> dict[str, list[dict]]:
         out = {}
-        for trial_dir in sorted(self.path.glob("train_trial_*")):
+        for trial_dir in sorted(self.path.glob("train_*")):
             lines = (trial_dir / "result.json").read_text().splitlines() if (trial_dir / "result.json").exists() else []
             results = []
             for line in lines:
@@ -136,7 +146,7 @@ class Sweep:
         return out
 
     def trial_dir(self, trial: str) -> Path:
-        return next(self.path.glob(f"train_trial_{trial}_*"))
+        return next(self.path.glob(f"train_*_{trial}_*"))
 
     def wait_for(self, what: str, condition, timeout: float = 600):
         deadline = time.monotonic() + timeout
@@ -166,7 +176,8 @@ class Sweep:
             except OSError:  # not a process, gone, or not ours
                 continue
             if (title.startswith(b"ray::ImplicitFunc") and cwd.startswith(self.cluster.temp_root)
-                    and Path(cwd).name.startswith(f"train_trial_{trial}_")):
+                    and Path(cwd).name.startswith(("train_trial_", "train_population_"))
+                    and f"_{trial}_" in Path(cwd).name):
                 pids.add(int(entry.name))
         return pids
 
@@ -189,9 +200,18 @@ class Sweep:
     def outcome(self, fault: str, recover_s: float) -> Outcome:
         with open(self.work / "exports" / self.name / "summary.csv") as f:
             rows = list(csv.DictReader(f))
+        return Outcome(fault, rows, self.study(), self.results(), recover_s, self.output(), self.population)
+
+    @property
+    def population(self) -> int:
+        return int(next((a.split("=")[1] for a in self.args if a.startswith("population=")), 1))
+
+    def study(self, wait: bool = False) -> list[optuna.trial.FrozenTrial]:
+        """The sweep's Optuna trials; with `wait`, none while the driver has yet to create the study."""
         storage = f"sqlite:///{self.path / 'optuna.db'}"
-        study = optuna.load_study(study_name=self.name, storage=storage).get_trials(deepcopy=False)
-        return Outcome(fault, rows, study, self.results(), recover_s, self.output())
+        if wait and not ((self.path / "optuna.db").exists() and self.name in optuna.get_all_study_names(storage)):
+            return []
+        return optuna.load_study(study_name=self.name, storage=storage).get_trials(deepcopy=False)
 
 
 def kill(pids: set[int]) -> None:
@@ -202,8 +222,8 @@ def kill(pids: set[int]) -> None:
             pass
 
 
-def sweep_args(iters: int, trials: int) -> list[str]:
-    return [f"num_samples={trials}", "max_concurrent=2", "early_stopping=false", "max_failures=2",
+def sweep_args(iters: int, trials: int, population: int = 1) -> list[str]:
+    return [f"num_samples={trials}", f"population={population}", "max_concurrent=2", "early_stopping=false", "max_failures=2",
             "cpus_per_trial=1", f"train_data_iter={iters}", f"validate_every={max(1, iters // 3)}", "validation_samples=2",
             "hidden_channels=[16,32,32]", "clearml=off", "retrain_iter=2", "eval_samples=2", "export_samples=1"]
 
@@ -242,6 +262,11 @@ def nan(sweep: Sweep) -> float:
                      "lambda_rec: {type: log, low: 5, high: 500}\n")
     sweep.args.append(f"space={space}")
     sweep.launch()
+    if sweep.population > 1:  # a member fails inside a trial that goes on: the study records it
+        failed = sweep.wait_for("a failed configuration", lambda: [
+            t for t in sweep.study(wait=True) if t.state == optuna.trial.TrialState.FAIL])
+        sweep.finish()
+        return (failed[0].datetime_complete - failed[0].datetime_start).total_seconds()
     failed = sweep.wait_for("a failed trial", lambda: [rs[-1] for rs in sweep.results().values()
                                                        if "failure" in rs[-1]])
     sweep.finish()
@@ -272,8 +297,10 @@ def corrupt_checkpoint(sweep: Sweep) -> float:
         for trial, (last, pids) in sweep.running().items():
             k = last["stages_done"] - 1  # a first attempt's checkpoints are numbered by stage
             folder = sweep.trial_dir(trial)
-            if k >= 1 and (folder / f"checkpoint_{k:06d}").is_dir() and not (folder / f"checkpoint_{k + 1:06d}").exists():
-                return trial, pids, folder / f"checkpoint_{k:06d}" / "checkpoint.pt"
+            newest = folder / f"checkpoint_{k:06d}"
+            files = sorted(newest.rglob("checkpoint.pt"))  # a population's: one per member
+            if k >= 1 and files and not (folder / f"checkpoint_{k + 1:06d}").exists():
+                return trial, pids, files[0]
         return None
 
     trial, pids, newest = sweep.wait_for("a trial with two stage checkpoints", second_checkpoint_is_newest)
@@ -289,13 +316,15 @@ SCENARIOS = {"worker-node": worker_node, "driver": driver, "nan": nan, "trial-pr
              "corrupt-checkpoint": corrupt_checkpoint}
 
 
-def run_fault(fault: str, npz: Path, work: Path, iters: int = 30, trials: int = 4, **options) -> Outcome:
-    """One fault on its own two-worker cluster; the cluster is stopped whatever happens."""
+def run_fault(fault: str, npz: Path, work: Path, iters: int = 30, trials: int = 4, population: int = 1,
+              **options) -> Outcome:
+    """One fault on its own two-worker cluster; the cluster is stopped whatever happens. With
+    `population` > 1, each Tune trial trains that many configurations fused."""
     work.mkdir(parents=True, exist_ok=True)
     state_dir = work / "cluster"
     state = lc.start(workers=2, cpus_per_node=1, head_cpus=0, state_dir=state_dir)
     try:
-        sweep = Sweep(npz, work, state, sweep_args(iters, trials))
+        sweep = Sweep(npz, work, state, sweep_args(iters, trials, population))
         try:
             recover = SCENARIOS[fault](sweep, **options)
         finally:
@@ -312,6 +341,7 @@ def main() -> None:
     p.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from {', '.join(FAULTS)}")
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--iters", type=int, default=30, help="iterations per stage")
+    p.add_argument("--population", type=int, default=1, help="configurations per Tune trial, trained fused")
     args = p.parse_args()
     faults = args.faults.split(",")
     if unknown := set(faults) - set(FAULTS):
@@ -325,7 +355,7 @@ def main() -> None:
         subprocess.run(["ganimator-preprocess", str(clip), str(npz)], check=True, stdout=subprocess.DEVNULL)
         print(f"{'fault':<20} {'started':>7} {'finished':>8} {'failed':>6} {'lost':>4} {'recover s':>9}  reasons")
         for fault in faults:
-            o = run_fault(fault, npz, tmp / fault, args.iters, args.trials)
+            o = run_fault(fault, npz, tmp / fault, args.iters, args.trials, args.population)
             print(f"{fault:<20} {o.started:>7} {o.finished:>8} {len(o.failed):>6} {o.lost:>4} {o.recover_s:>9.1f}  "
                   + "; ".join(f"{n} x {reason}" for reason, n in Counter(r.split(";")[0] for r in o.failed).items()),
                   flush=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import resource
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -88,7 +88,12 @@ class MemoryReport:
 
 class Population:
     def __init__(self, cfgs: Sequence[DictConfig], dataset: MotionDataset | None = None,
-                 callbacks: Sequence[Sequence[Callback]] | None = None):
+                 callbacks: Sequence[Sequence[Callback]] | None = None,
+                 after_stage: Callable[[int, list[Trainer]], None] | None = None,
+                 on_leave: Callable[[int, TrainResult | TrainingDiverged], None] | None = None):
+        """`callbacks`: each member's own trainer callbacks; `after_stage(stage, active)`: called once
+        every member has ended a stage, with the members that go on (a sweep checkpoints them there);
+        `on_leave(index, outcome)`: called as a member stops or diverges, while the others train on."""
         check_fusable(cfgs)
         if dataset is None:
             dataset = MotionDataset.load(npz_filename(cfgs[0]))
@@ -98,6 +103,7 @@ class Population:
         self.members = [Trainer(cfg, dataset, cbs) for cfg, cbs in zip(quiet, callbacks)]
         self.outcomes: list[TrainResult | TrainingDiverged | None] = [None] * len(self.members)
         self.reports: list[MemoryReport] = []
+        self.after_stage, self.on_leave = after_stage, on_leave
 
     def fit(self) -> list[TrainResult | TrainingDiverged]:
         """Train every member through all stages; a member's outcome is its TrainResult, or the
@@ -112,10 +118,10 @@ class Population:
         while active and active[0].stage < num_stages:
             for m in active:
                 levels = m.begin_stage()
-            first = active[0]
+            first, stage = active[0], active[0].stage  # `first` may leave; its settings are everyone's
             bar = tqdm(total=first.cfg.scheduling.train_data_iter, initial=first.iteration, dynamic_ncols=True,
                        disable=not self.progress or len(self.members) == 1,
-                       desc=f"stage {first.stage + 1}/{num_stages} levels {levels}, {len(active)} members")
+                       desc=f"stage {stage + 1}/{num_stages} levels {levels}, {len(active)} members")
             measured = False
             while active and active[0].iteration < active[0].cfg.scheduling.train_data_iter:
                 losses = train_iteration(active, levels) if measured else self._measured_iteration(active, levels)
@@ -124,12 +130,14 @@ class Population:
                     if self._after_iteration(m, member_losses):
                         active.remove(m)
                 bar.update()
-                bar.set_description(f"stage {first.stage + 1}/{num_stages} levels {levels}, {len(active)} members")
+                bar.set_description(f"stage {stage + 1}/{num_stages} levels {levels}, {len(active)} members")
             bar.close()
             for m in list(active):
                 if m.end_stage():
                     active.remove(m)
-                    self.outcomes[self.members.index(m)] = m.result
+                    self._leave(m, m.result)
+            if self.after_stage is not None:
+                self.after_stage(stage, list(active))
         for m in active:
             m.result.finished = True
             self.outcomes[self.members.index(m)] = m.result
@@ -137,16 +145,21 @@ class Population:
 
     def _after_iteration(self, member: Trainer, losses: dict[str, float]) -> bool:
         """The member's own bookkeeping; True when it leaves the population (stopped or diverged)."""
-        index = self.members.index(member)
         try:
             stopped = member.after_iteration(losses)
         except TrainingDiverged as e:
-            self.outcomes[index] = e
-            tqdm.write(f"member {index} ({member.run_dir}) leaves the population: {e}", file=sys.stderr)
+            tqdm.write(f"member {self.members.index(member)} ({member.run_dir}) leaves the population: {e}", file=sys.stderr)
+            self._leave(member, e)
             return True
         if stopped:
-            self.outcomes[index] = member.result
+            self._leave(member, member.result)
         return stopped
+
+    def _leave(self, member: Trainer, outcome: TrainResult | TrainingDiverged) -> None:
+        index = self.members.index(member)
+        self.outcomes[index] = outcome
+        if self.on_leave is not None:
+            self.on_leave(index, outcome)
 
     def _measured_iteration(self, active: list[Trainer], levels: list[int]) -> list[dict[str, float]]:
         """A stage's first iteration, measured for the memory report."""
@@ -158,7 +171,7 @@ class Population:
         working = max(_peak_mib(device) - peak_before, 0.0)  # on a CPU: 0 unless the process grew
         report = MemoryReport(len(active), 3 * weights / 2**20, working / len(active), free, str(device))
         self.reports.append(report)  # weights x 3: Adam keeps two moments per weight
-        if self.progress and len(self.members) > 1:
+        if len(self.members) > 1:
             tqdm.write(str(report), file=sys.stderr)
         return losses
 

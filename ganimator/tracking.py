@@ -100,6 +100,7 @@ class Tracking:
         self.run_dir = Path(cfg.util.run_dir)
         self.num_stages = len(cfg.model.stages)
         self.finished = False
+        self.stopped = False
         self.failure = ""
         self.objective = objective
         self.callbacks = [ValidationRecording(dataset, self.run_dir)] if cfg.tracking.rerun else []
@@ -128,7 +129,7 @@ class Tracking:
             if self.failure:
                 self.task.mark_failed(status_reason=self.failure[:500])
                 self.task.close()
-            elif exc_type is None or self.finished:
+            elif (exc_type is None and not self.stopped) or self.finished:
                 self.task.close()
             else:  # SystemExit or an interrupt: a sweep's scheduler stopped the trial, or the user did
                 self.task.mark_stopped(force=True, status_message="stopped")
@@ -141,6 +142,15 @@ class Tracking:
         if self.task is not None:
             self.task.get_logger().report_text(f"failed: {reason}")
             self.task.flush(wait_for_uploads=True)
+
+    def replay(self, history: Path) -> None:
+        """Report a run that trained without this task (a population member) from its history."""
+        if self.task is None:
+            return
+        with open(history) as f:
+            for line in f:
+                record = json.loads(line)
+                self.on_event(TrainEvent(**{**record, "checkpoint": record["checkpoint"] and Path(record["checkpoint"])}))
 
     @property
     def task_id(self) -> str:

@@ -15,18 +15,25 @@ import json
 import sys
 from pathlib import Path
 
+import optuna
+
 from ganimator.config import ConfigError
 from ganimator.tracking import clearml_mode
-from sweeps.config import ARGS, SweepConfig, load_sweep_config
+from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
 from sweeps.export import TrialRow, rank, rank_trials, summary_table
 from sweeps.plots import comparison_figures, write_figures
+from sweeps.population import study_rows
 from sweeps.space import load_space
 
 SHOWN = ("rank", "trial_id", "status", "pareto", "score", "coverage", "global_diversity", "local_diversity",
          "rec_error")
 
 
-def local_rows(sweep_dir: Path, space, num_stages: int, pareto: bool) -> list[TrialRow]:
+def local_rows(sweep_dir: Path, cfg, space, num_stages: int, pareto: bool) -> list[TrialRow]:
+    """From the Tune results, or for a population sweep from its Optuna study, which holds each member."""
+    if cfg.population > 1:
+        storage = cfg.optuna_storage or f"sqlite:///{sweep_dir / STUDY_DB}"
+        return study_rows(optuna.load_study(study_name=cfg.name, storage=storage), list(space), pareto)
     from ray.tune import ExperimentAnalysis, ResultGrid
 
     return rank_trials(ResultGrid(ExperimentAnalysis(str(sweep_dir))), list(space), num_stages, pareto)
@@ -106,7 +113,7 @@ def main(argv: list[str]) -> int:
 
     rows = None
     if args.source in ("auto", "local"):
-        rows = local_rows(sweep_dir.resolve(), space, num_stages, pareto)
+        rows = local_rows(sweep_dir.resolve(), cfg, space, num_stages, pareto)
         print_ranking(rows, list(space), pareto, f"the local results in {sweep_dir}")
     if args.source == "clearml" or (args.source == "auto" and online):
         remote = clearml_rows(base.tracking.project, cfg.name, space, num_stages, pareto)

@@ -16,6 +16,7 @@ from ganimator.config import ConfigError, load_config, npz_filename
 
 SPACE = Path(__file__).with_name("space.yaml")
 ARGS = "sweep-args.json"  # a sweep's own arguments, in its folder, for resume and compare
+STUDY_DB = "optuna.db"  # the Optuna study in the sweep's folder, unless optuna_storage names another
 
 
 @dataclass
@@ -36,6 +37,8 @@ class SweepConfig:
     gpus_per_trial: float = 0.0
     max_concurrent: int = 0  # 0: as many trials as the resources hold
     max_failures: int = 1  # retries of a trial that raises, from its last stage checkpoint
+    # Configurations a trial trains at once, fused (ganimator/population.py); 1: a trial is one configuration.
+    population: int = 1
     # Where things live.
     results_dir: str = "results"  # Ray Tune storage_path: a local folder, NFS, s3:// or gs://
     optuna_storage: str = ""  # default sqlite in the sweep folder; postgresql://... on a cluster
@@ -81,7 +84,7 @@ def _validate(cfg, base) -> None:
         raise ConfigError(f"sweep key 'objective' must be 'score' or 'pareto', got {cfg.objective!r}")
     if cfg.sampler not in ("", "tpe", "nsga2", "random"):
         raise ConfigError(f"sweep key 'sampler' must be 'tpe', 'nsga2' or 'random', got {cfg.sampler!r}")
-    positive = {"num_samples": cfg.num_samples, "cpus_per_trial": cfg.cpus_per_trial, "top_k": cfg.top_k,
+    positive = {"num_samples": cfg.num_samples, "population": cfg.population, "cpus_per_trial": cfg.cpus_per_trial, "top_k": cfg.top_k,
                 "retrain_iter": cfg.retrain_iter, "eval_samples": cfg.eval_samples, "grace_stages": cfg.grace_stages}
     for key, value in positive.items():
         if not value > 0:
@@ -96,6 +99,13 @@ def _validate(cfg, base) -> None:
         raise ConfigError("sweep key 'retrain_seeds' must name at least one seed")
     if cfg.top_k > cfg.num_samples:
         raise ConfigError(f"sweep key 'top_k' ({cfg.top_k}) is more than num_samples ({cfg.num_samples})")
+    if cfg.population > 1 and cfg.early_stopping:
+        if cfg.objective == "pareto":
+            raise ConfigError("population > 1 with objective=pareto needs early_stopping=false: "
+                              "Optuna prunes single-objective studies only")
+        if cfg.reduction_factor != int(cfg.reduction_factor):
+            raise ConfigError(f"population > 1 needs a whole reduction_factor (Optuna's successive halving), "
+                              f"got {cfg.reduction_factor}")
     if base.scheduling.validation_samples < 1:
         raise ConfigError("trainer key 'scheduling.validation_samples' must be at least 1 in a sweep: "
                           "the objective is computed from validation samples")

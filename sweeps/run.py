@@ -16,20 +16,21 @@ from pathlib import Path
 
 import optuna
 import ray
+from omegaconf import OmegaConf
 from ray import tune
 
 from ganimator.config import ConfigError
 from ganimator.dataset import DatasetError, MotionDataset
 from ganimator.trainer import check_levels
-from sweeps.config import ARGS, SweepConfig, load_sweep_config
+from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
 from sweeps.export import rank_trials, retrain_and_export, write_summary
 from sweeps.plots import comparison_figures, write_figures
 from sweeps.report import SweepTask
-from sweeps.search import scheduler, searcher
+from sweeps.population import batches, close_orphans, study_rows, train_population
+from sweeps.search import StudySpec, scheduler, searcher
 from sweeps.space import load_space
 from sweeps.trainable import TrialSetup, train_trial
 
-STUDY_DB = "optuna.db"
 # Tiny test sweeps checkpoint every second or so; real stages take minutes.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -66,24 +67,38 @@ def main(argv: list[str]) -> int:
                            rec_weight=cfg.rec_weight, threads=max(1, int(cfg.cpus_per_trial)),
                            device="cuda" if cfg.gpus_per_trial > 0 else base.util.device)
         resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-        trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup), resources)
+        pareto, fused = cfg.objective == "pareto", cfg.population > 1
+        if fused:  # the trials ask Optuna and stop their own members; Tune runs and restarts them
+            study = StudySpec(cfg.name, storage, OmegaConf.to_object(cfg))
+            trainable = tune.with_parameters(train_population, setup=setup, spec=study, space=space)
+            search = {"param_space": {"batch": tune.grid_search(batches(cfg.num_samples, cfg.population))},
+                      "tune_config": tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.max_concurrent or None)}
+        else:
+            trainable = tune.with_parameters(train_trial, setup=setup)
+            search = {"tune_config": tune.TuneConfig(
+                search_alg=searcher(cfg, space, storage, num_stages), scheduler=scheduler(cfg, num_stages),
+                num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent or None)}
+        trainable = tune.with_resources(trainable, resources)
 
         connect(cfg)
         if cfg.resume:
             tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
+            if fused:
+                study.create(space.defaults())
             tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher(cfg, space, storage, num_stages),
-                                            scheduler=scheduler(cfg, num_stages), num_samples=cfg.num_samples,
-                                            max_concurrent_trials=cfg.max_concurrent or None),
+                trainable, **search,
                 run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live trial table
                                           failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         results = tuner.fit()
 
-        pareto = cfg.objective == "pareto"
-        rows = rank_trials(results, list(space), num_stages, pareto)
+        if fused:
+            optuna_study = study.load()
+            close_orphans(optuna_study)
+            rows = study_rows(optuna_study, list(space), pareto)
+        else:
+            rows = rank_trials(results, list(space), num_stages, pareto)
         exports = retrain_and_export(rows, setup, cfg, resources)
         out_dir = Path(cfg.export_dir) / cfg.name
         csv_path, md_path = write_summary(rows, cfg, list(space), out_dir)
@@ -119,7 +134,8 @@ def _check_new_or_resume(cfg, sweep_path: str, storage: str) -> None:
 
 def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:
     stopped = sum(r.status.startswith("stopped") for r in rows)
-    print(f"\nsweep {cfg.name}: {len(rows)} trials, {stopped} stopped early by ASHA")
+    how = f"successive halving, {cfg.population} configurations a Ray trial" if cfg.population > 1 else "ASHA"
+    print(f"\nsweep {cfg.name}: {len(rows)} trials, {stopped} stopped early by {how}")
     for e in exports:
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.row.params.items())
         print(f"  #{e.rank} {e.row.trial_id}: score {e.metrics['score']:.4f}, coverage {e.metrics['coverage']:.3f}, "

@@ -1,11 +1,16 @@
-"""How trials are chosen and stopped: Optuna's sampler behind Ray Tune, and ASHA at stage ends."""
+"""How trials are chosen and stopped: Optuna's sampler behind Ray Tune and ASHA at stage ends, or, for
+population sweeps, an Optuna study that trials ask and tell themselves, with successive halving."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from .config import SweepConfig
 from .objective import PARETO_METRICS
 from .space import SearchSpace
 
@@ -66,15 +71,61 @@ class SweepSearch(OptunaSearch):
             pass  # told before the driver was killed; Tune reruns the trial's last stage
 
 
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+            "random": optuna.samplers.RandomSampler}
+
+
+def sampler(cfg, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    return SAMPLERS[cfg.sampler or ("nsga2" if cfg.objective == "pareto" else "tpe")](seed=cfg.sampler_seed + seed_offset)
+
+
 def searcher(cfg, space: SearchSpace, storage: str, num_stages: int) -> OptunaSearch:
     pareto = cfg.objective == "pareto"
-    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
-                "random": optuna.samplers.RandomSampler}
-    sampler = samplers[cfg.sampler or ("nsga2" if pareto else "tpe")](seed=cfg.sampler_seed)
     metric, mode = (list(PARETO_METRICS), ["max"] * len(PARETO_METRICS)) if pareto else ("score", "max")
     return SweepSearch(space.distributions(), metric=metric, mode=mode, points_to_evaluate=[space.defaults()],
-                       sampler=sampler, study_name=cfg.name, storage=optuna.storages.RDBStorage(storage),
+                       sampler=sampler(cfg), study_name=cfg.name, storage=optuna.storages.RDBStorage(storage),
                        num_stages=num_stages)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """The Optuna study of a population sweep, which its trials open themselves: samplers and
+    pruners live in the process that asks, not in the storage."""
+
+    name: str
+    storage: str
+    sweep: SweepConfig  # its sampler and early-stopping settings
+
+    @property
+    def pareto(self) -> bool:
+        return self.sweep.objective == "pareto"
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        if not self.sweep.early_stopping:
+            return optuna.pruners.NopPruner()
+        # The rule ASHA applies to separate trials, at the same rungs: stages_done is the step.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.sweep.grace_stages,
+                                                      reduction_factor=int(self.sweep.reduction_factor))
+
+    def create(self, defaults: dict) -> optuna.Study:
+        """A new study whose first trial tries the trainer's defaults (as `points_to_evaluate` does)."""
+        study = optuna.create_study(storage=self._storage(), study_name=self.name, sampler=sampler(self.sweep),
+                                    directions=["maximize"] * (len(PARETO_METRICS) if self.pareto else 1))
+        study.enqueue_trial(defaults)
+        return study
+
+    def load(self, seed_offset: int = 0) -> optuna.Study:
+        """The study as one trial asks from it; `seed_offset` keeps concurrent trials' samplers apart."""
+        if self.storage.startswith("sqlite:///") and not Path(self.storage.removeprefix("sqlite:///")).is_file():
+            raise FileNotFoundError(f"the sweep's Optuna study {self.storage} is not on this node: a population "
+                                    "sweep on several nodes needs optuna_storage= a PostgreSQL URL they all reach")
+        return optuna.load_study(study_name=self.name, storage=self._storage(),
+                                 sampler=sampler(self.sweep, seed_offset), pruner=self.pruner())
+
+    def _storage(self) -> optuna.storages.RDBStorage:
+        # Trials of one machine share a SQLite file; they wait for its lock rather than fail.
+        connect = {"connect_args": {"timeout": 60}} if self.storage.startswith("sqlite") else {}
+        return optuna.storages.RDBStorage(self.storage, engine_kwargs=connect)
 
 
 def scheduler(cfg, num_stages: int):

@@ -91,12 +91,14 @@ def train_trial(params: dict, setup: TrialSetup) -> None:
 
 
 def restore_run(checkpoint: tune.Checkpoint, run_dir: Path) -> bool:
-    """Copy the newest of the trial's Tune checkpoints whose trainer checkpoint reads into `run_dir`.
-    A corrupt or truncated one is skipped with a warning naming it; False if none reads."""
+    """Copy the newest of the trial's Tune checkpoints whose trainer checkpoints all read into `run_dir`
+    (one for a trial, one per member for a population). A corrupt or truncated one is skipped with
+    a warning naming it; False if none reads."""
     for candidate in [checkpoint, *_older_checkpoints(checkpoint)]:
         with candidate.as_directory() as saved:
             try:
-                load_checkpoint_file(Path(saved) / CHECKPOINT)
+                for path in sorted(Path(saved).rglob(CHECKPOINT)):
+                    load_checkpoint_file(path)
             except CheckpointError as e:
                 print(f"warning: {e} (Tune checkpoint {candidate.path}); trying the one before it", file=sys.stderr)
                 continue
@@ -131,10 +133,15 @@ def _tune_report(setup: TrialSetup, trial_dir: Path, run_dir: Path):
         # trial inside the report (its last stage, or an early stop), so nothing runs after it.
         staging = trial_dir / "checkpoint-staging"
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        shutil.copyfile(event.checkpoint, staging / CHECKPOINT)
-        for name in (CONFIG, DATA, HISTORY):
-            shutil.copyfile(run_dir / name, staging / name)
+        stage_files(event.checkpoint, run_dir, staging)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
 
     return report
+
+
+def stage_files(checkpoint: Path, run_dir: Path, dest: Path) -> None:
+    """What a run needs to continue from a stage end: its checkpoint, config, data and history."""
+    dest.mkdir(parents=True)
+    shutil.copyfile(checkpoint, dest / CHECKPOINT)
+    for name in (CONFIG, DATA, HISTORY):
+        shutil.copyfile(run_dir / name, dest / name)
