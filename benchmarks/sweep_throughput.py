@@ -6,7 +6,9 @@ Runs the same small sweep twice on a local Ray with this machine's CPUs, with AS
 without, and prints trials per hour for both, their ratio, and the share of training
 iterations that early stopping saved. With `--population K` it runs both again with K
 configurations fused in each Ray trial (early stopping by Optuna's successive halving there).
-Without a clip it uses the procedural demo clip.
+Every sweep searches the default space with `critic_steps` held at 5, so that a trial's cost does
+not depend on which configurations the sampler happened to draw. Without a clip it uses the
+procedural demo clip.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "sweeps" / "space.yaml"
 
 
 def run(npz: Path, out: Path, name: str, args, early_stopping: bool, population: int = 1) -> dict:
@@ -26,7 +29,7 @@ def run(npz: Path, out: Path, name: str, args, early_stopping: bool, population:
            f"results_dir={out / 'results'}", f"export_dir={out / 'exports'}", f"num_samples={args.trials}",
            f"train_data_iter={args.iters}", f"validate_every={max(1, args.iters // 2)}", "validation_samples=2",
            f"early_stopping={str(early_stopping).lower()}", "retrain_iter=1", "eval_samples=1", "export_samples=0",
-           f"cpus_per_trial={args.cpus_per_trial}", f"population={population}"]
+           f"cpus_per_trial={args.cpus_per_trial}", f"population={population}", f"space={out / 'space.yaml'}"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=out, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
@@ -52,6 +55,8 @@ def main() -> None:
         if not args.clip:
             subprocess.run(["ganimator-procedural", str(clip)], check=True, stdout=subprocess.DEVNULL)
         npz = tmp / "clip.npz"
+        space = [line for line in SPACE.read_text().splitlines() if not line.startswith("critic_steps:")]
+        (tmp / "space.yaml").write_text("\n".join(space) + "\n")
         subprocess.run(["ganimator-preprocess", str(clip), str(npz)], check=True, stdout=subprocess.DEVNULL)
         sweeps = {"ASHA at stage ends": run(npz, tmp, "asha", args, early_stopping=True),
                   "no early stopping": run(npz, tmp, "fifo", args, early_stopping=False)}

@@ -315,7 +315,7 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
 
     Each member draws noise from its own generator in the order a lone run does and steps only
     its own optimisers, so training K members together is training each alone. Members with fewer
-    critic steps sit out the last critic updates. A lone trainer is a population of one.
+    critic steps leave the last critic updates. A lone trainer is a population of one.
     """
     K, lo, first = len(members), levels[0], members[0]
     span, lengths, channels = range(lo, levels[-1] + 1), first.lengths, first.pyramid.channels
@@ -342,26 +342,23 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
 
     lambda_gp = per_member("lambda_gp")
     for k in range(n):
-        active = [k < n_m for n_m in steps]
+        # Members with fewer critic steps leave the fused critic calls once theirs are done.
+        active = [i for i, n_m in enumerate(steps) if k < n_m]
         total = 0.0
         for j, l in enumerate(levels):
             fresh = fakes[j][k:k + 1]
-            alphas, shown = [], []
-            for i, m in enumerate(members):
-                own = fresh[:, i * channels:(i + 1) * channels]
-                if active[i]:
-                    alphas.append(torch.rand((), generator=m.rng, device=first.device))
-                    shown.append(m.pools[l].query(own, m.rng))
-                else:  # computed, never stepped
-                    alphas.append(torch.zeros((), device=first.device))
-                    shown.append(own)
-            loss, w, gp = critic_loss(critics[l], first.reals[l], torch.cat(shown, dim=1), fresh,
-                                      torch.stack(alphas), lambda_gp, K)
+            if len(active) < K:
+                fresh = torch.cat([fresh[:, i * channels:(i + 1) * channels] for i in active], dim=1)
+            alphas = [torch.rand((), generator=members[i].rng, device=first.device) for i in active]
+            shown = [members[i].pools[l].query(fresh[:, a * channels:(a + 1) * channels], members[i].rng)
+                     for a, i in enumerate(active)]
+            critic = critics[l] if len(active) == K else FusedStack([members[i].critics[l].net for i in active])
+            loss, w, gp = critic_loss(critic, first.reals[l], torch.cat(shown, dim=1), fresh,
+                                      torch.stack(alphas), lambda_gp[active], len(active))
             total = total + loss.sum()
-            for i, (w_i, gp_i) in enumerate(zip(w.detach().tolist(), gp.detach().tolist())):
-                if active[i]:
-                    losses[i][f"{l}/critic"], losses[i][f"{l}/gp"] = w_i, gp_i
-        _step([m.opt_d[l] for m, a in zip(members, active) if a for l in levels], total)
+            for i, w_i, gp_i in zip(active, w.detach().tolist(), gp.detach().tolist()):
+                losses[i][f"{l}/critic"], losses[i][f"{l}/gp"] = w_i, gp_i
+        _step([members[i].opt_d[l] for i in active for l in levels], total)
 
     for m in members:
         m.critics.requires_grad_(False)
