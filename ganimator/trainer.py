@@ -323,7 +323,6 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
     n = max(steps)
     per_member = lambda key: torch.tensor([m.cfg.optim[key] for m in members], device=first.device)  # noqa: E731
     pyramid = FusedPyramid([m.pyramid for m in members])
-    critics = {l: FusedStack([m.critics[l].net for m in members]) for l in levels}
     losses: list[dict[str, float]] = [{} for _ in members]
 
     # One coarse motion from the frozen levels per iteration; every sub-step gets fresh noise on
@@ -352,7 +351,7 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
             alphas = [torch.rand((), generator=members[i].rng, device=first.device) for i in active]
             shown = [members[i].pools[l].query(fresh[:, a * channels:(a + 1) * channels], members[i].rng)
                      for a, i in enumerate(active)]
-            critic = critics[l] if len(active) == K else FusedStack([members[i].critics[l].net for i in active])
+            critic = FusedStack([members[i].critics[l].net for i in active])
             loss, w, gp = critic_loss(critic, first.reals[l], torch.cat(shown, dim=1), fresh,
                                       torch.stack(alphas), lambda_gp[active], len(active))
             total = total + loss.sum()
@@ -366,7 +365,7 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
     prev, total = base, 0.0
     for l, z in zip(levels, adversarial_noise):
         fake = pyramid.run(range(l, l + 1), lengths, prev, [z])[0]
-        adversarial = generator_adversarial_loss(critics[l], fake, K)
+        adversarial = generator_adversarial_loss(FusedStack([m.critics[l].net for m in members]), fake, K)
         contact = first.consistency(fake, K)
         total = total + (adversarial + lambda_consistency * contact).sum()
         for i, (a_i, c_i) in enumerate(zip(adversarial.detach().tolist(), contact.detach().tolist())):
