@@ -24,9 +24,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray import tune
 
-from ganimator.config import load_config
+from ganimator.config import ConfigError, load_config, qualify
 from ganimator.dataset import MotionDataset
-from ganimator.population import Population
+from ganimator.population import MEMBER_KEYS, Population
 from ganimator.review import ValidationRecording
 from ganimator.tracking import Tracking
 from ganimator.trainer import HISTORY, Trainer, TrainEvent, TrainingDiverged
@@ -38,6 +38,7 @@ from .space import SearchSpace
 from .trainable import SUMMARY_METRICS, TrialSetup, restore_run, stage_files, trial_metrics, trial_overrides
 
 MEMBERS = "members.json"  # in a population's Tune checkpoint: the Optuna trial numbers that go on
+BATCH = "batch"  # the Optuna user attribute naming a member's Tune trial by its batch index
 
 
 def batches(num_samples: int, population: int) -> list[dict]:
@@ -62,6 +63,8 @@ def train_population(config: dict, setup: TrialSetup, spec: StudySpec, space: Se
     trials = member_trials(study, tune_id, config["batch"]["members"], space, going_on)
     if not trials:
         return  # every member was told its outcome before this restart
+    for t in trials:
+        t.set_user_attr(BATCH, config["batch"]["index"])
     dataset = MotionDataset.load(trial_dir / "input.npz")
     cfgs = [load_config([*trial_overrides(setup, t.params, runs / str(t.number), resume=restored),
                          f"experiment_name={setup.sweep}/{member_id(tune_id, t.number)}"]) for t in trials]
@@ -94,6 +97,15 @@ def train_population(config: dict, setup: TrialSetup, spec: StudySpec, space: Se
         _track(cfg, dataset, trial, outcome, setup)
     if last:  # the last report: Tune may end the trial inside it, so nothing comes after it
         tune.report(last)
+
+
+def check_space_fusable(space: SearchSpace) -> None:
+    """A population's members may differ only in MEMBER_KEYS: say so before any trial starts."""
+    for key in space:
+        if not qualify(key).startswith(MEMBER_KEYS):
+            raise ConfigError(f"search space key {key!r} cannot vary within a population (population > 1 "
+                              f"fuses members that differ only in {', '.join(MEMBER_KEYS[:8])} and seed): "
+                              "drop it from the space or set population=1")
 
 
 def member_trials(study: optuna.Study, tune_id: str, size: int, space: SearchSpace,
@@ -154,12 +166,14 @@ def study_rows(study: optuna.Study, space_keys, pareto: bool) -> list[TrialRow]:
     return rank([_row(t, space_keys) for t in study.get_trials(deepcopy=False)], pareto)
 
 
-def close_orphans(study: optuna.Study) -> int:
-    """Trials still running once every Tune trial has ended belong to one that errored past its
-    retries: FAIL them, so the study says what happened. Returns how many."""
-    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+def close_orphans(study: optuna.Study, errors: dict[int, str]) -> int:
+    """FAIL the members still running in the Tune trials that errored past their retries (`errors`:
+    batch index -> the error), so the study says what happened. Members of a sweep that was
+    interrupted stay running, for `resume=true` to continue. Returns how many were closed."""
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.user_attrs.get(BATCH) in errors]
     for t in orphans:
-        optuna.Trial(study, t._trial_id).set_user_attr("failure", "its Ray trial ended with an error")
+        optuna.Trial(study, t._trial_id).set_user_attr("failure", errors[t.user_attrs[BATCH]][:1000])
         study.tell(t.number, state=TrialState.FAIL)
     return len(orphans)
 
@@ -168,7 +182,8 @@ def _row(t: FrozenTrial, space_keys) -> TrialRow:
     metrics = dict(t.user_attrs.get("metrics", {}))
     done = int(metrics.get("stages_done", 0))
     status = {TrialState.COMPLETE: "finished", TrialState.PRUNED: f"stopped after stage {done}",
-              TrialState.FAIL: f"failed: {str(t.user_attrs.get('failure', 'unknown'))[:300]}"}.get(
+              TrialState.FAIL: f"failed: {str(t.user_attrs.get('failure', 'unknown'))[:300]}",
+              TrialState.RUNNING: "unfinished (resume=true continues it)"}.get(
         t.state, f"error: {t.state.name.lower()}")
     tune_id = t.user_attrs.get(TUNE_ID, "")
     return TrialRow(member_id(tune_id, t.number) if tune_id else str(t.number), {k: t.params.get(k) for k in space_keys},

@@ -26,7 +26,7 @@ from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
 from sweeps.export import rank_trials, retrain_and_export, write_summary
 from sweeps.plots import comparison_figures, write_figures
 from sweeps.report import SweepTask
-from sweeps.population import batches, close_orphans, study_rows, train_population
+from sweeps.population import batches, check_space_fusable, close_orphans, study_rows, train_population
 from sweeps.search import StudySpec, scheduler, searcher
 from sweeps.space import load_space
 from sweeps.trainable import TrialSetup, train_trial
@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
     argv = _with_saved_args(argv)
     cfg, trainer_overrides, base = load_sweep_config(argv)
     space = load_space(cfg.space, trainer_overrides)
+    if cfg.population > 1:
+        check_space_fusable(space)
     num_stages = len(base.model.stages)
     check_levels(base, MotionDataset.load(base.data.npz_filename))  # a bad npz fails here, not in every trial
     results_dir = cfg.results_dir if "://" in cfg.results_dir else str(Path(cfg.results_dir).resolve())
@@ -95,7 +97,8 @@ def main(argv: list[str]) -> int:
 
         if fused:
             optuna_study = study.load()
-            close_orphans(optuna_study)
+            close_orphans(optuna_study, {r.config["batch"]["index"]: _last_line(r.error)
+                                         for r in results if r.error is not None})
             rows = study_rows(optuna_study, list(space), pareto)
         else:
             rows = rank_trials(results, list(space), num_stages, pareto)
@@ -108,6 +111,11 @@ def main(argv: list[str]) -> int:
     _print_summary(cfg, rows, exports, md_path, storage)
     print(f"comparison plots: {plots[0].parent}")
     return 0
+
+
+def _last_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"its Ray trial ended with an error: {lines[-1] if lines else type(error).__name__}"
 
 
 def _with_saved_args(argv: list[str]) -> list[str]:

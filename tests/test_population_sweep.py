@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from ganimator.config import ConfigError
 from sweeps.config import load_sweep_config
-from sweeps.population import batches, member_trials, study_rows
+from sweeps.population import BATCH, batches, close_orphans, member_trials, study_rows
 from sweeps.search import TUNE_ID
 from sweeps.space import load_space
 
@@ -117,6 +117,19 @@ def test_a_restarted_population_takes_back_its_own_trials_and_asks_nothing_twice
     assert [t.number for t in restored] == [asked[0].number, asked[2].number] and len(study.trials) == 5
 
 
+def test_only_members_of_errored_ray_trials_are_closed_as_failed():
+    study = optuna.create_study(direction="maximize")
+    for batch, tune_id in enumerate("ab"):  # a errored past its retries; b was interrupted (Ctrl-C)
+        for t in member_trials(study, tune_id, 2, SPACE, going_on=None):
+            t.set_user_attr(BATCH, batch)
+    assert close_orphans(study, {0: "its Ray trial ended with an error: RuntimeError: boom"}) == 2
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL] * 2 + [TrialState.RUNNING] * 2
+    rows = study_rows(study, list(SPACE), pareto=False)
+    assert sorted(r.status for r in rows) == ["failed: its Ray trial ended with an error: RuntimeError: boom"] * 2 + \
+        ["unfinished (resume=true continues it)"] * 2
+
+
 def test_population_batches_and_ranking_cover_every_configuration():
     assert [b["members"] for b in batches(10, 4)] == [4, 4, 2]
     assert [b["members"] for b in batches(3, 8)] == [3]
@@ -141,3 +154,12 @@ def test_population_batches_and_ranking_cover_every_configuration():
 def test_impossible_population_settings_name_the_key(npz, args, message):  # noqa: F811
     with pytest.raises(ConfigError, match=message):
         load_sweep_config([f"npz_filename={npz}", "population=4", *args])
+
+
+def test_a_space_that_members_cannot_differ_in_fails_before_any_trial(npz, tmp_path):  # noqa: F811
+    space = tmp_path / "space.yaml"
+    unfusable = "kernel_size: {type: int, low: 3, high: 7, default: 5}\n"  # the networks' shape
+    space.write_text((ROOT / "sweeps" / "space.yaml").read_text() + unfusable)
+    out = run_sweep(npz, tmp_path, "name=unfusable", "population=2", f"space={space}")
+    assert out.returncode == 2 and "'kernel_size' cannot vary within a population" in out.stderr
+    assert not (tmp_path / "results" / "unfusable").exists()
