@@ -67,6 +67,7 @@ def train_population(config: dict, setup: TrialSetup, spec: StudySpec, space: Se
         t.set_user_attr(BATCH, config["batch"]["index"])
     dataset = MotionDataset.load(trial_dir / "input.npz")
     cfgs = [load_config([*trial_overrides(setup, t.params, runs / str(t.number), resume=restored),
+                         f"npz_filename={trial_dir / 'input.npz'}",  # shared by the members
                          f"experiment_name={setup.sweep}/{member_id(tune_id, t.number)}"]) for t in trials]
     callbacks = [[*([ValidationRecording(dataset, runs / str(t.number))] if cfg.tracking.rerun else []),
                   _judge(study, t, spec, setup)] for cfg, t in zip(cfgs, trials)]
