@@ -29,9 +29,10 @@ from .dataset import MotionDataset
 from .trainer import Callback, Trainer, TrainingDiverged, TrainResult, train_iteration
 
 # What members may differ in: the values a sweep searches, and where and how each one reports.
-MEMBER_KEYS = ("model.noise_amp_scale", "model.stage_noise_amp_scale", "optim.lr_g", "optim.lr_d",
-               "optim.lambda_rec", "optim.lambda_gp", "optim.lambda_consistency", "optim.critic_steps",
-               "util.seed", "util.run_dir", "util.experiment_name", "util.progress", "tracking")
+SEARCHABLE_KEYS = ("model.noise_amp_scale", "model.stage_noise_amp_scale", "optim.lr_g", "optim.lr_d",
+                   "optim.lambda_rec", "optim.lambda_gp", "optim.lambda_consistency", "optim.critic_steps",
+                   "util.seed")
+MEMBER_KEYS = (*SEARCHABLE_KEYS, "util.run_dir", "util.experiment_name", "util.progress", "tracking")
 
 
 def check_fusable(cfgs: Sequence[DictConfig]) -> None:

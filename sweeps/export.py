@@ -52,6 +52,12 @@ class Export:
     metrics: dict  # the exported seed's, with every seed's under "seeds"
 
 
+def last_line(error: BaseException) -> str:
+    """The line of an error worth a summary: a Ray error's last, the original exception."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
+
+
 def rank_trials(results, space_keys, num_stages: int, pareto: bool) -> list[TrialRow]:
     """Every trial of a Tune ResultGrid, ranked (see `rank`)."""
     rows = []
@@ -59,7 +65,7 @@ def rank_trials(results, space_keys, num_stages: int, pareto: bool) -> list[Tria
         m = dict(result.metrics or {})
         done = int(m.get("stages_done", 0))
         if result.error is not None:
-            status = f"error: {str(result.error).strip().splitlines()[-1][:200]}"
+            status = f"error: {last_line(result.error)[:200]}"
         elif m.get("failure"):
             status = f"failed: {m['failure'][:300]}"
         elif done == num_stages:
@@ -92,7 +98,7 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "input.npz").write_bytes(setup.data)
-        cfg = load_config([*trial_overrides(setup, params, tmp / "run", resume=False), f"seed={seed}",
+        cfg = load_config([*trial_overrides(setup, params, tmp / "input.npz", tmp / "run", resume=False), f"seed={seed}",
                            f"train_data_iter={iterations}", f"experiment_name={setup.sweep}/rank-{rank}-seed-{seed}"])
         trainer = Trainer(cfg)
         with Tracking(cfg, trainer.dataset, tags, params, announce=False) as tracking:

@@ -26,12 +26,12 @@ from ray import tune
 
 from ganimator.config import ConfigError, load_config, qualify
 from ganimator.dataset import MotionDataset
-from ganimator.population import MEMBER_KEYS, Population
+from ganimator.population import SEARCHABLE_KEYS, Population
 from ganimator.review import ValidationRecording
 from ganimator.tracking import Tracking
 from ganimator.trainer import HISTORY, Trainer, TrainEvent, TrainingDiverged
 
-from .export import TrialRow, rank
+from .export import TrialRow, last_line, rank
 from .objective import PARETO_METRICS
 from .search import TUNE_ID, StudySpec
 from .space import SearchSpace
@@ -66,8 +66,7 @@ def train_population(config: dict, setup: TrialSetup, spec: StudySpec, space: Se
     for t in trials:
         t.set_user_attr(BATCH, config["batch"]["index"])
     dataset = MotionDataset.load(trial_dir / "input.npz")
-    cfgs = [load_config([*trial_overrides(setup, t.params, runs / str(t.number), resume=restored),
-                         f"npz_filename={trial_dir / 'input.npz'}",  # shared by the members
+    cfgs = [load_config([*trial_overrides(setup, t.params, trial_dir / "input.npz", runs / str(t.number), restored),
                          f"experiment_name={setup.sweep}/{member_id(tune_id, t.number)}"]) for t in trials]
     callbacks = [[*([ValidationRecording(dataset, runs / str(t.number))] if cfg.tracking.rerun else []),
                   _judge(study, t, spec, setup)] for cfg, t in zip(cfgs, trials)]
@@ -101,11 +100,11 @@ def train_population(config: dict, setup: TrialSetup, spec: StudySpec, space: Se
 
 
 def check_space_fusable(space: SearchSpace) -> None:
-    """A population's members may differ only in MEMBER_KEYS: say so before any trial starts."""
+    """A population's members may differ only in SEARCHABLE_KEYS: say so before any trial starts."""
     for key in space:
-        if not qualify(key).startswith(MEMBER_KEYS):
+        if not qualify(key).startswith(SEARCHABLE_KEYS):
             raise ConfigError(f"search space key {key!r} cannot vary within a population (population > 1 "
-                              f"fuses members that differ only in {', '.join(MEMBER_KEYS[:8])} and seed): "
+                              f"fuses members that differ only in {', '.join(SEARCHABLE_KEYS)}): "
                               "drop it from the space or set population=1")
 
 
@@ -167,14 +166,15 @@ def study_rows(study: optuna.Study, space_keys, pareto: bool) -> list[TrialRow]:
     return rank([_row(t, space_keys) for t in study.get_trials(deepcopy=False)], pareto)
 
 
-def close_orphans(study: optuna.Study, errors: dict[int, str]) -> int:
+def close_orphans(study: optuna.Study, errors: dict[int, BaseException]) -> int:
     """FAIL the members still running in the Tune trials that errored past their retries (`errors`:
     batch index -> the error), so the study says what happened. Members of a sweep that was
     interrupted stay running, for `resume=true` to continue. Returns how many were closed."""
     orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.user_attrs.get(BATCH) in errors]
     for t in orphans:
-        optuna.Trial(study, t._trial_id).set_user_attr("failure", errors[t.user_attrs[BATCH]][:1000])
+        error = last_line(errors[t.user_attrs[BATCH]])
+        optuna.Trial(study, t._trial_id).set_user_attr("failure", f"its Ray trial ended with an error: {error}"[:1000])
         study.tell(t.number, state=TrialState.FAIL)
     return len(orphans)
 

@@ -97,8 +97,7 @@ def main(argv: list[str]) -> int:
 
         if fused:
             optuna_study = study.load()
-            close_orphans(optuna_study, {r.config["batch"]["index"]: _last_line(r.error)
-                                         for r in results if r.error is not None})
+            close_orphans(optuna_study, {r.config["batch"]["index"]: r.error for r in results if r.error is not None})
             rows = study_rows(optuna_study, list(space), pareto)
         else:
             rows = rank_trials(results, list(space), num_stages, pareto)
@@ -111,11 +110,6 @@ def main(argv: list[str]) -> int:
     _print_summary(cfg, rows, exports, md_path, storage)
     print(f"comparison plots: {plots[0].parent}")
     return 0
-
-
-def _last_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"its Ray trial ended with an error: {lines[-1] if lines else type(error).__name__}"
 
 
 def _with_saved_args(argv: list[str]) -> list[str]:

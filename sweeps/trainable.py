@@ -43,9 +43,9 @@ class TrialSetup:
     device: str = "cpu"
 
 
-def trial_overrides(setup: TrialSetup, params: dict, run_dir: Path, resume: bool) -> list[str]:
+def trial_overrides(setup: TrialSetup, params: dict, npz: Path, run_dir: Path, resume: bool) -> list[str]:
     return [*setup.trainer_overrides, *(f"{k}={v}" for k, v in params.items()),
-            f"npz_filename={run_dir.parent / 'input.npz'}", f"run_dir={run_dir}", f"resume={str(resume).lower()}",
+            f"npz_filename={npz}", f"run_dir={run_dir}", f"resume={str(resume).lower()}",
             "progress=false", f"num_threads={setup.threads}", f"device={setup.device}"]
 
 
@@ -71,7 +71,7 @@ def train_trial(params: dict, setup: TrialSetup) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)  # a restart begins from the Tune checkpoint or from scratch
     resume = checkpoint is not None and restore_run(checkpoint, run_dir)
     trial_id = tune.get_context().get_trial_id()
-    cfg = load_config([*trial_overrides(setup, params, run_dir, resume=resume),
+    cfg = load_config([*trial_overrides(setup, params, trial_dir / "input.npz", run_dir, resume=resume),
                        f"experiment_name={setup.sweep}/{trial_id}"])
     trainer = Trainer(cfg)
 

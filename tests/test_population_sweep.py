@@ -122,7 +122,7 @@ def test_only_members_of_errored_ray_trials_are_closed_as_failed():
     for batch, tune_id in enumerate("ab"):  # a errored past its retries; b was interrupted (Ctrl-C)
         for t in member_trials(study, tune_id, 2, SPACE, going_on=None):
             t.set_user_attr(BATCH, batch)
-    assert close_orphans(study, {0: "its Ray trial ended with an error: RuntimeError: boom"}) == 2
+    assert close_orphans(study, {0: RuntimeError("Traceback (most recent call last):\n  ...\nRuntimeError: boom")}) == 2
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [TrialState.FAIL] * 2 + [TrialState.RUNNING] * 2
     rows = study_rows(study, list(SPACE), pareto=False)
