@@ -7,6 +7,10 @@ critic calls and two backward passes, and backpropagates generator losses throug
 chain. Ratios are measured in this run; the original's own numbers on this 2-core machine are
 printed for reference (Salsa-Dancing-6, defaults: 2.89, 2.17, 1.44, 1.64 it/s).
 
+A second table counts each iteration's arithmetic (roofline.py) and sets it against the fp32
+peak measured here: how busy the cores are, and the fastest any code doing the same
+arithmetic could go.
+
     python benchmarks/train_speed.py [clip.bvh] [--iters 10]
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from roofline import count_flops, peak_flops
 
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
@@ -81,17 +86,29 @@ def main() -> None:
         cfg = load_config([f"npz_filename={tmp}/clip.npz", f"run_dir={tmp}/run", "progress=false"])
         tr = Trainer(cfg)
         print(f"{Path(args.clip).name}: levels {tr.lengths}, {torch.get_num_threads()} threads, {args.iters} iterations")
-        print(f"{'stage':>5} {'levels':>8} {'ours it/s':>10} {'original-pattern it/s':>22} {'ratio':>6} "
-              f"{'vs original reference':>22}")
+        rows = []
         for k, levels in enumerate(tr.stages):
             tr._freeze_below(levels[0])
             with torch.no_grad():
                 tr.frozen_rec = tr.pyramid.reconstruct(tr.lengths, range(levels[0]))[-1] if levels[0] else None
             ours = rate(lambda: train_iteration([tr], levels), args.iters)
             base = rate(lambda: original_iteration(tr, levels), max(2, args.iters // 2))
+            work = count_flops(lambda: train_iteration([tr], levels)), count_flops(lambda: original_iteration(tr, levels))
             tr._freeze_below(levels[0])
-            print(f"{k + 1:>5} {str(levels):>8} {ours:>10.2f} {base:>22.2f} {ours / base:>5.2f}x "
-                  f"{ours / ORIGINAL_REFERENCE[k]:>21.2f}x")
+            rows.append((levels, ours, base, *work))
+        peak = peak_flops()
+
+    print(f"{'stage':>5} {'levels':>8} {'ours it/s':>10} {'original-pattern it/s':>22} {'ratio':>6} "
+          f"{'vs original reference':>22}")
+    for k, (levels, ours, base, _, _) in enumerate(rows):
+        print(f"{k + 1:>5} {str(levels):>8} {ours:>10.2f} {base:>22.2f} {ours / base:>5.2f}x "
+              f"{ours / ORIGINAL_REFERENCE[k]:>21.2f}x")
+    print(f"\nfp32 peak here (2048^2 matrix product): {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'stage':>5} {'GFLOP/it':>9} {'original pattern':>17} {'ours GFLOP/s':>13} {'of peak':>8} "
+          f"{'ceiling it/s':>13} {'ceiling vs reference':>21}")
+    for k, (levels, ours, _, work, base_work) in enumerate(rows):
+        print(f"{k + 1:>5} {work / 1e9:>9.1f} {base_work / 1e9:>17.1f} {ours * work / 1e9:>13.0f} "
+              f"{ours * work / peak:>7.0%} {peak / work:>13.2f} {peak / work / ORIGINAL_REFERENCE[k]:>20.2f}x")
 
 
 if __name__ == "__main__":
