@@ -1,8 +1,9 @@
 """Fused population training: K configurations of one clip trained at once, as one computation.
 
-GANimator's networks are small, so one run leaves a GPU (or a CPU's vector units) mostly idle and
-spends its time launching kernels. A population runs K members side by side on the channel axis:
-every convolution is one grouped convolution over all of them (`trainer.train_iteration`).
+GANimator's networks are small, so one run leaves a GPU mostly idle and spends its time launching
+kernels. A population runs K members side by side on the channel axis: every convolution is one
+grouped convolution over all of them (`trainer.train_iteration`). On a CPU a lone run already
+keeps the cores about half busy, and fusing gains little (benchmarks/population.py).
 
 Members may differ in what a sweep searches (noise amplitude scales, loss weights, learning rates,
 critic steps, seed); everything that shapes the networks, the data or the schedule must be equal.
