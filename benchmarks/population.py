@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from roofline import count_flops, peak_flops
+from roofline import count_flops, peak_flops, sync
 
 from ganimator.config import load_config
 from ganimator.population import Population
@@ -43,11 +43,6 @@ def member_overrides(k: int) -> list[str]:
 def configs(npz: str, root: str, ks: range, device: str) -> list:
     return [load_config([f"npz_filename={npz}", f"run_dir={root}/m{k}", "progress=false", f"device={device}",
                          *member_overrides(k)]) for k in ks]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def start_stage(trainers: list, stage: int) -> list[int]:

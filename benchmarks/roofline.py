@@ -45,14 +45,14 @@ def peak_flops(device: str | torch.device = "cpu", n: int = 2048, repeats: int =
     a, b = (torch.randn(n, n, device=device) for _ in range(2))
     best = float("inf")
     for _ in range(repeats + 1):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best
 
 
-def _sync(device) -> None:
+def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)

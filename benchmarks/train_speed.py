@@ -87,15 +87,14 @@ def main() -> None:
         tr = Trainer(cfg)
         print(f"{Path(args.clip).name}: levels {tr.lengths}, {torch.get_num_threads()} threads, {args.iters} iterations")
         rows = []
-        for k, levels in enumerate(tr.stages):
-            tr._freeze_below(levels[0])
-            with torch.no_grad():
-                tr.frozen_rec = tr.pyramid.reconstruct(tr.lengths, range(levels[0]))[-1] if levels[0] else None
+        for k in range(len(tr.stages)):
+            tr.stage = k
+            levels = tr.begin_stage()  # freezes the stages below, as training does
             ours = rate(lambda: train_iteration([tr], levels), args.iters)
+            work = count_flops(lambda: train_iteration([tr], levels))
             base = rate(lambda: original_iteration(tr, levels), max(2, args.iters // 2))
-            work = count_flops(lambda: train_iteration([tr], levels)), count_flops(lambda: original_iteration(tr, levels))
-            tr._freeze_below(levels[0])
-            rows.append((levels, ours, base, *work))
+            base_work = count_flops(lambda: original_iteration(tr, levels))
+            rows.append((levels, ours, base, work, base_work))
         peak = peak_flops()
 
     print(f"{'stage':>5} {'levels':>8} {'ours it/s':>10} {'original-pattern it/s':>22} {'ratio':>6} "

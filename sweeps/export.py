@@ -97,8 +97,9 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
     """One full-length training of a configuration, evaluated as the original evaluates."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "input.npz").write_bytes(setup.data)
-        cfg = load_config([*trial_overrides(setup, params, tmp / "input.npz", tmp / "run", resume=False), f"seed={seed}",
+        npz = tmp / "input.npz"
+        npz.write_bytes(setup.data)
+        cfg = load_config([*trial_overrides(setup, params, npz, tmp / "run", resume=False), f"seed={seed}",
                            f"train_data_iter={iterations}", f"experiment_name={setup.sweep}/rank-{rank}-seed-{seed}"])
         trainer = Trainer(cfg)
         with Tracking(cfg, trainer.dataset, tags, params, announce=False) as tracking:
