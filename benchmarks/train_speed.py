@@ -1,17 +1,19 @@
-"""Iterations per second per stage: this trainer against the original's work pattern.
+"""Iterations per second per stage: this trainer against the original GANimator.
 
-The baseline runs in the same process on the same networks and data, doing each iteration the
-way the original GANimator does: for every one of the 5 + 1 + 1 sub-steps it draws a new chain
-through all levels (frozen ones included) with autograd, scores real and fake with separate
-critic calls and two backward passes, and backpropagates generator losses through the whole
-chain. Ratios are measured in this run; the original's own numbers on this 2-core machine are
-printed for reference (Salsa-Dancing-6, defaults: 2.89, 2.17, 1.44, 1.64 it/s).
+Two baselines, both timed in this invocation on the same clip and thread count:
+- the original's work pattern, on our networks: for every one of the 5 + 1 + 1 sub-steps it draws
+  a new chain through all levels (frozen ones included) with autograd, scores real and fake with
+  separate critic calls and two backward passes, and backpropagates generator losses through the
+  whole chain;
+- with `--original PATH` (a checkout of PeizhuoLi/ganimator that you supply), the original code
+  itself, stage by stage (benchmarks/original_code.py). Its networks are the same as ours: the
+  skeleton-aware convolutions on the same widths (tests/test_fidelity.py checks it).
 
 A second table counts each iteration's arithmetic (roofline.py) and sets it against the fp32
 peak measured here: how busy the cores are, and the fastest any code doing the same
 arithmetic could go.
 
-    python benchmarks/train_speed.py [clip.bvh] [--iters 10]
+    python benchmarks/train_speed.py [clip.bvh] [--iters 10] [--original ~/ganimator]
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import original_code
 import torch
 from roofline import count_flops, peak_flops
 
@@ -28,9 +31,6 @@ from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.losses import generator_adversarial_loss, reconstruction_loss
 from ganimator.trainer import Trainer, train_iteration
-
-ORIGINAL_REFERENCE = [2.89, 2.17, 1.44, 1.64]
-
 
 def original_iteration(tr: Trainer, levels: list[int]) -> None:
     o, pyr, hi = tr.cfg.optim, tr.pyramid, levels[-1]
@@ -80,6 +80,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("clip", nargs="?", default=default / "Salsa-Dancing-6.bvh")
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--original", help="a checkout of PeizhuoLi/ganimator, timed stage by stage in this run")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         MotionDataset.from_bvh(args.clip).save(Path(tmp) / "clip.npz")
@@ -95,19 +96,21 @@ def main() -> None:
             base = rate(lambda: original_iteration(tr, levels), max(2, args.iters // 2))
             base_work = count_flops(lambda: original_iteration(tr, levels))
             rows.append((levels, ours, base, work, base_work))
+        original = (original_code.time_stages(args.original, args.clip, args.iters, torch.get_num_threads())
+                    if args.original else [float("nan")] * len(rows))
         peak = peak_flops()
 
     print(f"{'stage':>5} {'levels':>8} {'ours it/s':>10} {'original-pattern it/s':>22} {'ratio':>6} "
-          f"{'vs original reference':>22}")
-    for k, (levels, ours, base, _, _) in enumerate(rows):
+          f"{'original code it/s':>19} {'ratio':>6}")
+    for k, ((levels, ours, base, _, _), theirs) in enumerate(zip(rows, original)):
         print(f"{k + 1:>5} {str(levels):>8} {ours:>10.2f} {base:>22.2f} {ours / base:>5.2f}x "
-              f"{ours / ORIGINAL_REFERENCE[k]:>21.2f}x")
+              f"{theirs:>19.2f} {ours / theirs:>5.2f}x")
     print(f"\nfp32 peak here (2048^2 matrix product): {peak / 1e9:.0f} GFLOP/s")
     print(f"{'stage':>5} {'GFLOP/it':>9} {'original pattern':>17} {'ours GFLOP/s':>13} {'of peak':>8} "
-          f"{'ceiling it/s':>13} {'ceiling vs reference':>21}")
-    for k, (levels, ours, _, work, base_work) in enumerate(rows):
+          f"{'ceiling it/s':>13} {'ceiling vs original code':>25}")
+    for k, ((levels, ours, _, work, base_work), theirs) in enumerate(zip(rows, original)):
         print(f"{k + 1:>5} {work / 1e9:>9.1f} {base_work / 1e9:>17.1f} {ours * work / 1e9:>13.0f} "
-              f"{ours * work / peak:>7.0%} {peak / work:>13.2f} {peak / work / ORIGINAL_REFERENCE[k]:>20.2f}x")
+              f"{ours * work / peak:>7.0%} {peak / work:>13.2f} {peak / work / theirs:>24.2f}x")
 
 
 if __name__ == "__main__":

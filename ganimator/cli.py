@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
 
@@ -51,11 +52,13 @@ def preprocess() -> None:
     p.add_argument("--rig", choices=["auto"] + [r.name for r in RIGS], default="auto",
                    help="joint subset and contact joints (auto: detected from joint names)")
     p.add_argument("--seed", type=int, default=0, help="seed of z*, the reconstruction noise")
+    p.add_argument("--ratio", type=_ratio, default="1/5",
+                   help="the coarsest level's share of the clip, e.g. 1/5 (the default) or 1/30 for key-frame editing")
     args = p.parse_args()
 
     def main():
         rig = None if args.rig == "auto" else next(r for r in RIGS if r.name == args.rig)
-        data = MotionDataset.from_bvh(args.bvh, rig, seed=args.seed)
+        data = MotionDataset.from_bvh(args.bvh, rig, seed=args.seed, ratio=args.ratio)
         data.save(args.out)
         s = data.skeleton
         print(f"{args.bvh}: rig {s.rig}, {s.num_joints} joints, {len(s.contacts)} contacts, "
@@ -64,6 +67,16 @@ def preprocess() -> None:
         print(f"wrote {args.out}")
 
     _run(main)
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction such as 1/30") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 1")
+    return value
 
 
 def train() -> None:

@@ -32,10 +32,14 @@ class ModelConfig:
     hidden_channels: list[int] = field(default_factory=lambda: [128, 256, 256])
     kernel_size: int = 5
     padding_mode: str = "reflect"
-    skeleton_aware: bool = False  # the original's masked convolutions over the kinematic tree
-    neighbour_distance: int = 2  # joints within this many bones share weights when skeleton_aware
-    stages: list[list[int]] = field(default_factory=lambda: [[0, 1], [2, 3], [4, 5], [6]])
+    # The original's default: convolutions masked to nearby nodes of the skeleton graph (joints,
+    # contact labels, root); hidden widths are rounded up to a multiple of the node count.
+    skeleton_aware: bool = True
+    neighbour_distance: int = 2  # output nodes read input nodes within this many bones
+    group_size: int = 2  # levels trained together in a stage: 7 levels -> [[0,1],[2,3],[4,5],[6]]
+    stages: list[list[int]] = field(default_factory=list)  # explicit stages; empty: groups of group_size
     noise_amp_scale: float = 1.0  # multiplies every level's noise amplitude
+    # One value per stage; stages past the list use 1. Values past the clip's last stage must be 1.
     stage_noise_amp_scale: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     full_noise: bool = False  # independent noise per channel; the original shares it across channels
 
@@ -172,12 +176,11 @@ def validate(cfg: DictConfig) -> None:
     """Checks across fields that types alone cannot express."""
     m, o, s = cfg.model, cfg.optim, cfg.scheduling
     flat = [lvl for stage in m.stages for lvl in stage]
-    if not m.stages or not all(m.stages) or flat != list(range(len(flat))):
+    if m.stages and (not all(m.stages) or flat != list(range(len(flat)))):
         raise ConfigError(f"config key 'model.stages': {list(map(list, m.stages))} must cover levels 0..N-1 in order")
-    if len(m.stage_noise_amp_scale) != len(m.stages):
-        raise ConfigError(f"config key 'model.stage_noise_amp_scale' has {len(m.stage_noise_amp_scale)} values "
-                          f"for {len(m.stages)} stages")
-    positive = {"optim.lr_g": o.lr_g, "optim.lr_d": o.lr_d, "model.kernel_size": m.kernel_size,
+    if m.stages:
+        stage_noise_scales(m, len(m.stages))
+    positive = {"model.group_size": m.group_size, "optim.lr_g": o.lr_g, "optim.lr_d": o.lr_d, "model.kernel_size": m.kernel_size,
                 "scheduling.validate_every": s.validate_every, "scheduling.checkpoint_every": s.checkpoint_every}
     nonneg = {"optim.lambda_rec": o.lambda_rec, "optim.lambda_gp": o.lambda_gp, "optim.critic_steps": o.critic_steps,
               "optim.lambda_consistency": o.lambda_consistency, "optim.fake_pool_size": o.fake_pool_size,
@@ -203,6 +206,28 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'tracking.artifact_samples' must not be negative, got {cfg.tracking.artifact_samples}")
     if m.padding_mode not in ("reflect", "replicate", "zeros", "circular"):
         raise ConfigError(f"config key 'model.padding_mode': unknown mode {m.padding_mode!r}")
+
+
+def stage_levels(model: DictConfig, num_levels: int, source: str = "the data") -> list[list[int]]:
+    """The levels of each stage: `model.stages` as given, or groups of `model.group_size` levels
+    (the original's rule), for a pyramid of `num_levels`."""
+    if model.stages:
+        covered = sum(map(len, model.stages))
+        if covered != num_levels:
+            raise ConfigError(f"config key 'model.stages' covers {covered} levels but {source} has {num_levels}")
+        return [list(s) for s in model.stages]
+    size = model.group_size
+    return [list(range(i, min(i + size, num_levels))) for i in range(0, num_levels, size)]
+
+
+def stage_noise_scales(model: DictConfig, num_stages: int) -> list[float]:
+    """`model.stage_noise_amp_scale` for `num_stages` stages: 1 past the end of the list; a value
+    other than 1 for a stage the pyramid does not have is an error."""
+    scales = list(model.stage_noise_amp_scale)
+    if any(v != 1.0 for v in scales[num_stages:]):
+        raise ConfigError(f"config key 'model.stage_noise_amp_scale' has {len(scales)} values "
+                          f"for {num_stages} stages")
+    return (scales + [1.0] * num_stages)[:num_stages]
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bvh import BVHError
 from .features import FeatureLayout, Motion, contact_labels, decode, encode, load_motion
-from .pyramid import build_pyramid, noise_amplitudes, pyramid_lengths
+from .pyramid import COARSEST_RATIO, build_pyramid, noise_amplitudes, pyramid_lengths, scaled_lengths
 from .skeleton import Rig, Skeleton
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the original's channel layout (6-wide contact and root nodes, 6D rows)
 
 # key -> (dtype kind, number of dimensions); checked on load so that a foreign npz fails clearly
 SCHEMA = {
@@ -40,6 +41,7 @@ SCHEMA = {
     "contact_joints": ("i", 1),
     "contact_threshold": ("f", 0),
     "scale": ("f", 0),
+    "coarsest_ratio": ("f", 0),
     "rig": ("U", 0),
     "source": ("U", 0),
 }
@@ -60,6 +62,7 @@ class MotionDataset:
     noise_amplitudes: torch.Tensor  # (levels,)
     z_star: torch.Tensor  # (channels, level_lengths[0]): fixed noise that reconstructs the clip
     source: str = ""
+    coarsest_ratio: float = COARSEST_RATIO  # the pyramid's rule, for generating other lengths
 
     @property
     def layout(self) -> FeatureLayout:
@@ -76,16 +79,34 @@ class MotionDataset:
         return decode(features, self.layout, self.begin_xz)
 
     @classmethod
-    def from_bvh(cls, path, rig: Rig | None = None, seed: int = 0) -> "MotionDataset":
+    def from_bvh(cls, path, rig: Rig | None = None, seed: int = 0,
+                 ratio: float = COARSEST_RATIO) -> "MotionDataset":
+        """`ratio`: the coarsest level's share of the clip (1/30 gives the sparse coarsest level
+        that key-frame editing needs, and about 14 levels)."""
         skeleton, motion = load_motion(path, rig)
         contacts = contact_labels(motion, skeleton)
         features, begin_xz = encode(motion, skeleton, contacts)
         features = features.float()
-        lengths = pyramid_lengths(features.shape[-1])
+        try:
+            lengths = pyramid_lengths(features.shape[-1], ratio)
+        except ValueError as e:
+            raise BVHError(path, None, str(e)) from None
         amps = noise_amplitudes(build_pyramid(features, lengths))
         z_star = torch.randn(features.shape[0], lengths[0], generator=torch.Generator().manual_seed(seed))
         return cls(skeleton, motion, features, begin_xz.float(), contacts.float(), lengths, amps, z_star,
-                   source=Path(path).name)
+                   source=Path(path).name, coarsest_ratio=ratio)
+
+    def generation_lengths(self, length: int) -> list[int]:
+        """Level lengths for motion of `length` frames: the original's rule (the pyramid of that
+        length, its coarsest levels dropped down to this clip's level count). A length too short
+        for that many levels gets the training pyramid scaled instead."""
+        try:
+            lengths = pyramid_lengths(length, self.coarsest_ratio)
+        except ValueError:
+            lengths = []
+        if len(lengths) < self.num_levels:
+            return scaled_lengths(self.level_lengths, length)
+        return lengths[len(lengths) - self.num_levels:]
 
     def save(self, path) -> None:
         s = self.skeleton
@@ -110,6 +131,7 @@ class MotionDataset:
             "scale": np.float64(s.scale),
             "rig": np.array(s.rig),
             "source": np.array(self.source),
+            "coarsest_ratio": np.float64(self.coarsest_ratio),
         }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
@@ -145,7 +167,8 @@ class MotionDataset:
         motion = Motion(t(data["rotations"]), t(data["root_positions"]), float(data["fps"]))
         return cls(skeleton, motion, t(data["features"]).float(), t(data["begin_xz"]).float(),
                    t(data["contacts"]).float(), data["level_lengths"].tolist(),
-                   t(data["noise_amplitudes"]).float(), t(data["z_star"]).float(), str(data["source"]))
+                   t(data["noise_amplitudes"]).float(), t(data["z_star"]).float(), str(data["source"]),
+                   float(data["coarsest_ratio"]))
 
 
 def _check_consistency(path, data: dict) -> None:
@@ -167,18 +190,21 @@ def _check_consistency(path, data: dict) -> None:
     parents = data["parents"]
     if J == 0 or parents[0] != -1 or any(not -1 < p < j for j, p in enumerate(parents) if j):
         raise DatasetError(f"{path}: key 'parents' must start with -1 and list each parent before its child")
+    if not 0 < data["coarsest_ratio"] < 1:
+        raise DatasetError(f"{path}: key 'coarsest_ratio' must lie between 0 and 1, got {data['coarsest_ratio']}")
     if ((data["contact_joints"] < 0) | (data["contact_joints"] >= J)).any():
         raise DatasetError(f"{path}: key 'contact_joints' indexes past the {J} joints")
 
 
 def _check(path, data: dict) -> None:
+    # The version first: an older npz lacks newer keys, and the useful message is to re-run.
+    version = data.get("format_version")
+    if version is not None and version.shape == () and version.dtype.kind == "i" and version != FORMAT_VERSION:
+        raise DatasetError(f"{path}: key 'format_version' is {version}; this ganimator reads "
+                           f"version {FORMAT_VERSION}: run ganimator-preprocess on the BVH again")
     missing = [k for k in SCHEMA if k not in data]
     if missing:
         raise DatasetError(f"{path}: missing key {missing[0]!r} (is this a ganimator-preprocess npz?)")
-    version = int(data["format_version"])
-    if version != FORMAT_VERSION:
-        raise DatasetError(f"{path}: key 'format_version' is {version}; this ganimator reads "
-                           f"version {FORMAT_VERSION}: run ganimator-preprocess on the BVH again")
     for key, (kind, ndim) in SCHEMA.items():
         value = data[key]
         if value.ndim != ndim or (value.dtype.kind != kind and not (kind == "f" and value.dtype.kind == "i")):

@@ -1,7 +1,13 @@
-"""Motion <-> the GAN's per-frame feature channels (the seed's layout).
+"""Motion <-> the GAN's per-frame feature channels, in the original GANimator's layout.
 
-Channels, first to last: 6D rotation of each joint (the first two columns of its local rotation
-matrix), one label per contact joint, root x velocity, root z velocity, root height (y).
+The channels are 6-wide nodes, J + C + 1 of them, first to last:
+- each joint: its 6D rotation, the first two ROWS of its local rotation matrix (the original's
+  `quat2repr6d`);
+- each contact joint: a node holding its contact label and 5 zeros;
+- the root: x velocity, y position (height), z velocity and 3 zeros.
+The zero channels are not waste: noise amplitudes are an RMS over all channels and the L1
+reconstruction loss a mean over them, so they set the effective noise and lambda_rec exactly as
+in the original; and every node owning 6 channels is what the skeleton-aware convolutions need.
 Tensors are channels-first, (..., channels, frames), as the 1-D convolutions want them.
 """
 from __future__ import annotations
@@ -61,8 +67,11 @@ def contact_labels(motion: Motion, skeleton: Skeleton) -> torch.Tensor:
     """(T, C) 1 where a contact joint moves less than the rig's threshold in a frame."""
     positions = motion.joint_positions(skeleton)[..., skeleton.contacts, :]
     speed = (positions[1:] - positions[:-1]).norm(dim=-1)
-    speed = torch.cat([speed[:1], speed])  # frame 0 takes frame 1's label
-    return (speed < skeleton.contact_threshold).to(motion.rotations.dtype)
+    labels = (speed < skeleton.contact_threshold).to(motion.rotations.dtype)
+    return torch.cat([torch.zeros_like(labels[:1]), labels])  # frame 0 has no velocity: 0, as the original
+
+
+NODE = 6  # channels per node: a 6D rotation, a contact label and 5 zeros, or the root block
 
 
 @dataclass(frozen=True)
@@ -71,24 +80,30 @@ class FeatureLayout:
     num_contacts: int
 
     @property
+    def num_nodes(self) -> int:
+        return self.num_joints + self.num_contacts + 1
+
+    @property
     def channels(self) -> int:
-        return 6 * self.num_joints + self.num_contacts + 3
+        return NODE * self.num_nodes
 
     @property
     def rotations(self) -> slice:
-        return slice(0, 6 * self.num_joints)
+        return slice(0, NODE * self.num_joints)
 
     @property
-    def contacts(self) -> slice:
-        return slice(6 * self.num_joints, 6 * self.num_joints + self.num_contacts)
+    def contacts(self) -> slice:  # the label channel of each contact node
+        return slice(NODE * self.num_joints, NODE * (self.num_joints + self.num_contacts), NODE)
 
     @property
-    def root(self) -> slice:  # x velocity, z velocity, y position
-        return slice(self.channels - 3, self.channels)
+    def root(self) -> slice:  # x velocity, y position, z velocity
+        start = NODE * (self.num_joints + self.num_contacts)
+        return slice(start, start + 3)
 
-    def channel_joints(self) -> np.ndarray:
-        """The joint each channel belongs to (root channels to the root), for skeleton-aware convs."""
-        return np.concatenate([np.repeat(np.arange(self.num_joints), 6), np.zeros(self.num_contacts + 3, int)])
+    @property
+    def pose(self) -> slice:
+        """Everything but the root block: what the original's evaluation compares."""
+        return slice(0, NODE * (self.num_joints + self.num_contacts))
 
 
 def encode(motion: Motion, skeleton: Skeleton, contacts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,23 +111,27 @@ def encode(motion: Motion, skeleton: Skeleton, contacts: torch.Tensor | None = N
     T, J = motion.rotations.shape[:2]
     if contacts is None:
         contacts = contact_labels(motion, skeleton)
-    rot6d = motion.rotations[..., :2].reshape(T, 6 * J)
+    rot6d = motion.rotations[..., :2, :].reshape(T, NODE * J)
+    contact_nodes = rot6d.new_zeros(T, contacts.shape[1], NODE)
+    contact_nodes[..., 0] = contacts
     xz = motion.root_positions[:, [0, 2]]
     velocity = torch.cat([xz[1:2] - xz[:1], xz[1:] - xz[:-1]]) if T > 1 else torch.zeros_like(xz)
-    root = torch.cat([velocity, motion.root_positions[:, 1:2]], dim=1)
-    features = torch.cat([rot6d, contacts.to(rot6d.dtype), root], dim=1).T.contiguous()
-    return features, xz[0].clone()
+    root = torch.stack([velocity[:, 0], motion.root_positions[:, 1], velocity[:, 1]], dim=1)
+    features = torch.cat([rot6d, contact_nodes.flatten(1), root, root.new_zeros(T, NODE - 3)], dim=1)
+    return features.T.contiguous(), xz[0].clone()
 
 
 def decode(features: torch.Tensor, layout: FeatureLayout, begin_xz: torch.Tensor) -> tuple[Motion, torch.Tensor]:
     """Features (..., channels, T) back to a Motion and the raw contact channels (..., T, C)."""
     x = features.transpose(-1, -2)  # (..., T, channels)
-    rot = x[..., layout.rotations].unflatten(-1, (layout.num_joints, 3, 2))
-    rotations = roma.special_gramschmidt(rot)
+    rows = x[..., layout.rotations].unflatten(-1, (layout.num_joints, 2, 3))
+    # Gram-Schmidt on the two rows (as the original's repr6d2mat), done by roma on columns.
+    rotations = roma.special_gramschmidt(rows.transpose(-1, -2)).transpose(-1, -2)
     root = x[..., layout.root]
-    velocity = torch.cat([torch.zeros_like(root[..., :1, :2]), root[..., 1:, :2]], dim=-2)
+    velocity = torch.stack([root[..., 0], root[..., 2]], dim=-1)
+    velocity = torch.cat([torch.zeros_like(velocity[..., :1, :]), velocity[..., 1:, :]], dim=-2)
     xz = velocity.cumsum(dim=-2) + begin_xz.to(features)
-    root_positions = torch.stack([xz[..., 0], root[..., 2], xz[..., 1]], dim=-1)
+    root_positions = torch.stack([xz[..., 0], root[..., 1], xz[..., 1]], dim=-1)
     return Motion(rotations, root_positions), x[..., layout.contacts]
 
 

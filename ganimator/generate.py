@@ -10,12 +10,11 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from .bvh import write_bvh
-from .config import load_config
+from .config import load_config, stage_levels
 from .dataset import MotionDataset
 from .features import motion_to_bvh
 from .metrics import coverage, global_diversity, local_diversity, pose_frames
 from .networks import GeneratorPyramid
-from .pyramid import scaled_lengths
 from .trainer import CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, load_checkpoint_file
 
 
@@ -33,7 +32,7 @@ class TrainedRun:
     def generate(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0) -> torch.Tensor:
         """(samples, channels, length) new motion features. As the original evaluates, only the
         coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it."""
-        lengths = scaled_lengths(self.dataset.level_lengths, length)
+        lengths = self.dataset.generation_lengths(length)
         if lengths[0] <= self.cfg.model.kernel_size // 2:  # reflect padding needs a few frames
             raise GenerationError(f"length {length} is too short: its coarsest level would have {lengths[0]} frames")
         rng = torch.Generator().manual_seed(seed)
@@ -90,7 +89,7 @@ def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
     state = load_checkpoint_file(run_dir / CHECKPOINT)
     pyramid.load_state_dict(state["pyramid"])
     pyramid.eval()
-    stages = len(cfg.model.stages)
+    stages = len(stage_levels(cfg.model, dataset.num_levels, str(run_dir / DATA)))
     if state["stage"] < stages and not allow_partial:
         raise CheckpointError(f"{run_dir} has trained {state['stage']} of {stages} stages; "
                            "continue it with ganimator-train ... resume=true")

@@ -1,8 +1,8 @@
 """The original's quality metrics (coverage, global and local diversity), vectorised in torch.
 
 All three compare windows of one clip to windows of another along diagonals of the per-frame
-cost matrix: L2 distance between frames' pose features (6D rotations and contact labels; the
-original drops only the root channels). The original fills an L x L x L'
+cost matrix: L2 distance between frames' pose features (every channel but the root block: the
+joints' 6D rotations and the contact nodes, as the original's evaluation keeps them). The original fills an L x L x L'
 table with a C++ kernel; here a prefix sum along each diagonal gives any window's cost in O(1),
 and the segmentation DP of global diversity runs over a per-segment minimum computed in bulk.
 """
@@ -16,8 +16,8 @@ LOCAL_WINDOW = 15
 
 
 def pose_frames(features: torch.Tensor, layout) -> torch.Tensor:
-    """(..., channels, T) features -> (..., T, 6J + C): the per-frame features the metrics compare."""
-    return features[..., layout.rotations.start:layout.contacts.stop, :].transpose(-1, -2)
+    """(..., channels, T) features -> (..., T, 6(J + C)): the per-frame features the metrics compare."""
+    return features[..., layout.pose, :].transpose(-1, -2)
 
 
 def diagonal_prefix(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:

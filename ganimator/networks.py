@@ -1,7 +1,6 @@
 """Per-level generators and critics, and the pyramid that chains the generators."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -12,11 +11,38 @@ from .skeleton import Skeleton
 
 
 class SkeletonConv1d(nn.Conv1d):
-    """Conv1d whose weights only connect channels of joints near each other on the kinematic tree."""
+    """The original's skeleton-aware convolution (its models/skeleton.py SkeletonConv).
 
-    def __init__(self, in_channels: int, out_channels: int, mask: torch.Tensor, **kwargs):
+    Every node of the skeleton graph owns an equal block of input and output channels, and
+    output node i only reads the input nodes `neighbours[i]`: a dense weight times a block mask.
+    The weight stays dense with zeros outside the mask, as in the original, so a checkpoint
+    holds the original's tensors; the mask also zeroes their gradients, so they stay zero.
+    """
+
+    def __init__(self, neighbours: list[list[int]], in_channels: int, out_channels: int, **kwargs):
+        nodes = len(neighbours)
+        if in_channels % nodes or out_channels % nodes:
+            raise ValueError(f"skeleton-aware convolution: {in_channels} -> {out_channels} channels "
+                             f"do not split evenly among {nodes} nodes")
         super().__init__(in_channels, out_channels, **kwargs)
-        self.register_buffer("mask", mask[:, :, None].to(self.weight.dtype))
+        c_in, c_out = in_channels // nodes, out_channels // nodes
+        mask = torch.zeros(out_channels, in_channels, 1)
+        for i, near in enumerate(neighbours):
+            for k in near:
+                mask[i * c_out:(i + 1) * c_out, k * c_in:(k + 1) * c_in] = 1
+        self.register_buffer("mask", mask, persistent=False)  # derived from the skeleton, not state
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not hasattr(self, "mask"):  # nn.Conv1d.__init__ calls this before the mask exists
+            return super().reset_parameters()
+        # The original initialises each node's block on its own, kaiming-uniform (a=sqrt(5)) with
+        # the block's fan-in: weights and bias uniform in +-1/sqrt(fan_in). A dense init would
+        # spread the fan-in over all nodes and start about 2.2x smaller.
+        bound = (self.mask.sum(dim=(1, 2)) * self.kernel_size[0]).rsqrt()
+        with torch.no_grad():
+            self.weight.uniform_(-1, 1).mul_(bound[:, None, None] * self.mask)
+            self.bias.uniform_(-1, 1).mul_(bound)
 
     @property
     def effective_weight(self) -> torch.Tensor:
@@ -27,17 +53,19 @@ class SkeletonConv1d(nn.Conv1d):
 
 
 class ConvStack(nn.Sequential):
-    """1-D convolutions over time with LeakyReLU(0.2) between them, none after the last."""
+    """1-D convolutions over time with LeakyReLU(0.2) between them, none after the last.
+
+    With `neighbours` every layer is skeleton-aware, except a last layer of one channel (the
+    critic's score), which is plain as in the original.
+    """
 
     def __init__(self, channels: list[int], kernel_size: int, padding_mode: str,
-                 channel_joints: list[np.ndarray] | None = None, joint_distance: np.ndarray | None = None,
-                 neighbour_distance: int = 2):
+                 neighbours: list[list[int]] | None = None):
         layers = []
         for k, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
             conv_args = dict(kernel_size=kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
-            if channel_joints is not None and c_out > 1:
-                near = joint_distance[channel_joints[k + 1]][:, channel_joints[k]] <= neighbour_distance
-                layers.append(SkeletonConv1d(c_in, c_out, torch.from_numpy(near), **conv_args))
+            if neighbours is not None and c_out > 1:
+                layers.append(SkeletonConv1d(neighbours, c_in, c_out, **conv_args))
             else:
                 layers.append(nn.Conv1d(c_in, c_out, **conv_args))
             if k < len(channels) - 2:
@@ -67,17 +95,20 @@ class Critic(nn.Module):
         return self.net(x)
 
 
+def channel_widths(model_cfg, layout: FeatureLayout, out_channels: int) -> list[int]:
+    """[features, *hidden, out]. Skeleton-aware widths are rounded up to a multiple of the node
+    count, as the original does (Mixamo: 128, 256 -> 145, 261 for 29 nodes)."""
+    hidden = list(model_cfg.hidden_channels)
+    if model_cfg.skeleton_aware:
+        nodes = layout.num_nodes
+        hidden = [-(-c // nodes) * nodes for c in hidden]
+    return [layout.channels, *hidden, out_channels]
+
+
 def build_stacks(model_cfg, layout: FeatureLayout, skeleton: Skeleton, out_channels: int) -> ConvStack:
-    channels = [layout.channels, *model_cfg.hidden_channels, out_channels]
-    if not model_cfg.skeleton_aware:
-        return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode)
-    J = skeleton.num_joints
-    # Hidden channels are shared out evenly among joints; feature channels belong to their joint.
-    joints = [layout.channel_joints()] + [np.arange(c) * J // c for c in model_cfg.hidden_channels]
-    if out_channels > 1:  # a critic's single score channel is never masked
-        joints.append(layout.channel_joints())
-    return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode, joints,
-                     skeleton.tree_distances(), model_cfg.neighbour_distance)
+    channels = channel_widths(model_cfg, layout, out_channels)
+    neighbours = skeleton.node_neighbours(model_cfg.neighbour_distance) if model_cfg.skeleton_aware else None
+    return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode, neighbours)
 
 
 class FusedStack:

@@ -33,8 +33,9 @@ class Rig:
 
 MIXAMO = Rig("mixamo", MIXAMO_JOINTS, MIXAMO_JOINTS,
              ("LeftToe_End", "RightToe_End", "LeftToeBase", "RightToeBase"), 0.018)
-CRAB_CONTACTS = ("DEF_BN_leg_L_05_end", "DEF_BN_Leg_L_10_end", "DEF_BN_Leg_L_15_end",
-                 "DEF_BN_leg_R_05_end", "DEF_BN_Leg_R_10_end", "DEF_BN_Leg_R_15_end")
+# In the original's order (its corps list): the order of the contact nodes in the features.
+CRAB_CONTACTS = ("DEF_BN_Leg_L_15_end", "DEF_BN_Leg_R_15_end", "DEF_BN_leg_L_05_end",
+                 "DEF_BN_Leg_L_10_end", "DEF_BN_leg_R_05_end", "DEF_BN_Leg_R_10_end")
 CRAB = Rig("crab", CRAB_CONTACTS, None, CRAB_CONTACTS, 0.006)
 XIA = Rig("xia", ("LHipJoint", "RHipJoint", "LowerBack", "LeftToeBase", "RightToeBase"), None,
           ("LeftToeBase", "RightToeBase"), 0.018, scale=0.14)
@@ -69,7 +70,7 @@ class Skeleton:
         return len(self.names)
 
     def tree_distances(self) -> np.ndarray:
-        """(J, J) number of bones between joints (for skeleton-aware convolutions)."""
+        """(J, J) number of bones between joints."""
         J = self.num_joints
         dist = np.full((J, J), J, dtype=np.int64)
         np.fill_diagonal(dist, 0)
@@ -79,6 +80,29 @@ class Skeleton:
         for k in range(J):  # Floyd-Warshall: J is a few dozen
             dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
         return dist
+
+    def node_neighbours(self, distance: int) -> list[list[int]]:
+        """Which input nodes each output node of a skeleton-aware convolution reads (sorted).
+
+        Nodes are the feature layout's: J joints, then one per contact label, then the root
+        block. The original's construction (its `BVH_file.get_neighbor` with enforce_contact):
+        a joint reads the joints within `distance` bones; a contact node reads its joint's
+        neighbourhood and the root node, and its joint reads it back; the root node reads the
+        root joint's neighbourhood and every contact node, and each of those reads the root node.
+        The graph is not symmetric: a contact joint's parent does not read the contact node.
+        """
+        J, C = self.num_joints, len(self.contacts)
+        contact_nodes, root_node = list(range(J, J + C)), J + C
+        near = self.tree_distances() <= distance
+        lists = [set(np.flatnonzero(near[j]).tolist()) for j in range(J)]
+        for node, joint in zip(contact_nodes, self.contacts):
+            lists[joint].add(node)
+        lists += [set(lists[joint]) for joint in self.contacts]
+        root_reads = lists[0] | set(contact_nodes)
+        for node in root_reads:
+            lists[node].add(root_node)
+        lists.append(root_reads | {root_node})
+        return [sorted(n) for n in lists]
 
 
 def select_joints(bvh: BVH, rig: Rig | None = None) -> tuple[Skeleton, list[int]]:

@@ -98,7 +98,7 @@ class Tracking:
 
         self.cfg, self.dataset = cfg, dataset
         self.run_dir = Path(cfg.util.run_dir)
-        self.num_stages = len(cfg.model.stages)
+        self.num_stages = len(stage_levels(cfg.model, dataset.num_levels))
         self.finished = False
         self.stopped = False
         self.failure = ""

@@ -1,11 +1,11 @@
 """Training: all stages of the pyramid in one process, each frozen once trained.
 
-One iteration of a stage (the levels in `model.stages[k]`) is, as in the original:
-`critic_steps` critic updates with WGAN-GP, one adversarial generator update (with the contact
-consistency loss) and one reconstruction update. Frozen stages only feed the stage in training,
-so their random output is drawn once per iteration without autograd, and their
-reconstruction once per stage; the original recomputed them, with autograd, for each of the
-seven sub-steps of every iteration.
+One iteration of a stage (its levels: groups of `model.group_size`, or `model.stages`) is, as
+in the original: `critic_steps` critic updates with WGAN-GP, one adversarial generator update
+(with the contact consistency loss) and one reconstruction update. Every random sub-step sees a
+fresh output of the frozen stages below, as in the original; they are drawn for all sub-steps of
+an iteration in one batched call without autograd, and their (deterministic) reconstruction once
+per stage. The original recomputed both, with autograd, for each of the seven sub-steps.
 """
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from .config import ConfigError, npz_filename, to_yaml
+from .config import npz_filename, stage_levels, stage_noise_scales, to_yaml
 from .dataset import MotionDataset
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import quality, pose_frames
 from .networks import Critic, FusedPyramid, FusedStack, Generator, GeneratorPyramid, build_stacks
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3  # 3: the original's channel layout and skeleton-aware networks
 CHECKPOINT, CONFIG, DATA, HISTORY = "checkpoint.pt", "config.yaml", "data.npz", "history.jsonl"
 
 
@@ -93,8 +93,7 @@ class Trainer:
             dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
         self.dataset = dataset
         self.device = torch.device(cfg.util.device)
-        self.stages = [list(s) for s in cfg.model.stages]
-        check_levels(cfg, self.dataset)
+        self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
         self.lengths = self.dataset.level_lengths
         self.reals = [lvl[None].to(self.device) for lvl in self.dataset.levels()]
 
@@ -326,19 +325,18 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
     pyramid = FusedPyramid([m.pyramid for m in members])
     losses: list[dict[str, float]] = [{} for _ in members]
 
-    # One coarse motion from the frozen levels per iteration; every sub-step gets fresh noise on
-    # the levels in training. The original drew the frozen levels anew for each sub-step.
-    low, critic_noise, adversarial_noise = [], [], []
-    for m, n_m in zip(members, steps):
-        low.append([m.pyramid.noise(l, 1, lengths[l], m.rng) for l in range(lo)])
-        z = [m.pyramid.noise(l, n_m + 1, lengths[l], m.rng) for l in span]
-        critic_noise.append([torch.cat([zl[:n_m], zl.new_zeros(n - n_m, *zl.shape[1:])]) for zl in z])
-        adversarial_noise.append([zl[n_m:] for zl in z])
-    side_by_side = lambda parts: [torch.cat(level, dim=1) for level in zip(*parts)]  # noqa: E731
-    low, critic_noise, adversarial_noise = map(side_by_side, (low, critic_noise, adversarial_noise))
+    # Every random sub-step (n critic steps, then the adversarial one) draws a fresh chain, as
+    # the original does: the frozen levels run once for all of them, batched, without autograd.
+    # Rows of a member with fewer critic steps are zero padding, run but never used.
+    def draws(m, n_m, level):
+        z = m.pyramid.noise(level, n_m + 1, lengths[level], m.rng)
+        return torch.cat([z[:n_m], z.new_zeros(n - n_m, *z.shape[1:]), z[n_m:]])
+
+    noise = [[draws(m, n_m, l) for l in range(levels[-1] + 1)] for m, n_m in zip(members, steps)]
+    noise = [torch.cat(level, dim=1) for level in zip(*noise)]  # members side by side
     with torch.no_grad():
-        base = pyramid.run(range(lo), lengths, None, low)[-1] if lo else None
-        fakes = pyramid.run(span, lengths, base.expand(n, -1, -1) if lo else None, critic_noise)
+        base = pyramid.run(range(lo), lengths, None, noise[:lo])[-1] if lo else None
+        fakes = pyramid.run(span, lengths, base[:n] if lo else None, [z[:n] for z in noise[lo:]])
 
     lambda_gp = per_member("lambda_gp")
     for k in range(n):
@@ -363,8 +361,8 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
     for m in members:
         m.critics.requires_grad_(False)
     lambda_consistency = per_member("lambda_consistency")
-    prev, total = base, 0.0
-    for l, z in zip(levels, adversarial_noise):
+    prev, total = base[n:] if lo else None, 0.0
+    for l, z in zip(levels, (z[n:] for z in noise[lo:])):
         fake = pyramid.run(range(l, l + 1), lengths, prev, [z])[0]
         adversarial = generator_adversarial_loss(FusedStack([m.critics[l].net for m in members]), fake, K)
         contact = first.consistency(fake, K)
@@ -397,19 +395,12 @@ def _step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
         opt.step()
 
 
-def check_levels(cfg: DictConfig, dataset: MotionDataset) -> None:
-    """The stages must cover exactly the data's pyramid levels."""
-    covered = sum(map(len, cfg.model.stages))
-    if covered != dataset.num_levels:
-        raise ConfigError(f"config key 'model.stages' covers {covered} levels but "
-                          f"{cfg.data.npz_filename} has {dataset.num_levels}")
-
-
 def build_models(cfg: DictConfig, dataset: MotionDataset) -> tuple[GeneratorPyramid, torch.nn.ModuleList]:
     """Generators and critics for every level, initialised from the seed without touching the global RNG."""
     m = cfg.model
-    stage_of = {l: k for k, stage in enumerate(m.stages) for l in stage}
-    scales = torch.tensor([m.noise_amp_scale * m.stage_noise_amp_scale[stage_of[l]] for l in range(dataset.num_levels)])
+    stages = stage_levels(m, dataset.num_levels, dataset.source or "the data")
+    scales = torch.tensor([m.noise_amp_scale * scale for stage, scale in zip(stages, stage_noise_scales(m, len(stages)))
+                           for _ in stage])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.util.seed)
         gens = [Generator(build_stacks(m, dataset.layout, dataset.skeleton, dataset.layout.channels))

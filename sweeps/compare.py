@@ -17,7 +17,8 @@ from pathlib import Path
 
 import optuna
 
-from ganimator.config import ConfigError
+from ganimator.config import ConfigError, stage_levels
+from ganimator.dataset import DatasetError, MotionDataset
 from ganimator.tracking import clearml_mode
 from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
 from sweeps.export import TrialRow, rank, rank_trials, summary_table
@@ -106,7 +107,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"{sweep_dir} holds no sweep (no {ARGS}); check the name and --results-dir")
     cfg, overrides, base = load_sweep_config(json.loads((sweep_dir / ARGS).read_text()))
     space = load_space(cfg.space, overrides)
-    num_stages, pareto = len(base.model.stages), cfg.objective == "pareto"
+    levels = MotionDataset.load(base.data.npz_filename).num_levels
+    num_stages, pareto = len(stage_levels(base.model, levels, base.data.npz_filename)), cfg.objective == "pareto"
     online = clearml_mode(base.tracking.clearml) == "on"
     if args.source == "clearml" and not online:
         raise ConfigError("--source clearml needs a ClearML server: configure clearml.conf or CLEARML_API_HOST")
@@ -128,6 +130,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

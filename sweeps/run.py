@@ -19,9 +19,8 @@ import ray
 from omegaconf import OmegaConf
 from ray import tune
 
-from ganimator.config import ConfigError
+from ganimator.config import ConfigError, stage_levels
 from ganimator.dataset import DatasetError, MotionDataset
-from ganimator.trainer import check_levels
 from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
 from sweeps.export import rank_trials, retrain_and_export, write_summary
 from sweeps.plots import comparison_figures, write_figures
@@ -51,8 +50,9 @@ def main(argv: list[str]) -> int:
     space = load_space(cfg.space, trainer_overrides)
     if cfg.population > 1:
         check_space_fusable(space)
-    num_stages = len(base.model.stages)
-    check_levels(base, MotionDataset.load(base.data.npz_filename))  # a bad npz fails here, not in every trial
+    # A bad npz or stages that do not fit it fail here, not in every trial.
+    num_stages = len(stage_levels(base.model, MotionDataset.load(base.data.npz_filename).num_levels,
+                                  base.data.npz_filename))
     results_dir = cfg.results_dir if "://" in cfg.results_dir else str(Path(cfg.results_dir).resolve())
     sweep_path = f"{results_dir}/{cfg.name}"
     storage = cfg.optuna_storage or f"sqlite:///{Path(sweep_path) / STUDY_DB}"

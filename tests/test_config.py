@@ -1,6 +1,6 @@
 import pytest
 
-from ganimator.config import ConfigError, load_config
+from ganimator.config import ConfigError, load_config, stage_levels, stage_noise_scales
 
 
 def test_bare_and_qualified_keys_set_the_same_field():
@@ -15,7 +15,25 @@ def test_defaults_are_the_originals():
     cfg = load_config()
     assert (cfg.optim.lr_g, cfg.optim.lr_d, cfg.optim.lambda_rec, cfg.optim.lambda_gp) == (1e-4, 1e-4, 50.0, 1.0)
     assert (cfg.optim.lambda_consistency, cfg.optim.critic_steps, cfg.scheduling.train_data_iter) == (5.0, 5, 15000)
-    assert [list(s) for s in cfg.model.stages] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert cfg.model.skeleton_aware and cfg.model.neighbour_distance == 2 and cfg.model.group_size == 2
+    assert stage_levels(cfg.model, 7) == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+def test_stages_follow_the_pyramid():
+    """Groups of group_size levels for any pyramid, as the original; explicit stages must fit it."""
+    model = load_config().model
+    assert stage_levels(model, 14) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13]]
+    assert stage_levels(load_config(["group_size=3"]).model, 8) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert stage_noise_scales(load_config(["stage_noise_amp_scale=[2,1,1,1]"]).model, 7) == [2.0] + [1.0] * 6
+    assert stage_noise_scales(model, 3) == [1.0, 1.0, 1.0]  # the default's fourth 1 fits a shorter pyramid
+    with pytest.raises(ConfigError, match="'model.stage_noise_amp_scale' has 4 values for 3 stages"):
+        stage_noise_scales(load_config(["stage_noise_amp_scale=[1,1,1,2]"]).model, 3)
+    explicit = load_config(["stages=[[0],[1,2,3],[4,5,6]]"]).model
+    assert stage_levels(explicit, 7) == [[0], [1, 2, 3], [4, 5, 6]]
+    with pytest.raises(ConfigError, match="'model.stages' covers 7 levels but clip.npz has 8"):
+        stage_levels(explicit, 8, "clip.npz")
+    with pytest.raises(ConfigError, match="has 3 values for 2 stages"):  # explicit stages: checked at once
+        load_config(["stages=[[0,1],[2]]", "stage_noise_amp_scale=[1,2,3]"])
 
 
 @pytest.mark.parametrize("override, message", [
@@ -23,7 +41,7 @@ def test_defaults_are_the_originals():
     ("lambda_rec=abc", "config key 'optim.lambda_rec'"),
     ("critic_steps=1.5", "config key 'optim.critic_steps'"),
     ("model.lambda_rec=3", "lambda_rec"),
-    ("stage_noise_amp_scale=[1,2]", "has 2 values for 4 stages"),
+    ("group_size=0", "'model.group_size' must be positive"),
     ("stages=[[0,1],[3]]", "must cover levels 0..N-1"),
     ("lr_g=0", "'optim.lr_g' must be positive"),
     ("kernel_size=4", "must be odd"),

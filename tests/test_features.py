@@ -18,7 +18,7 @@ def salsa(clip):
 
 def test_salsa_pyramid_matches_the_original(salsa):
     assert salsa.level_lengths == [129, 172, 229, 305, 406, 541, 648]
-    assert salsa.features.shape == (6 * 24 + 4 + 3, 648)
+    assert salsa.features.shape == (6 * (24 + 4 + 1), 648)  # joints, contact nodes, root block
     assert salsa.skeleton.names == list(MIXAMO_JOINTS)
     assert salsa.motion.fps == pytest.approx(30, rel=1e-3)
 
@@ -40,6 +40,25 @@ def test_features_decode_back_to_the_clip(salsa, clip):
     assert torch.equal(contacts.float(), salsa.contacts)
     positions = decoded.joint_positions(skeleton) - motion.joint_positions(skeleton)
     assert positions.abs().max() < 1e-3
+
+
+def test_layout_is_the_originals(salsa):
+    """Joint nodes hold the first two ROWS of each rotation; each contact node its label and 5
+    zeros; the root block x velocity, height, z velocity and 3 zeros."""
+    f, layout, motion = salsa.features.double(), salsa.layout, salsa.motion
+    J, C, T = 24, 4, 648
+    rows = motion.rotations[:, :, :2, :].reshape(T, 6 * J).T
+    assert torch.allclose(f[layout.rotations], rows, atol=1e-6)
+    nodes = f[6 * J:6 * (J + C)].reshape(C, 6, T)
+    assert torch.equal(nodes[:, 0].T.float(), salsa.contacts) and nodes[:, 1:].abs().max() == 0
+    assert (salsa.contacts[0] == 0).all()  # frame 0 has no velocity, so no contact, as in the original
+    root = f[6 * (J + C):]
+    xz = motion.root_positions[:, [0, 2]]
+    assert torch.allclose(root[0, 1:], xz[1:, 0] - xz[:-1, 0], atol=1e-5)
+    assert torch.allclose(root[1], motion.root_positions[:, 1], atol=1e-5)
+    assert torch.allclose(root[2, 1:], xz[1:, 1] - xz[:-1, 1], atol=1e-5)
+    assert root[0, 0] == root[0, 1] and root[3:].abs().max() == 0  # frame 0 velocity is frame 1's
+    assert layout.pose == slice(0, 6 * (J + C))
 
 
 def test_contacts_label_planted_feet(salsa):
@@ -85,7 +104,9 @@ def rewrite(src, dst, **changes):
 @pytest.mark.parametrize("changes, message", [
     ({"z_star": None}, "missing key 'z_star'"),
     ({"format_version": np.int64(99)}, "'format_version' is 99"),
-    ({"features": np.zeros((10, 648), np.float32)}, r"key 'features' has shape \(10, 648\), expected \(151, 648\)"),
+    ({"features": np.zeros((10, 648), np.float32)}, r"key 'features' has shape \(10, 648\), expected \(174, 648\)"),
+    ({"format_version": np.int64(1), "coarsest_ratio": None},  # format 1 had no coarsest_ratio
+     "'format_version' is 1; .* run ganimator-preprocess on the BVH again"),
     ({"parents": np.arange(-1, 2)}, r"key 'parents' has shape \(3,\)"),
     ({"level_lengths": np.array([], np.int64)}, "'level_lengths' .* must increase"),
     ({"level_lengths": np.array([129, 172, 229, 305, 406, 541, 600])}, "must increase up to the 648 frames"),
@@ -110,7 +131,7 @@ def test_forcing_the_wrong_rig_names_the_file_and_joint(clip):
     from ganimator.bvh import BVHError
     from ganimator.skeleton import CRAB
 
-    with pytest.raises(BVHError, match=r"Salsa-Dancing-6.bvh: rig 'crab': joint 'DEF_BN_leg_L_05_end'"):
+    with pytest.raises(BVHError, match=r"Salsa-Dancing-6.bvh: rig 'crab': joint 'DEF_BN_Leg_L_15_end'"):
         MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"), rig=CRAB)
 
 
@@ -126,7 +147,7 @@ def test_motion_writes_back_as_bvh_of_the_reduced_skeleton(clip, tmp_path):
 def test_procedural_clip_is_a_mixamo_dance(tmp_path):
     write_bvh(tmp_path / "demo.bvh", procedural_dance(seconds=6))
     data = MotionDataset.from_bvh(tmp_path / "demo.bvh")
-    assert data.skeleton.rig == "mixamo" and data.features.shape == (151, 180)
+    assert data.skeleton.rig == "mixamo" and data.features.shape == (174, 180)
     assert -0.05 < data.motion.joint_positions(data.skeleton)[..., 1].min() < 0.1  # feet reach the floor
     assert 0.0 < data.contacts.mean() < 1.0
     assert roma.rotmat_geodesic_distance(data.motion.rotations[:-1], data.motion.rotations[1:]).max() < 0.5

@@ -47,7 +47,7 @@ def test_the_clip_against_itself(real):
 
 def test_noise_and_a_rest_pose_cover_nothing(real):
     noise = torch.randn(2, 2 * len(real), real.shape[1], dtype=torch.float64) * real.std() + real.mean()
-    rest = torch.cat([real.new_tensor([1.0, 0, 0, 1, 0, 0]).repeat(24), real.new_zeros(4)]).expand(1, 2 * len(real), -1)
+    rest = torch.cat([real.new_tensor([1.0, 0, 0, 0, 1, 0]).repeat(24), real.new_zeros(6 * 4)]).expand(1, 2 * len(real), -1)
     for fake in (noise, rest):
         m = quality(fake, real)
         assert m["coverage"] < 0.05

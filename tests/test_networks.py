@@ -12,26 +12,60 @@ def walk(clip):
     return MotionDataset.from_bvh(clip("Walk-In-Circle.bvh"))
 
 
-def test_skeleton_aware_convolutions_only_connect_nearby_joints(walk):
-    cfg = load_config(["skeleton_aware=true", "neighbour_distance=2"])
-    pyramid, critics = build_models(cfg, walk)
+def node_reads(conv: SkeletonConv1d, node: int, nodes: int) -> set[int]:
+    """The input nodes that output node `node` of `conv` depends on, found by differentiation."""
+    x = torch.zeros(1, conv.in_channels, 20, requires_grad=True)
+    per_out = conv.out_channels // nodes
+    (grad,) = torch.autograd.grad(conv(x)[:, node * per_out:(node + 1) * per_out].sum(), x)
+    per_node = grad[0].abs().sum(-1).reshape(nodes, -1).sum(-1)
+    return set(torch.nonzero(per_node).flatten().tolist())
+
+
+def test_skeleton_aware_convolutions_read_the_skeleton_graph(walk):
+    pyramid, critics = build_models(load_config([]), walk)  # skeleton-aware is the default
     conv = pyramid.generators[0].net[0]
     assert isinstance(conv, SkeletonConv1d)
     names = walk.skeleton.names
-    hand, toe, foot = names.index("RightHand"), names.index("LeftToe_End"), names.index("LeftFoot")
-    x = torch.zeros(1, walk.layout.channels, 20, requires_grad=True)
-    out = conv(x)
-    joint_of_hidden = torch.arange(conv.out_channels) * walk.skeleton.num_joints // conv.out_channels
-    (grad,) = torch.autograd.grad(out[:, joint_of_hidden == toe].sum(), x)
-    assert grad[0, 6 * hand:6 * hand + 6].abs().sum() == 0  # 8 bones away: no weight connects them
-    assert grad[0, 6 * foot:6 * foot + 6].abs().sum() > 0  # 2 bones away: connected
-    assert isinstance(critics[0].net[-1], torch.nn.Conv1d) and critics[0].net[-1].out_channels == 1
+    toe, nodes = names.index("LeftToe_End"), walk.layout.num_nodes
+    contact = 24 + walk.skeleton.contacts.index(toe)
+    root = nodes - 1
+    assert node_reads(conv, toe, nodes) == {names.index(n) for n in ("LeftFoot", "LeftToeBase", "LeftToe_End")} | {contact}
+    assert node_reads(conv, contact, nodes) == node_reads(conv, toe, nodes) | {root}
+    assert node_reads(conv, names.index("LeftFoot"), nodes).isdisjoint({contact, root})  # the graph is directed
+    assert node_reads(conv, root, nodes) == {0, 1, 2, 6, 7, 11, 12, 24, 25, 26, 27, root}
+    assert names.index("RightHand") not in node_reads(conv, toe, nodes)
+    # hidden widths rounded up to multiples of the 29 nodes; the critic's score layer is plain
+    widths = [m.out_channels for m in pyramid.generators[0].net if isinstance(m, torch.nn.Conv1d)]
+    assert widths == [145, 261, 261, 174]
+    assert type(critics[0].net[-1]) is torch.nn.Conv1d and critics[0].net[-1].out_channels == 1
+
+
+def test_skeleton_aware_init_is_per_node_block(walk):
+    """Each node's block is initialised on its own fan-in (uniform in +-1/sqrt(fan_in)), zero
+    outside the mask, as the original's SkeletonConv."""
+    conv = build_models(load_config([]), walk)[0].generators[0].net[2]
+    w, mask = conv.weight.detach(), conv.mask.expand_as(conv.weight)
+    assert w[mask == 0].abs().max() == 0
+    fan_in = conv.mask[:, :, 0].sum(1) * conv.kernel_size[0]
+    bound = fan_in.rsqrt()
+    assert (w.abs().amax(dim=(1, 2)) <= bound).all() and (w.abs().amax(dim=(1, 2)) > 0.9 * bound).all()
+    assert (conv.bias.detach().abs() <= bound).all()
+
+
+def test_plain_convolutions_stay_available(clip, tmp_path):
+    MotionDataset.from_bvh(clip("proud.bvh")).save(tmp_path / "proud.npz")
+    cfg = load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
+                       "skeleton_aware=false", "train_data_iter=2", "validation_samples=0"])
+    trainer = Trainer(cfg)
+    conv = trainer.pyramid.generators[0].net[0]
+    assert type(conv) is torch.nn.Conv1d and conv.out_channels == 128
+    assert trainer.fit().finished
 
 
 def test_skeleton_aware_training_runs(clip, tmp_path):
     MotionDataset.from_bvh(clip("proud.bvh")).save(tmp_path / "proud.npz")
     cfg = load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
-                       "skeleton_aware=true", "train_data_iter=2", "validation_samples=0"])
+                       "train_data_iter=2", "validation_samples=0"])
     trainer = Trainer(cfg)
     assert trainer.fit().finished
     first = trainer.pyramid.generators[6].net[0]

@@ -1,0 +1,109 @@
+"""The model is the published GANimator: features, skeleton graph, networks and sampling are
+checked against facts taken from the original code (PeizhuoLi/ganimator). The fixture
+tests/data/original_fixtures.json was written by running the original's own code on the shared
+clips (`python benchmarks/original_code.py fixtures --original PATH`)."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganimator.bvh import write_bvh
+from ganimator.config import load_config
+from ganimator.dataset import MotionDataset
+from ganimator.networks import SkeletonConv1d
+from ganimator.procedural import procedural_dance
+from ganimator.trainer import Trainer, build_models, train_iteration
+
+ORIGINAL = json.loads((Path(__file__).parent / "data" / "original_fixtures.json").read_text())
+CLIPS = ["Salsa-Dancing-6", "Crab-dance-long", "proud"]
+
+
+@pytest.fixture(scope="module")
+def datasets(clip):
+    return {name: MotionDataset.from_bvh(clip(f"{name}.bvh")) for name in CLIPS}
+
+
+def nonzero_weights(stack) -> list[int]:
+    return [int((m.effective_weight if isinstance(m, SkeletonConv1d) else m.weight).ne(0).sum())
+            for m in stack if isinstance(m, torch.nn.Conv1d)]
+
+
+def widths(stack) -> list[int]:
+    convs = [m for m in stack if isinstance(m, torch.nn.Conv1d)]
+    return [convs[0].in_channels] + [m.out_channels for m in convs]
+
+
+@pytest.mark.parametrize("name", CLIPS)
+def test_skeleton_and_graph_are_the_originals(datasets, name):
+    data, original = datasets[name], ORIGINAL[name]
+    s = data.skeleton
+    assert s.names == original["joint_names"] and s.parents == original["parents"]
+    assert s.contacts == original["contact_joint_ids"]
+    assert s.node_neighbours(2) == original["neighbour_lists"]
+
+
+@pytest.mark.parametrize("name", CLIPS)
+def test_networks_are_the_originals(datasets, name):
+    """Same widths and the same number of weights that can be nonzero, layer by layer."""
+    data, original = datasets[name], ORIGINAL[name]
+    pyramid, critics = build_models(load_config([]), data)
+    generator, critic = pyramid.generators[0].net, critics[0].net
+    assert widths(generator) == original["generator_channels"]
+    assert widths(critic) == original["critic_channels"]
+    assert nonzero_weights(generator) == original["generator_nonzero"]
+    assert nonzero_weights(critic) == original["critic_nonzero"]
+
+
+@pytest.mark.parametrize("name", CLIPS)
+def test_features_and_pyramid_are_the_originals(datasets, name):
+    data, original = datasets[name], ORIGINAL[name]
+    assert data.layout.channels == original["n_channels"]
+    assert data.features.shape[1] == original["num_frames"] and data.level_lengths == original["level_lengths"]
+    assert torch.allclose(data.noise_amplitudes, torch.tensor(original["amplitudes"]), rtol=1e-4, atol=1e-6)
+    f = data.features.double()
+    assert torch.allclose(f.mean(1), torch.tensor(original["channel_mean"], dtype=torch.float64), atol=2e-5)
+    assert torch.allclose(f.std(1), torch.tensor(original["channel_std"], dtype=torch.float64), atol=2e-5)
+    labels = f[data.layout.contacts]
+    assert labels[:, 0].tolist() == original["frame0_contacts"]
+    assert torch.allclose(labels.mean(1), torch.tensor(original["contact_rate"], dtype=torch.float64), atol=1e-6)
+
+
+def test_frozen_stages_draw_a_fresh_output_for_every_sub_step(datasets, tmp_path):
+    """As the original: every critic step and the adversarial step see their own sample of the
+    frozen levels, and those levels run once per iteration, batched, without autograd."""
+    datasets["proud"].save(tmp_path / "proud.npz")
+    cfg = load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false"])
+    trainer = Trainer(cfg)
+    trainer.begin()
+    trainer.stage = 1
+    levels = trainer.begin_stage()  # levels 2 and 3; 0 and 1 are frozen
+    seen = []
+    hook = trainer.pyramid.generators[1].net.register_forward_hook(  # the net: populations fuse it
+        lambda module, args, out: seen.append((out.detach().clone(), torch.is_grad_enabled())))
+    train_iteration([trainer], levels)
+    hook.remove()
+    random_calls = [(out, grad) for out, grad in seen if out.shape[0] > 1]
+    assert len(random_calls) == 1  # one batched call for all the sub-steps
+    out, grad = random_calls[0]
+    assert out.shape[0] == cfg.optim.critic_steps + 1 and not grad
+    flat = out.flatten(1)
+    distance = torch.cdist(flat, flat) + torch.eye(len(flat)) * 1e9
+    assert distance.min() > 1e-3  # every sub-step's draw differs from every other
+
+
+def test_a_generic_rig_trains_skeleton_aware(tmp_path):
+    """A rig the project does not know keeps every joint, has no contact nodes, and still gets the
+    original's graph: each joint its 2-bone neighbourhood, the root node the root joint's."""
+    bvh = procedural_dance(seconds=4)
+    bvh.names = [f"bone{j}" for j in range(len(bvh.names))]
+    write_bvh(tmp_path / "generic.bvh", bvh)
+    data = MotionDataset.from_bvh(tmp_path / "generic.bvh")
+    assert data.skeleton.rig == "generic" and data.layout.channels == 6 * (len(bvh.names) + 1)
+    neighbours = data.skeleton.node_neighbours(2)
+    root = len(bvh.names)
+    assert neighbours[root] == sorted(set(neighbours[0]) - {root} | {root})
+    data.save(tmp_path / "generic.npz")
+    cfg = load_config([f"npz_filename={tmp_path / 'generic.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
+                       "train_data_iter=1", "validation_samples=0"])
+    assert Trainer(cfg).fit().finished
