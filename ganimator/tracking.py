@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+from .config import stage_levels
 from .dataset import MotionDataset
 from .trainer import CONFIG, HISTORY, TrainEvent
 
