@@ -64,3 +64,16 @@ def test_print_config_lists_every_section(tmp_path):
     for section in ("data:", "model:", "optim:", "scheduling:", "util:"):
         assert section in out
     assert "lambda_rec: 7.0" in out
+
+
+def test_a_sparse_coarsest_level_trains_in_stages_of_two(tmp_path):
+    """`--ratio 1/30` (the pyramid key-frame editing needs) makes more levels; stages follow them."""
+    run("ganimator-procedural", "demo.bvh", "--seconds", "6", cwd=tmp_path)
+    out = run("ganimator-preprocess", "demo.bvh", "demo.npz", "--ratio", "1/30", cwd=tmp_path).stdout
+    assert "levels [6, 8, 10, 13, 17, 22, 29, 38, 50, 66, 88, 117, 156, 180]" in out
+    run("ganimator-train", "npz_filename=demo.npz", "train_data_iter=1", "run_dir=run", "validation_samples=0",
+        cwd=tmp_path)
+    ends = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [e["levels"] for e in ends] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13]]
+    bad = run("ganimator-preprocess", "demo.bvh", "x.npz", "--ratio", "1/0", cwd=tmp_path, ok=False).stderr
+    assert "'1/0' is not a number or a fraction" in bad and not (tmp_path / "x.npz").exists()
