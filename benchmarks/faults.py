@@ -1,6 +1,7 @@
 """Faults injected into small sweeps on a local multi-node Ray cluster, and what each cost.
 
     python benchmarks/faults.py [clip.bvh] [--faults worker-node,trial-process,...] [--iters 30] [--population 2]
+                                [--optuna-storage postgresql://...]
 
 Each fault gets its own cluster (`cluster/local.py`: a head with no CPUs and two 1-CPU worker
 nodes on 127.0.0.1) and its own sweep of `--trials` trials (with `--population K`: configurations,
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import optuna
 
+from sweeps.config import ARGS, database_url
 from sweeps.population import member_id
 from sweeps.search import TUNE_ID
 
@@ -206,20 +208,31 @@ class Sweep:
     def population(self) -> int:
         return int(next((a.split("=")[1] for a in self.args if a.startswith("population=")), 1))
 
+    @property
+    def storage(self) -> str:
+        """The sweep's Optuna storage: its `optuna_storage=` argument, else the SQLite file in its folder."""
+        return database_url(next((a.partition("=")[2] for a in self.args if a.startswith("optuna_storage=")), "")) \
+            or f"sqlite:///{self.path / 'optuna.db'}"
+
     def study(self, wait: bool = False) -> list[optuna.trial.FrozenTrial]:
         """The sweep's Optuna trials; with `wait`, none while the driver has yet to create the study."""
-        storage = f"sqlite:///{self.path / 'optuna.db'}"
-        if wait and not ((self.path / "optuna.db").exists() and self.name in optuna.get_all_study_names(storage)):
+        # A server's schema is there once the driver has checked for an old study, before it saves its arguments.
+        created = (self.path / ("optuna.db" if self.storage.startswith("sqlite") else ARGS)).exists()
+        if wait and not (created and self.name in optuna.get_all_study_names(self.storage)):
             return []
-        return optuna.load_study(study_name=self.name, storage=storage).get_trials(deepcopy=False)
+        return optuna.load_study(study_name=self.name, storage=self.storage).get_trials(deepcopy=False)
+
+
+def signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:  # it ended on its own meanwhile
+            pass
 
 
 def kill(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:  # it ended on its own meanwhile
-            pass
+    signal_all(pids, signal.SIGKILL)
 
 
 def sweep_args(iters: int, trials: int, population: int = 1) -> list[str]:
@@ -293,20 +306,25 @@ def corrupt_checkpoint(sweep: Sweep) -> float:
     sweep.launch()
 
     def second_checkpoint_is_newest():
-        """A running trial whose newest checkpoint, as Tune knows it, is its second (of stage 2)."""
+        """A running trial whose newest checkpoint is its second (of stage 2), frozen by SIGSTOP so
+        that it cannot write its third between this check and the kill."""
         for trial, (last, pids) in sweep.running().items():
             k = last["stages_done"] - 1  # a first attempt's checkpoints are numbered by stage
             folder = sweep.trial_dir(trial)
-            newest = folder / f"checkpoint_{k:06d}"
-            files = sorted(newest.rglob("checkpoint.pt"))  # a population's: one per member
-            if k >= 1 and files and not (folder / f"checkpoint_{k + 1:06d}").exists():
+            files = sorted((folder / f"checkpoint_{k:06d}").rglob("checkpoint.pt"))  # a population's: one per member
+            if k < 1 or not files:
+                continue
+            signal_all(pids, signal.SIGSTOP)
+            time.sleep(1.0)  # result.json lags the trial: a third checkpoint begun meanwhile shows by now
+            if not (folder / f"checkpoint_{k + 1:06d}").exists():
                 return trial, pids, files[0]
+            signal_all(pids, signal.SIGCONT)
         return None
 
     trial, pids, newest = sweep.wait_for("a trial with two stage checkpoints", second_checkpoint_is_newest)
     t0 = time.time()
-    kill(pids)
     newest.write_bytes(newest.read_bytes()[:2000])
+    kill(pids)
     recover = sweep.reported_since(trial, t0, pids)
     sweep.finish()
     return recover
@@ -317,14 +335,16 @@ SCENARIOS = {"worker-node": worker_node, "driver": driver, "nan": nan, "trial-pr
 
 
 def run_fault(fault: str, npz: Path, work: Path, iters: int = 30, trials: int = 4, population: int = 1,
-              **options) -> Outcome:
+              optuna_storage: str = "", **options) -> Outcome:
     """One fault on its own two-worker cluster; the cluster is stopped whatever happens. With
-    `population` > 1, each Tune trial trains that many configurations fused."""
+    `population` > 1, each Tune trial trains that many configurations fused. `optuna_storage`: the
+    study's database URL (default: SQLite in the sweep's folder)."""
     work.mkdir(parents=True, exist_ok=True)
     state_dir = work / "cluster"
     state = lc.start(workers=2, cpus_per_node=1, head_cpus=0, state_dir=state_dir)
     try:
-        sweep = Sweep(npz, work, state, sweep_args(iters, trials, population))
+        storage = [f"optuna_storage={optuna_storage}"] if optuna_storage else []
+        sweep = Sweep(npz, work, state, [*sweep_args(iters, trials, population), *storage])
         try:
             recover = SCENARIOS[fault](sweep, **options)
         finally:
@@ -342,6 +362,8 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--iters", type=int, default=30, help="iterations per stage")
     p.add_argument("--population", type=int, default=1, help="configurations per Tune trial, trained fused")
+    p.add_argument("--optuna-storage", default="", help="the study's database URL, e.g. postgresql://... "
+                   "(default: SQLite in each sweep's folder)")
     args = p.parse_args()
     faults = args.faults.split(",")
     if unknown := set(faults) - set(FAULTS):
@@ -355,7 +377,7 @@ def main() -> None:
         subprocess.run(["ganimator-preprocess", str(clip), str(npz)], check=True, stdout=subprocess.DEVNULL)
         print(f"{'fault':<20} {'started':>7} {'finished':>8} {'failed':>6} {'lost':>4} {'recover s':>9}  reasons")
         for fault in faults:
-            o = run_fault(fault, npz, tmp / fault, args.iters, args.trials, args.population)
+            o = run_fault(fault, npz, tmp / fault, args.iters, args.trials, args.population, args.optuna_storage)
             print(f"{fault:<20} {o.started:>7} {o.finished:>8} {len(o.failed):>6} {o.lost:>4} {o.recover_s:>9.1f}  "
                   + "; ".join(f"{n} x {reason}" for reason, n in Counter(r.split(";")[0] for r in o.failed).items()),
                   flush=True)
