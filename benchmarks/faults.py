@@ -261,7 +261,8 @@ def driver(sweep: Sweep) -> float:
     t0 = time.time()
     sweep.kill()
     before = {t: len(rs) for t, rs in sweep.results().items()}
-    sweep.start("resume=true")  # its saved arguments are enough
+    # Its saved arguments are enough, but for a database password, which is never saved.
+    sweep.start("resume=true", *(a for a in sweep.args if a.startswith("optuna_storage=")))
     sweep.wait_for("a report after the resume", lambda: any(len(rs) > before.get(t, 0)
                                                             for t, rs in sweep.results().items()))
     recover = time.time() - t0
@@ -312,7 +313,7 @@ def corrupt_checkpoint(sweep: Sweep) -> float:
             k = last["stages_done"] - 1  # a first attempt's checkpoints are numbered by stage
             folder = sweep.trial_dir(trial)
             files = sorted((folder / f"checkpoint_{k:06d}").rglob("checkpoint.pt"))  # a population's: one per member
-            if k < 1 or not files:
+            if k != 1 or not files:  # one past its second stage already (result.json lags) is no good
                 continue
             signal_all(pids, signal.SIGSTOP)
             time.sleep(1.0)  # result.json lags the trial: a third checkpoint begun meanwhile shows by now

@@ -14,16 +14,28 @@ and a custom resource `node_<i>` (head: node_0, workers node_1..node_N) so tests
 The state file `<dir>/cluster.json` records each node's role, PID, PGID, start time, ports and
 log. `<dir>/auth_token` (mode 0600) holds the cluster's token; clients need
 
-    export RAY_ADDRESS=127.0.0.1:<gcs port> RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(cat <dir>/auth_token)
+    export RAY_ADDRESS=127.0.0.1:<gcs port> RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(cat <dir>/auth_token) \
+           RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+
+(the last keeps 127.0.0.1 as it is: without it Ray turns a loopback address into the machine's
+IP, where nothing of this cluster listens).
 
 Only processes this script started are ever signalled: a node's processes are its process group,
 its session (Ray's core workers put themselves in their own process group but stay in the
 session), and anything carrying the cluster's GS_LOCAL_CLUSTER marker in its environment.
 
 Ray 2.60 facts this relies on (checked on the 2-core dev machine):
-- `ray start` rewrites `--node-ip-address=127.0.0.1` to the machine's IP; GCS, raylet, object
-  manager, metrics export and autoscaler/dashboard metrics ports listen on all interfaces. The
-  dashboard, job server and dashboard agent HTTP honour 127.0.0.1. Keep the machine private.
+- Ray rewrites a loopback address (`--node-ip-address`, `--address`, `RAY_ADDRESS`) to the
+  machine's IP unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (its single-machine mode), and then
+  its GCS, raylet, object manager, core workers and metrics ports listen on all interfaces. With
+  the node address kept at 127.0.0.1 they all bind loopback: the GCS, raylets and workers bind
+  127.0.0.1 when the node address is exactly that, and the dashboard agent, runtime env agent and
+  the three Prometheus ports (metrics export, autoscaler, dashboard) bind loopback when it is a
+  loopback address. So every node and client runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (in
+  the nodes' and `client_env()`'s environment). In that mode `ray start --address` refuses to
+  join a node, so worker nodes run Ray's CLI through `_JOIN_ON_LOOPBACK`, which lets it join and
+  keeps 127.0.0.1. Nothing of the cluster listens beyond loopback (tests/test_local_cluster.py
+  checks every socket); the metrics ports answer local users without the token.
 - On SIGTERM, `ray start --block` first drains the node for up to 30 s
   (RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S); the nodes run with 0 so stop takes ~1-2 s a node.
 - The GCS notices a dead node only through health checks (default 3 s period x 5 failures, ~15 s).
@@ -44,8 +56,8 @@ Python use (the file is importable by path; cluster/ is not a package):
     lc.kill_worker("/tmp/gs-cluster", 1)
     lc.stop("/tmp/gs-cluster")
 
-Only the standard library is imported; Ray is used through its CLI (and a small `python -c` in
-Ray's interpreter to read the GCS's node table).
+Only the standard library is imported; Ray is used through its CLI (and small `python -c`s in
+Ray's interpreter: to read the GCS's node table, and to start worker nodes on loopback).
 """
 
 from __future__ import annotations
@@ -80,6 +92,7 @@ MARKER_ENV = "GS_LOCAL_CLUSTER"  # value: "<cluster id>:<node index>", inherited
 TEMP_MARKER = ".gs-local-cluster"  # file in the temp root holding the cluster id (checked before rmtree)
 PORT_RANGE = (20000, 32000)  # below the ephemeral range (32768+), above Ray's default worker ports (10002-19999)
 HOST = "127.0.0.1"
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps a loopback address as it is
 
 
 class ClusterError(RuntimeError):
@@ -141,12 +154,13 @@ class ClusterState:
         env = dict(os.environ if base is None else base)
         env.pop("RAY_AUTH_TOKEN_PATH", None)
         env.update(RAY_ADDRESS=self.gcs_address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token())
+        env[LOOPBACK_ENV] = "0"  # else Ray dials the machine's IP for 127.0.0.1, where the GCS does not listen
         return env
 
     def export_lines(self) -> list[str]:
         """Shell lines for a client; the token is read from its file, never printed."""
         lines = [f"export RAY_ADDRESS={self.gcs_address} RAY_AUTH_MODE=token "
-                 + f"RAY_AUTH_TOKEN=$(cat {shlex.quote(self.token_file)})"]
+                 + f"RAY_AUTH_TOKEN=$(cat {shlex.quote(self.token_file)}) {LOOPBACK_ENV}=0"]
         if self.dashboard_url:
             lines.append(f"export RAY_API_SERVER_ADDRESS={self.dashboard_url}   # for `ray job submit`")
         return lines
@@ -405,7 +419,8 @@ def _ray_view(state: ClusterState, nodes: list[dict[str, Any]]) -> dict[int, dic
 
 
 def _port_free(port: int) -> bool:
-    # GCS/raylet bind every interface, so the port must be free on all of them (bind only, no listen).
+    # Free on every interface, not only loopback: another program's wildcard socket would clash too
+    # (bind only, no listen).
     for host in ("0.0.0.0", HOST):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
@@ -460,9 +475,25 @@ def _tail(path: str, lines: int = 25) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
+# `ray start` for a worker node in single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in its
+# environment, inherited by the node's processes so that they keep 127.0.0.1). Ray's CLI refuses to
+# join a node in that mode, and outside it would rewrite 127.0.0.1 to the machine's IP: this lets it
+# join and keeps loopback addresses as given.
+_JOIN_ON_LOOPBACK = r"""
+import sys
+from ray._private import ray_constants, services
+ray_constants.ENABLE_RAY_CLUSTER = True
+services.resolve_ip_for_localhost = lambda host: host
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+sys.exit(main())
+"""
+
+
 def _ray_start_cmd(state: ClusterState, node: NodeState, object_store_mb: int, dashboard: bool) -> list[str]:
     p = node.ports
-    cmd = [_ray_cli(), "start", "--block", "--disable-usage-stats", f"--node-ip-address={HOST}",
+    ray = [_ray_cli()] if node.role == "head" else [_ray_python(), "-c", _JOIN_ON_LOOPBACK]
+    cmd = [*ray, "start", "--block", "--disable-usage-stats", f"--node-ip-address={HOST}",
            f"--num-cpus={node.cpus}", f"--resources={json.dumps(node.resources)}", f"--temp-dir={node.temp_dir}",
            f"--node-manager-port={p['node_manager']}", f"--object-manager-port={p['object_manager']}",
            f"--min-worker-port={p['min_worker']}", f"--max-worker-port={p['max_worker']}",
@@ -491,6 +522,7 @@ def _node_env(state: ClusterState, node: NodeState, token: str) -> dict[str, str
         "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # else SIGTERM waits up to 30 s draining the node
+        LOOPBACK_ENV: "0",  # every process of the node keeps 127.0.0.1, so binds loopback (see the docstring)
         MARKER_ENV: f"{state.cluster_id}:{node.index}",
     })
     if node.role == "head":
@@ -504,7 +536,8 @@ def _launch(state: ClusterState, node: NodeState, token: str, object_store_mb: i
     cmd = _ray_start_cmd(state, node, object_store_mb, dashboard)
     Path(node.temp_dir).mkdir(parents=True, exist_ok=True)
     with open(node.log, "ab") as log:
-        log.write(f"$ {shlex.join(cmd)}\n".encode())
+        shown = [_ray_cli(), *cmd[3:], "# through _JOIN_ON_LOOPBACK"] if node.role == "worker" else cmd
+        log.write(f"$ {shlex.join(shown)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, env=_node_env(state, node, token), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)

@@ -185,14 +185,14 @@ def read_bvh(path: str | os.PathLike) -> BVH:
         raise BVHError(path, i + 1, "expected 'Frame Time: <seconds>' after 'Frames:'") from None
 
     width = sum(len(c) for c in channels)
+    rows = [k for k in range(i + 1, len(lines)) if lines[k].strip()]
+    if len(rows) < num_frames:  # counted before allocating: 'Frames:' may claim anything
+        raise BVHError(path, len(lines), f"file ends after {len(rows)} of {num_frames} frames (truncated?)")
+    if len(rows) > num_frames:
+        raise BVHError(path, rows[num_frames] + 1, f"more frames than 'Frames: {num_frames}'")
     motion = np.empty((num_frames, width))
-    frame = 0
-    for i in range(i + 1, len(lines)):
+    for frame, i in enumerate(rows):
         values = lines[i].split()
-        if not values:
-            continue
-        if frame == num_frames:
-            raise BVHError(path, i + 1, f"more frames than 'Frames: {num_frames}'")
         if len(values) != width:
             raise BVHError(path, i + 1, f"frame {frame} has {len(values)} values, the hierarchy has {width} channels")
         try:
@@ -200,12 +200,12 @@ def read_bvh(path: str | os.PathLike) -> BVH:
         except ValueError:
             bad = next(v for v in values if not _is_float(v))
             raise BVHError(path, i + 1, f"non-numeric value {bad!r} in frame {frame}") from None
-        frame += 1
-    if frame != num_frames:
-        raise BVHError(path, len(lines), f"file ends after {frame} of {num_frames} frames (truncated?)")
-    if not np.isfinite(motion).all():
-        bad = int(np.argwhere(~np.isfinite(motion))[0, 0])
-        raise BVHError(path, None, f"frame {bad} holds a non-finite value")
+    # Training is float32: a value past its range (1e300) would become inf in the features.
+    bad = ~(np.abs(motion) <= np.finfo(np.float32).max)
+    if bad.any():
+        frame, channel = np.argwhere(bad)[0]
+        raise BVHError(path, rows[frame] + 1, f"frame {frame} holds {motion[frame, channel]:g}, "
+                                              "not a finite float32 value")
     return BVH(names, parents, np.stack(offsets), channels, frame_time, motion, end_sites)
 
 
@@ -223,21 +223,24 @@ def write_bvh(path: str | os.PathLike, bvh: BVH) -> None:
     out = io.StringIO()
     out.write("HIERARCHY\n")
 
-    def joint(j: int, depth: int) -> None:
+    # Depth-first with an explicit stack: a long chain (1500 joints) is deeper than Python's recursion limit.
+    stack = [(0, 0, True)]  # (joint, depth, opening?)
+    while stack:
+        j, depth, opening = stack.pop()
         pad = "\t" * depth
+        if not opening:
+            if not children[j]:  # Blender and most readers expect an End Site on every leaf
+                end = bvh.end_sites.get(j, np.zeros(3))
+                out.write(f"{pad}\tEnd Site\n{pad}\t{{\n")
+                out.write(f"{pad}\t\tOFFSET {' '.join(f'{v:.6f}' for v in end)}\n{pad}\t}}\n")
+            out.write(f"{pad}}}\n")
+            continue
         kind = "ROOT" if bvh.parents[j] < 0 else "JOINT"
         out.write(f"{pad}{kind} {bvh.names[j]}\n{pad}{{\n")
         out.write(f"{pad}\tOFFSET {' '.join(f'{v:.6f}' for v in bvh.offsets[j])}\n")
         out.write(f"{pad}\tCHANNELS {len(bvh.channels[j])} {' '.join(bvh.channels[j])}\n")
-        for c in children[j]:
-            joint(c, depth + 1)
-        if not children[j]:  # Blender and most readers expect an End Site on every leaf
-            end = bvh.end_sites.get(j, np.zeros(3))
-            out.write(f"{pad}\tEnd Site\n{pad}\t{{\n")
-            out.write(f"{pad}\t\tOFFSET {' '.join(f'{v:.6f}' for v in end)}\n{pad}\t}}\n")
-        out.write(f"{pad}}}\n")
-
-    joint(0, 0)
+        stack.append((j, depth, False))
+        stack.extend((c, depth + 1, True) for c in reversed(children[j]))
     out.write(f"MOTION\nFrames: {bvh.num_frames}\nFrame Time: {bvh.frame_time:.6f}\n")
     np.savetxt(out, bvh.motion, fmt="%.6f", delimiter=" ")
     atomic_write_text(path, out.getvalue())

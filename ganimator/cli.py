@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from datetime import datetime
@@ -12,14 +13,15 @@ from pathlib import Path
 from .bvh import BVHError, write_bvh
 from .config import ConfigError, load_config, npz_filename, to_yaml
 from .dataset import DatasetError, MotionDataset
-from .generate import GenerationError
+from .generate import EVALUATIONS, GenerationError
 from .skeleton import RIGS
 from .tracking import TrackingError
 from .trainer import CheckpointError, TrainingDiverged
 
 # Errors about the user's input or files: one line, no traceback. Anything else is a bug and shows one.
 USER_ERRORS = (BVHError, CheckpointError, ConfigError, DatasetError, GenerationError, TrackingError,
-               TrainingDiverged, FileExistsError, FileNotFoundError, IsADirectoryError)
+               TrainingDiverged, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
 
 
 def _run(main) -> None:
@@ -27,6 +29,11 @@ def _run(main) -> None:
     try:
         main()
     except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a full disk or a read-only mount is the machine's state, not a bug
+        if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -127,15 +134,21 @@ def generate() -> None:
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detail-noise", type=float, default=0.0, help="noise scale on levels above the coarsest")
-    p.add_argument("--out", help="output folder (default: RUN_DIR/generated)")
+    p.add_argument("--out", help="output folder, new or empty (default: RUN_DIR/generated, or generated-2... "
+                                 "beside an earlier one)")
     p.add_argument("--reconstruct", action="store_true", help="also write the reconstruction of the clip from z*")
     args = p.parse_args()
 
     def main():
-        from .generate import load_run
+        from .generate import free_path, load_run
 
+        if not 0 <= args.seed < 2**63 or not args.detail_noise >= 0:
+            raise GenerationError(f"--seed must lie in [0, 2**63) and --detail-noise must not be negative, "
+                                  f"got {args.seed} and {args.detail_noise}")
+        out = Path(args.out) if args.out else free_path(Path(args.run_dir) / "generated")
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise FileExistsError(f"--out {out} exists and is not an empty folder: choose a new one")
         run = load_run(args.run_dir)
-        out = Path(args.out or Path(args.run_dir) / "generated")
         paths = run.write(run.generate(args.length, args.samples, args.seed, args.detail_noise), out)
         if args.reconstruct:
             paths += run.write(run.reconstruct(), out, prefix="reconstruction")
@@ -160,7 +173,8 @@ def evaluate() -> None:
 
         run = load_run(args.run_dir)
         metrics = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True)
-        (Path(args.run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        with open(Path(args.run_dir) / EVALUATIONS, "a") as f:  # appended: an export's metrics.json is not ours
+            f.write(json.dumps(metrics) + "\n")
         print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
               f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['reconstruction_l1']:.4f}")
 
@@ -177,17 +191,56 @@ def review() -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--save", metavar="FILE.rrd", default="review.rrd", help="write a recording (the default)")
     mode.add_argument("--spawn", action="store_true", help="open the Rerun viewer")
-    mode.add_argument("--serve", action="store_true", help="serve the Rerun web viewer")
+    mode.add_argument("--serve", action="store_true",
+                      help="serve the Rerun web viewer and the data until Ctrl-C (or SIGTERM)")
+    serve = p.add_argument_group("--serve")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address both servers bind (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                            "interface, reachable by anyone on the network, without authentication)")
+    serve.add_argument("--grpc-port", type=int, default=9876, help="the data (gRPC) port (default 9876; 0: a free one)")
+    serve.add_argument("--web-port", type=int, default=9090, help="the web viewer's port (default 9090; 0: a free one)")
     args = p.parse_args()
 
     def main():
-        from .review import review_dirs, write_recording
+        try:
+            from .review import review_dirs, write_recording
 
-        clips = review_dirs(args.paths, args.samples, args.length, args.seed)
-        mode = "spawn" if args.spawn else "serve" if args.serve else "save"
-        write_recording(clips, mode, args.save)
+            clips = review_dirs(args.paths, args.samples, args.length, args.seed)
+            if args.serve:
+                return serve_review(clips)
+            mode = "spawn" if args.spawn else "save"
+            write_recording(clips, mode, args.save)
+        except KeyboardInterrupt:  # nothing to keep (not _run's checkpoint message)
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
         print(f"{len(clips)} clips" + (f" written to {args.save}" if mode == "save" else f" sent ({mode})"))
-        if mode == "serve":
-            input("serving the web viewer; press Enter to stop\n")
+
+    def serve_review(clips):
+        import signal
+
+        from .review import ReviewServer, ServeError
+
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)  # a service manager's stop ends it as Ctrl-C does
+        try:
+            server = ReviewServer(clips, args.host, args.grpc_port, args.web_port)
+        except ServeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        try:
+            print(f"{len(clips)} clips served: open {server.viewer_url}\n"
+                  f"  (data: {server.grpc_url}); Ctrl-C stops", flush=True)
+            server.wait()  # returns only if the web viewer ends on its own: ServeError
+        except KeyboardInterrupt:
+            print("stopped serving", file=sys.stderr)
+        except ServeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+                signal.signal(sig, signal.SIG_IGN)
+            server.close()
 
     _run(main)

@@ -7,9 +7,11 @@ key may be given by its bare name when it is unique (`lambda_rec=20`), or in ful
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -140,11 +142,14 @@ def load_config(overrides: list[str] = (), base: DictConfig | dict | None = None
             else:
                 key = qualify(key)
                 # Text keys take the text as typed: YAML would read `clearml=off` as False.
-                parsed = value if key in text_keys() else OmegaConf.from_dotlist([f"_={value}"])["_"]
+                # An interpolation stays text, to be resolved (or refused) with the whole config.
+                parsed = value if key in text_keys() or "${" in value else OmegaConf.from_dotlist([f"_={value}"])["_"]
                 assignments.append((key, parsed))
         # One by one, after every YAML: `update` also reaches list items (`stage_noise_amp_scale.1=2`).
         for key, value in assignments:
             OmegaConf.update(cfg, key, value, merge=False)
+        refuse_resolvers(cfg)
+        OmegaConf.resolve(cfg)  # plain ${key} interpolations; a broken or circular one fails here
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e)) from None
     validate(cfg)
@@ -161,9 +166,35 @@ def _load_yaml(path: str) -> DictConfig:
     if not Path(path).is_file():
         raise ConfigError(f"config file {path!r} does not exist")
     try:
-        return OmegaConf.load(path)
+        loaded = OmegaConf.load(path)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not UTF-8 text (byte {e.start})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file {path!r} holds a {type(loaded).__name__.removesuffix('Config').lower()}, "
+                          "not a mapping of keys")
+    return loaded
+
+
+# `${name:...}`: a resolver call (oc.env, oc.decode, ...), as opposed to a plain ${key} interpolation.
+RESOLVER = re.compile(r"\$\{\s*[\w.\-]+\s*:")
+
+
+def refuse_resolvers(cfg: DictConfig, what: str = "config key") -> None:
+    """Resolved values are written to config.yaml and ClearML: ${oc.env:TOKEN} would publish the
+    secret. So no resolver is accepted; the value itself is, and a plain ${key} reference."""
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}.{i}")
+        elif isinstance(node, str) and RESOLVER.search(node):
+            raise ConfigError(f"{what} {path!r}: {node!r} calls a resolver; resolvers are refused because their "
+                              "values (environment variables, for one) would be written to config.yaml and ClearML")
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
 
 
 def _describe(e: OmegaConfBaseException) -> str:
@@ -206,6 +237,25 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'tracking.artifact_samples' must not be negative, got {cfg.tracking.artifact_samples}")
     if m.padding_mode not in ("reflect", "replicate", "zeros", "circular"):
         raise ConfigError(f"config key 'model.padding_mode': unknown mode {m.padding_mode!r}")
+    if not 0 <= cfg.util.seed < 2**63:
+        raise ConfigError(f"config key 'util.seed' must lie in [0, 2**63), got {cfg.util.seed}")
+    try:
+        device = torch.device(cfg.util.device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"config key 'util.device': {cfg.util.device!r} is not cpu, cuda, cuda:N or mps")
+
+
+def check_device(device: str) -> None:
+    """Where the work runs (a sweep's driver may have no GPU that its trials have)."""
+    kind = torch.device(device)
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'util.device' is {device!r}, but this torch sees no CUDA device")
+    if kind.type == "cuda" and (kind.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"config key 'util.device' is {device!r}, but there are {torch.cuda.device_count()} CUDA devices")
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"config key 'util.device' is {device!r}, but MPS is not available here")
 
 
 def stage_levels(model: DictConfig, num_levels: int, source: str = "the data") -> list[list[int]]:

@@ -16,7 +16,7 @@ import torch
 
 from .bvh import BVHError
 from .features import FeatureLayout, Motion, contact_labels, decode, encode, load_motion
-from .pyramid import COARSEST_RATIO, build_pyramid, noise_amplitudes, pyramid_lengths, scaled_lengths
+from .pyramid import COARSEST_RATIO, MIN_LEVEL_FRAMES, build_pyramid, noise_amplitudes, pyramid_lengths, scaled_lengths
 from .skeleton import Rig, Skeleton
 
 FORMAT_VERSION = 2  # 2: the original's channel layout (6-wide contact and root nodes, 6D rows)
@@ -84,13 +84,15 @@ class MotionDataset:
         """`ratio`: the coarsest level's share of the clip (1/30 gives the sparse coarsest level
         that key-frame editing needs, and about 14 levels)."""
         skeleton, motion = load_motion(path, rig)
+        try:  # before anything else reads the frames: 0 or 1 of them break contacts and velocities
+            lengths = pyramid_lengths(motion.rotations.shape[0], ratio)
+        except ValueError as e:
+            raise BVHError(path, None, f"{e} (counted at the training rate, {motion.fps:.3g} fps)") from None
         contacts = contact_labels(motion, skeleton)
         features, begin_xz = encode(motion, skeleton, contacts)
         features = features.float()
-        try:
-            lengths = pyramid_lengths(features.shape[-1], ratio)
-        except ValueError as e:
-            raise BVHError(path, None, str(e)) from None
+        if not torch.isfinite(features).all():
+            raise BVHError(path, None, "its positions or offsets are too large: the features overflow float32")
         amps = noise_amplitudes(build_pyramid(features, lengths))
         z_star = torch.randn(features.shape[0], lengths[0], generator=torch.Generator().manual_seed(seed))
         return cls(skeleton, motion, features, begin_xz.float(), contacts.float(), lengths, amps, z_star,
@@ -187,6 +189,23 @@ def _check_consistency(path, data: dict) -> None:
         if data[key].shape != shape:
             raise DatasetError(f"{path}: key {key!r} has shape {data[key].shape}, expected {shape} "
                                f"for {J} joints, {C} contacts and {T} frames")
+    if levels[0] < MIN_LEVEL_FRAMES:
+        raise DatasetError(f"{path}: key 'level_lengths' starts at {levels[0]} frames; the networks need {MIN_LEVEL_FRAMES}")
+    positive = {k: float(data[k]) for k in ("fps", "scale", "contact_threshold")}
+    for key, value in positive.items():
+        if not value > 0:
+            raise DatasetError(f"{path}: key {key!r} must be positive, got {value:g}")
+    if (data["noise_amplitudes"] < 0).any():
+        raise DatasetError(f"{path}: key 'noise_amplitudes' holds a negative value")
+    orders = [str(o) for o in data["rotation_orders"]]
+    if any(sorted(o) != ["X", "Y", "Z"] for o in orders):
+        raise DatasetError(f"{path}: key 'rotation_orders' holds {next(o for o in orders if sorted(o) != ['X', 'Y', 'Z'])!r}, "
+                           "not an order of X, Y and Z")
+    names = [str(n) for n in data["joint_names"]]
+    if len(set(names)) != len(names) or not all(names):
+        raise DatasetError(f"{path}: key 'joint_names' must hold {J} distinct, non-empty names")
+    if len(set(data["contact_joints"].tolist())) != C:
+        raise DatasetError(f"{path}: key 'contact_joints' lists a joint twice")
     parents = data["parents"]
     if J == 0 or parents[0] != -1 or any(not -1 < p < j for j, p in enumerate(parents) if j):
         raise DatasetError(f"{path}: key 'parents' must start with -1 and list each parent before its child")

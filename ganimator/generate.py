@@ -1,10 +1,12 @@
 """Loading a trained run, generating motion of any length, and writing it as BVH and npz."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -15,7 +17,10 @@ from .dataset import MotionDataset
 from .features import motion_to_bvh
 from .metrics import coverage, global_diversity, local_diversity, pose_frames
 from .networks import GeneratorPyramid
-from .trainer import CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, load_checkpoint_file
+from .trainer import CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, checkpoint_fits, load_checkpoint_file
+
+
+EVALUATIONS = "evaluations.jsonl"  # ganimator-evaluate's results in a run folder, one line each
 
 
 class GenerationError(ValueError):
@@ -32,12 +37,24 @@ class TrainedRun:
     def generate(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0) -> torch.Tensor:
         """(samples, channels, length) new motion features. As the original evaluates, only the
         coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it."""
-        lengths = self.dataset.generation_lengths(length)
+        if samples < 1:
+            raise GenerationError(f"samples must be at least 1, got {samples}")
+        lengths = self.dataset.generation_lengths(length) if length > 0 else [0]
         if lengths[0] <= self.cfg.model.kernel_size // 2:  # reflect padding needs a few frames
             raise GenerationError(f"length {length} is too short: its coarsest level would have {lengths[0]} frames")
+        need, free = samples * length * self.bytes_per_frame(), psutil.virtual_memory().available
+        if need > 0.8 * free:
+            raise GenerationError(f"{samples} samples of {length} frames need about {need / 2**30:.1f} GiB, and "
+                                  f"{free / 2**30:.1f} GiB are free: ask for fewer or shorter samples")
         rng = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             return self.pyramid.sample(lengths, samples, rng, detail_noise=detail_noise)
+
+    def bytes_per_frame(self) -> int:
+        """Peak memory of one generated frame: measured on Salsa (widest layer 261) at 10-14 KB,
+        about 13 activations of the widest layer alive at once; 16 leaves a margin."""
+        widest = max(m.out_channels for m in self.pyramid.modules() if isinstance(m, torch.nn.Conv1d))
+        return 16 * 4 * widest
 
     def reconstruct(self) -> torch.Tensor:
         """(1, channels, T): the chain run on z*, which should reproduce the training clip."""
@@ -48,6 +65,9 @@ class TrainedRun:
                  progress: bool = False) -> dict:
         """The original's evaluation: mean coverage, global and local diversity of `samples` motions
         of `length_factor` times the clip's length, plus the reconstruction error from z*."""
+        if samples < 1 or batch < 1 or not length_factor > 0:
+            raise GenerationError(f"samples and batch must be at least 1 and the length factor positive, "
+                                  f"got {samples}, {batch} and {length_factor}")
         layout, real = self.dataset.layout, self.dataset.features
         length = round(real.shape[-1] * length_factor)
         real_frames = pose_frames(real, layout)
@@ -77,6 +97,13 @@ class TrainedRun:
         return paths
 
 
+def free_path(path: Path) -> Path:
+    """`path` if it does not exist or is an empty folder, else the first free `path-2`, `path-3`...:
+    a new output goes beside the earlier ones, never over them."""
+    candidates = (path.with_name(f"{path.name}-{k}") if k > 1 else path for k in itertools.count(1))
+    return next(p for p in candidates if not p.exists() or (p.is_dir() and not any(p.iterdir())))
+
+
 def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
     """A run folder (or an exported one): config.yaml, data.npz and checkpoint.pt."""
     run_dir = Path(run_dir)
@@ -87,7 +114,8 @@ def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
     dataset = MotionDataset.load(run_dir / DATA)
     pyramid, _ = build_models(cfg, dataset)
     state = load_checkpoint_file(run_dir / CHECKPOINT)
-    pyramid.load_state_dict(state["pyramid"])
+    with checkpoint_fits(run_dir / CHECKPOINT):
+        pyramid.load_state_dict(state["pyramid"])
     pyramid.eval()
     stages = len(stage_levels(cfg.model, dataset.num_levels, str(run_dir / DATA)))
     if state["stage"] < stages and not allow_partial:

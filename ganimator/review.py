@@ -4,10 +4,23 @@ Each clip becomes one entity, `skeletons/<name>`: its joint positions (forward k
 metres) on a `frame` timeline, drawn through an annotation context that holds the rig's joint
 names and bones, with contact joints red while in contact. Clips stand side by side along x.
 Whole sequences go in with `send_columns`, one call per clip.
+
+`ReviewServer` serves the clips to a browser: Rerun's gRPC data server inside this process (alive as
+long as its recording stream is), and the web viewer's files from a `rerun --serve-web` child, both
+bound to one address, loopback by default.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +29,7 @@ import rerun as rr
 import torch
 
 from .dataset import MotionDataset
-from .generate import TrainedRun, load_run
+from .generate import EVALUATIONS, TrainedRun, load_run
 from .skeleton import Skeleton
 
 BONE, CONTACT = (200, 200, 200, 255), (230, 40, 40, 255)
@@ -102,20 +115,166 @@ def _class(class_id: int, skeleton: Skeleton) -> rr.ClassDescription:
 
 
 def write_recording(clips: list[Clip], mode: str = "save", path: str | Path = "review.rrd") -> rr.RecordingStream:
-    """mode 'save' writes an .rrd, 'spawn' opens the native viewer, 'serve' serves the web viewer."""
+    """mode 'save' writes an .rrd, 'spawn' opens the native viewer. To serve the web viewer, use ReviewServer:
+    the data is served only while its recording stream lives."""
     rec = rr.RecordingStream("ganimator-review")
     if mode == "save":
         rec.save(path)
     elif mode == "spawn":
         rec.spawn()
-    elif mode == "serve":
-        url = rec.serve_grpc()
-        rr.serve_web_viewer(connect_to=url, open_browser=False)
     else:
-        raise ValueError(f"unknown review mode {mode!r}: save, spawn or serve")
+        raise ValueError(f"unknown review mode {mode!r}: save or spawn (serve: ReviewServer)")
     log_clips(rec, clips)
     rec.flush()
     return rec
+
+
+DEFAULT_HOST, DEFAULT_GRPC_PORT, DEFAULT_WEB_PORT = "127.0.0.1", 9876, 9090
+
+
+class ServeError(RuntimeError):
+    """The review could not be served (a port in use, the web viewer did not start or stopped)."""
+
+
+class ReviewServer:
+    """Clips served to the Rerun web viewer until `close()` (or the end of a `with` block).
+
+    The gRPC data server runs in this process, owned by `self.rec`: Rerun shuts it down when that
+    recording stream is dropped, so the server holds it. The SDK's own web-viewer server cannot be
+    told an address (it binds 0.0.0.0), so the viewer's files come from the `rerun` CLI shipped
+    with the SDK, `rerun --serve-web --bind HOST`, given the data server's URL (it then hosts no
+    data server of its own). Port 0 picks a free port.
+    """
+
+    def __init__(self, clips: list[Clip], host: str = DEFAULT_HOST, grpc_port: int = DEFAULT_GRPC_PORT,
+                 web_port: int = DEFAULT_WEB_PORT, start_timeout: float = 30.0):
+        self.host = host
+        self.web: subprocess.Popen | None = None
+        self.rec: rr.RecordingStream | None = None
+        grpc_port, web_port = _free_port(host, grpc_port, "gRPC"), _free_port(host, web_port, "web viewer")
+        if grpc_port == web_port:
+            raise ServeError(f"the gRPC and web viewer ports must differ (both {grpc_port})")
+        self.grpc_port, self.web_port = grpc_port, web_port
+        shown = _url_host(host)
+        self.grpc_url = f"rerun+http://{shown}:{grpc_port}/proxy"
+        self.viewer_url = f"http://{shown}:{web_port}/?url={urllib.parse.quote(self.grpc_url, safe='')}"
+        self._web_log = tempfile.TemporaryFile()  # the child's messages, read if it fails (a pipe could fill up)
+        try:
+            self.rec = rr.RecordingStream("ganimator-review")
+            # The page comes from the web port; its requests to the gRPC port must pass CORS.
+            origins = [f"http://{h}:{web_port}" for h in dict.fromkeys([shown, *_other_names(host)])]
+            self.rec.set_sinks(rr.GrpcServerSink(host, grpc_port, cors_allow_origin=origins))
+            _wait_listening(host, grpc_port, start_timeout, lambda: None, "the gRPC data server")
+            log_clips(self.rec, clips)
+            self.rec.flush()
+            # Its own session: a Ctrl-C in the terminal reaches this process, which stops the child.
+            self.web = subprocess.Popen(
+                [_rerun_cli(), "--serve-web", "--bind", host, "--web-viewer-port", str(web_port), self.grpc_url],
+                stdin=subprocess.DEVNULL, stdout=self._web_log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            _wait_listening(host, web_port, start_timeout, self._web_exited, "the web viewer")
+        except BaseException:
+            self.close()
+            raise
+
+    def _web_exited(self) -> None:
+        if self.web is not None and self.web.poll() is not None:
+            self._web_log.seek(0)
+            err = self._web_log.read().decode(errors="replace").strip().splitlines()
+            err = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in err]  # no terminal colours
+            last = next((line for line in reversed(err) if "ERROR" in line), err[-1] if err else "")
+            raise ServeError(f"the Rerun web viewer exited with code {self.web.returncode}"
+                             + (f": {last.strip()}" if last else ""))
+
+    def wait(self) -> None:
+        """Block until the web viewer ends (an error: ServeError); Ctrl-C or a signal handler ends it sooner."""
+        assert self.web is not None
+        self.web.wait()
+        self._web_exited()
+
+    def close(self) -> None:
+        """Stop the web viewer and the data server; safe to call twice."""
+        web, self.web = self.web, None
+        if web is not None:
+            if web.poll() is None:
+                web.terminate()
+                try:
+                    web.wait(5)
+                except subprocess.TimeoutExpired:
+                    web.kill()
+                    web.wait()
+        rec, self.rec = self.rec, None
+        if rec is not None:
+            rec.disconnect()
+        self._web_log.close()
+
+    def __enter__(self) -> ReviewServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rerun_cli() -> str:
+    """The `rerun` executable shipped with the SDK (as `python -m rerun_cli` finds it), else on PATH."""
+    if os.environ.get("RERUN_CLI_PATH"):
+        return os.environ["RERUN_CLI_PATH"]
+    try:
+        import rerun_cli
+
+        base = Path(rerun_cli.__file__).parent
+        for candidate in (base / "Rerun.app" / "Contents" / "MacOS" / "Rerun", base / "rerun", base / "rerun.exe"):
+            if candidate.is_file():
+                return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("rerun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if not found:
+        raise ServeError("the `rerun` command (from rerun-sdk) was not found: it serves the web viewer")
+    return found
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _free_port(host: str, port: int, what: str) -> int:
+    """`port` if it can be bound on `host`, a free one if it is 0; else ServeError."""
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+            return s.getsockname()[1]
+    except OSError as e:
+        hint = " (choose another with --grpc-port / --web-port, or 0 for a free one)" if e.errno == 98 else ""
+        raise ServeError(f"cannot serve the {what} on {host} port {port}: {e.strerror}{hint}") from None
+
+
+def _url_host(host: str) -> str:
+    """How a URL names `host`: bound to every interface, this machine's name; IPv6 in brackets."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+        host = socket.gethostname() if host.startswith("localhost") else host
+    return f"[{host}]" if ":" in host else host
+
+
+def _other_names(host: str) -> list[str]:
+    """Other names a browser may use for a wildcard `host` (the page's origin must be allowed)."""
+    return [socket.gethostname(), "127.0.0.1", "localhost"] if host in ("", "0.0.0.0", "::") else []
+
+
+def _wait_listening(host: str, port: int, timeout: float, check, what: str) -> None:
+    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    deadline = time.monotonic() + timeout
+    while True:
+        check()
+        try:
+            socket.create_connection((target, port), timeout=1).close()
+            return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServeError(f"{what} did not start listening on {host} port {port} within {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def review_dirs(paths: list[Path], samples: int, length: int, seed: int) -> list[Clip]:
@@ -129,11 +288,18 @@ def review_dirs(paths: list[Path], samples: int, length: int, seed: int) -> list
     clips = []
     for k, run_dir in enumerate(runs):
         run = load_run(run_dir)
-        metrics_file = run_dir / "metrics.json"
-        notes = _notes(run_dir, json.loads(metrics_file.read_text()) if metrics_file.is_file() else {})
+        notes = _notes(run_dir, _metrics(run_dir))
         name = f"{run_dir.parent.name}-{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
         clips += clips_of_run(run, name, samples, length, seed, notes, with_real=k == 0)
     return clips
+
+
+def _metrics(run_dir: Path) -> dict:
+    """An export's metrics.json, else the newest ganimator-evaluate result, else nothing."""
+    if (run_dir / "metrics.json").is_file():
+        return json.loads((run_dir / "metrics.json").read_text())
+    lines = (run_dir / EVALUATIONS).read_text().splitlines() if (run_dir / EVALUATIONS).is_file() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
 def _notes(run_dir: Path, metrics: dict) -> str:

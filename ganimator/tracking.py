@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import stage_levels
 from .dataset import MotionDataset
-from .trainer import CONFIG, HISTORY, TrainEvent
+from .trainer import CONFIG, HISTORY, TrainEvent, read_history
 
 OFF_NOTE = ("ClearML: off (no clearml.conf, CLEARML_CONFIG_FILE or CLEARML_API_HOST; "
             "clearml=offline records sessions locally)")
@@ -73,7 +73,8 @@ def start_task(mode: str, project: str, name: str, tags: Iterable[str], task_typ
                          auto_connect_frameworks=False, auto_connect_arg_parser=False,
                          auto_resource_monitoring=False)
     except Exception as e:  # ClearML raises several types for a missing or unreachable server
-        raise TrackingError(f"ClearML could not start a task ({type(e).__name__}: {e}); "
+        reason = " ".join(str(e).split())  # ClearML's messages span lines; ours is one
+        raise TrackingError(f"ClearML could not start a task ({type(e).__name__}: {reason}); "
                             "set clearml=offline to record locally or clearml=off") from None
     if parent:
         task.set_parent(parent)
@@ -148,10 +149,8 @@ class Tracking:
         """Report a run that trained without this task (a population member) from its history."""
         if self.task is None:
             return
-        with open(history) as f:
-            for line in f:
-                record = json.loads(line)
-                self.on_event(TrainEvent(**{**record, "checkpoint": record["checkpoint"] and Path(record["checkpoint"])}))
+        for _, record in read_history(history):
+            self.on_event(TrainEvent(**{**record, "checkpoint": record["checkpoint"] and Path(record["checkpoint"])}))
 
     @property
     def task_id(self) -> str:

@@ -9,6 +9,7 @@ per stage. The original recomputed both, with autograd, for each of the seven su
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,7 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from .config import npz_filename, stage_levels, stage_noise_scales, to_yaml
+from .bvh import atomic_write_text
+from .config import ConfigError, check_device, npz_filename, stage_levels, stage_noise_scales, to_yaml
 from .dataset import MotionDataset
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import quality, pose_frames
@@ -92,6 +94,7 @@ class Trainer:
             own = self.run_dir / DATA
             dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
         self.dataset = dataset
+        check_device(cfg.util.device)
         self.device = torch.device(cfg.util.device)
         self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
         self.lengths = self.dataset.level_lengths
@@ -236,21 +239,25 @@ class Trainer:
         if self.cfg.util.resume:
             if not ckpt.exists():
                 raise FileNotFoundError(f"resume=true but {ckpt} does not exist")
-            self.load_state(self._newest_readable_state())
+            path, state = self._newest_readable_state()
+            with checkpoint_fits(path):
+                self.load_state(state)
             history = self.run_dir / HISTORY  # events after the checkpoint will happen again
             if history.exists():
-                kept = [l for l in history.read_text().splitlines(keepends=True) if json.loads(l)["step"] <= self.step]
-                history.write_text("".join(kept))
+                kept = [line for line, event in read_history(history) if event["step"] <= self.step]
+                atomic_write_text(history, "".join(kept))
             return
         if ckpt.exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass resume=true to continue it "
                                   "or choose another run_dir")
+        if self.run_dir.exists() and (not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
+            raise FileExistsError(f"run_dir {self.run_dir} exists and is not empty: a new run needs a new or empty folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg = OmegaConf.merge(self.cfg, {"data": {"npz_filename": DATA}, "util": {"resume": False}})
         (self.run_dir / CONFIG).write_text(to_yaml(cfg))
         self.dataset.save(self.run_dir / DATA)
 
-    def _newest_readable_state(self) -> dict:
+    def _newest_readable_state(self) -> tuple[Path, dict]:
         """checkpoint.pt, or when it is corrupt or truncated the newest readable stage-K.pt."""
         stage_files = sorted(self.run_dir.glob("stage-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
         errors = []
@@ -262,7 +269,7 @@ class Trainer:
                 continue
             if errors:
                 print(f"warning: {'; '.join(errors)}; resuming from {path}", file=sys.stderr)
-            return state
+            return path, state
         raise CheckpointError("; ".join(errors) + f" (and no readable stage checkpoint in {self.run_dir})")
 
     def state_dict(self) -> dict:
@@ -307,6 +314,29 @@ class Trainer:
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
         self.rng.set_state(state["rng"])
         self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
+
+
+def read_history(path: Path) -> list[tuple[str, dict]]:
+    """history.jsonl as (line, event) pairs. A torn last line is what a crash leaves: it is dropped
+    with a warning. Anything else unreadable is a one-line error naming the line."""
+    try:
+        lines = path.read_bytes().decode().splitlines(keepends=True)
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    events = []
+    for number, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line)
+            if not isinstance(event, dict) or not isinstance(event.get("step"), int):
+                raise ValueError("no integer 'step'")
+        except ValueError as e:
+            if number == len(lines) and not line.endswith("\n"):
+                print(f"warning: {path}:{number}: dropped a torn last line (the run was interrupted while writing it)",
+                      file=sys.stderr)
+                break
+            raise CheckpointError(f"{path}:{number}: not a history event ({e}); remove or fix the line") from None
+        events.append((line if line.endswith("\n") else line + "\n", event))
+    return events
 
 
 def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str, float]]:
@@ -399,6 +429,9 @@ def build_models(cfg: DictConfig, dataset: MotionDataset) -> tuple[GeneratorPyra
     """Generators and critics for every level, initialised from the seed without touching the global RNG."""
     m = cfg.model
     stages = stage_levels(m, dataset.num_levels, dataset.source or "the data")
+    if m.kernel_size // 2 >= dataset.level_lengths[0]:  # padding reads kernel_size // 2 frames each side
+        raise ConfigError(f"config key 'model.kernel_size' is {m.kernel_size}: it needs a coarsest level of more than "
+                          f"{m.kernel_size // 2} frames, and {dataset.source or 'the data'}'s has {dataset.level_lengths[0]}")
     scales = torch.tensor([m.noise_amp_scale * scale for stage, scale in zip(stages, stage_noise_scales(m, len(stages)))
                            for _ in stage])
     with torch.random.fork_rng(devices=[]):
@@ -408,6 +441,17 @@ def build_models(cfg: DictConfig, dataset: MotionDataset) -> tuple[GeneratorPyra
         critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1)) for _ in range(dataset.num_levels)]
     pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * scales, dataset.z_star, m.full_noise)
     return pyramid, torch.nn.ModuleList(critics)
+
+
+@contextlib.contextmanager
+def checkpoint_fits(path):
+    """A readable checkpoint of another clip, rig or network width is one line, not torch's page."""
+    try:
+        yield
+    except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # torch's first line only names the module
+        raise CheckpointError(f"{path}: does not fit this run's model and data ({detail})") from None
 
 
 def load_checkpoint_file(path) -> dict:

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import optuna
 
+from ganimator.cli import USER_ERRORS
 from ganimator.config import ConfigError, stage_levels
-from ganimator.dataset import DatasetError, MotionDataset
+from ganimator.dataset import MotionDataset
 from ganimator.tracking import clearml_mode
 from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
 from sweeps.export import TrialRow, rank, rank_trials, summary_table
 from sweeps.plots import comparison_figures, write_figures
 from sweeps.population import study_rows
+from sweeps import trust
 from sweeps.space import load_space
 
 SHOWN = ("rank", "trial_id", "status", "pareto", "score", "coverage", "global_diversity", "local_diversity",
@@ -37,6 +39,7 @@ def local_rows(sweep_dir: Path, cfg, space, num_stages: int, pareto: bool) -> li
         return study_rows(optuna.load_study(study_name=cfg.name, storage=storage), list(space), pareto)
     from ray.tune import ExperimentAnalysis, ResultGrid
 
+    trust.verify(str(sweep_dir), trial_errors=True)  # the result grid unpickles Tune's state and errors
     return rank_trials(ResultGrid(ExperimentAnalysis(str(sweep_dir))), list(space), num_stages, pareto)
 
 
@@ -105,7 +108,7 @@ def main(argv: list[str]) -> int:
     sweep_dir = Path(args.results_dir) / args.name
     if not (sweep_dir / ARGS).is_file():
         raise ConfigError(f"{sweep_dir} holds no sweep (no {ARGS}); check the name and --results-dir")
-    cfg, overrides, base = load_sweep_config(json.loads((sweep_dir / ARGS).read_text()))
+    cfg, overrides, base = load_sweep_config(json.loads(trust.read(str(sweep_dir), ARGS)))
     space = load_space(cfg.space, overrides)
     levels = MotionDataset.load(base.data.npz_filename).num_levels
     num_stages, pareto = len(stage_levels(base.model, levels, base.data.npz_filename)), cfg.objective == "pareto"
@@ -130,6 +133,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except USER_ERRORS as e:  # the trainer's commands' rule: bad input is one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

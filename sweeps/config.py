@@ -6,13 +6,16 @@ is otherwise a trainer override (`npz_filename=...`, `train_data_iter=300`), che
 """
 from __future__ import annotations
 
+import importlib.util
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import sqlalchemy
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganimator.config import ConfigError, load_config, npz_filename
+from ganimator.config import ConfigError, load_config, npz_filename, refuse_resolvers
 
 SPACE = Path(__file__).with_name("space.yaml")
 ARGS = "sweep-args.json"  # a sweep's own arguments, in its folder, for resume and compare
@@ -69,17 +72,59 @@ def load_sweep_config(args: list[str]):
         (ours if key.split(".")[0] in sweep_keys() else trainer).append(arg)
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.from_dotlist(ours))
+        refuse_resolvers(cfg, "sweep key")
+        OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"sweep key {getattr(e, 'full_key', '')!r}: {str(e).splitlines()[0]}") from None
     base = load_config(trainer)  # unknown or mistyped trainer keys fail here, before Ray starts
     npz_filename(base)
-    _validate(cfg, base)
     if not cfg.name:
         cfg.name = Path(base.data.npz_filename).stem
+    _validate(cfg, base)
+    cfg.optuna_storage = database_url(cfg.optuna_storage)
     return cfg, trainer, base
 
 
+def database_url(url: str) -> str:
+    """A `postgresql://` URL names no driver, and SQLAlchemy's default changed from psycopg2 to
+    psycopg (3) in 2.1: name the one installed, so the URL works with either (the cluster
+    images install psycopg2-binary)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or not sep:
+        return url
+    driver = next((m for m in ("psycopg", "psycopg2") if importlib.util.find_spec(m)), None)
+    return f"postgresql+{driver}://{rest}" if driver else url
+
+
+def hide_password(url: str) -> str:
+    """A database URL as it may be printed or published: the password masked."""
+    parsed = _database_url(url)
+    return parsed.render_as_string(hide_password=True) if parsed and parsed.password else url
+
+
+def drop_password(url: str) -> str:
+    """A database URL as it may be saved for resume: without its password, which PostgreSQL's
+    client then takes from PGPASSWORD or ~/.pgpass (or from optuna_storage= given again)."""
+    parsed = _database_url(url)
+    return parsed._replace(password=None).render_as_string(hide_password=False) if parsed and parsed.password else url
+
+
+def _database_url(url: str) -> sqlalchemy.engine.URL | None:
+    try:
+        return sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+
+
+# A sweep's name is one folder under results_dir and export_dir, and the study's name: nothing
+# that could climb out of them (`..`, `/`) or hide (a leading dot).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def _validate(cfg, base) -> None:
+    if not NAME.fullmatch(cfg.name):
+        raise ConfigError(f"sweep key 'name': {cfg.name!r} is not a plain folder name (letters, digits, '.', '_' "
+                          "and '-', starting with a letter or digit)")
     if cfg.objective not in ("score", "pareto"):
         raise ConfigError(f"sweep key 'objective' must be 'score' or 'pareto', got {cfg.objective!r}")
     if cfg.sampler not in ("", "tpe", "nsga2", "random"):

@@ -167,7 +167,11 @@ def _write_export(path: Path, files: dict, cfg) -> Path:
     length = cfg.export_length or 2 * run.dataset.features.shape[-1]
     if cfg.export_samples:
         run.write(run.generate(length, cfg.export_samples, seed=0), tmp / "samples")
-    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():  # an export of this sweep's earlier run is replaced; anything else is kept
+        if not (path / CHECKPOINT).is_file() or not (path / "metrics.json").is_file():
+            shutil.rmtree(tmp)
+            raise FileExistsError(f"{path} exists and is not an export of this sweep: it is left as it is")
+        shutil.rmtree(path)
     tmp.rename(path)
     return path
 

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from ganimator.tracking import OFF_NOTE, clearml_mode, offline_dir, start_task
 
+from .config import hide_password
 from .export import Export, TrialRow, summary_table
 
 TASK_ID = "clearml-task-id"  # in the sweep folder, so a resumed sweep continues its task on a server
@@ -34,7 +35,7 @@ class SweepTask:
         resume_id = id_file.read_text().strip() if resumable else ""
         self.task = start_task(self.mode, base.tracking.project, cfg.name, ["sweep", cfg.name, *base.tracking.tags],
                                task_type="optimizer", continue_task=resume_id)
-        settings = OmegaConf.to_container(cfg, resolve=True)
+        settings = {**OmegaConf.to_container(cfg, resolve=True), "optuna_storage": hide_password(cfg.optuna_storage)}
         self.task.connect({k: json.dumps(v) if isinstance(v, list) else v for k, v in settings.items()}, name="sweep")
         self.task.connect({key: repr(p.distribution) for key, p in space.items()}, name="space")
         if id_file:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import stat
 import sys
 from pathlib import Path
 
@@ -18,13 +20,16 @@ import optuna
 import ray
 from omegaconf import OmegaConf
 from ray import tune
+from ray._private import ray_constants
 
+from ganimator.cli import USER_ERRORS
 from ganimator.config import ConfigError, stage_levels
-from ganimator.dataset import DatasetError, MotionDataset
-from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
+from ganimator.dataset import MotionDataset
+from sweeps import trust
+from sweeps.config import ARGS, STUDY_DB, SweepConfig, drop_password, hide_password, load_sweep_config
 from sweeps.export import rank_trials, retrain_and_export, write_summary
 from sweeps.plots import comparison_figures, write_figures
-from sweeps.report import SweepTask
+from sweeps.report import TASK_ID, SweepTask
 from sweeps.population import batches, check_space_fusable, close_orphans, study_rows, train_population
 from sweeps.search import StudySpec, scheduler, searcher
 from sweeps.space import load_space
@@ -40,8 +45,39 @@ def connect(cfg) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # set by `ray job submit`
         ray.init()
     else:  # a new local Ray, reachable from this machine only
+        # Ray swaps a loopback node address for the machine's IP unless its single-machine mode is on
+        # (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default on macOS and Windows). Kept at 127.0.0.1, the
+        # GCS, raylet, workers, agents and the three Prometheus metrics ports all bind loopback. Ray's
+        # processes read the variable; this one read it at import, hence the constant too.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        _owner_only_token()
         ray.init(address="local", num_cpus=cfg.num_cpus or None, _node_ip_address="127.0.0.1",
                  dashboard_host="127.0.0.1")
+        node_ip = ray.util.get_node_ip_address()
+        if node_ip != "127.0.0.1":
+            print(f"warning: Ray runs on {node_ip}, not loopback: its ports are reachable from the network",
+                  file=sys.stderr)
+
+
+def _owner_only_token() -> None:
+    """A new local Ray turns token authentication on and, when no token exists, writes
+    ~/.ray/auth_token with the umask's mode (0644): write it first, owner-only, and tighten an old one."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    given = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    token = Path(given) if given else Path.home() / ".ray" / "auth_token"
+    if not token.exists() and not given:
+        token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    elif token.is_file() and stat.S_IMODE(token.stat().st_mode) & 0o077:
+        try:
+            token.chmod(0o600)
+        except OSError as e:
+            print(f"warning: Ray's token {token} is readable by others and could not be made "
+                  f"owner-only: {e.strerror}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
@@ -59,9 +95,16 @@ def main(argv: list[str]) -> int:
     _check_new_or_resume(cfg, sweep_path, storage)
 
     setup_dir = Path(sweep_path) if "://" not in sweep_path else None  # where resume finds its study and arguments
+    if not cfg.resume:
+        trust.begin(sweep_path)  # a new record of the Tune state this sweep writes
     if setup_dir and not cfg.resume:
         setup_dir.mkdir(parents=True, exist_ok=True)
-        (setup_dir / ARGS).write_text(json.dumps(argv, indent=1) + "\n")
+        saved = [f"{k}={drop_password(v)}" if k == "optuna_storage" else a
+                 for a, (k, _, v) in zip(argv, (a.partition("=") for a in argv))]
+        if saved != argv:
+            print("note: the database password is not saved with the sweep: on resume, give optuna_storage= "
+                  "again or keep the password in PGPASSWORD or ~/.pgpass", file=sys.stderr)
+        trust.write(sweep_path, ARGS, (json.dumps(saved, indent=1) + "\n").encode())
 
     with SweepTask(cfg, base, space, setup_dir) as sweep_task:
         data = Path(base.data.npz_filename).read_bytes()
@@ -84,6 +127,7 @@ def main(argv: list[str]) -> int:
 
         connect(cfg)
         if cfg.resume:
+            trust.verify(sweep_path)  # again, just before Tune unpickles it: Ray took a while to start
             tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             if fused:
@@ -93,6 +137,7 @@ def main(argv: list[str]) -> int:
                 run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live trial table
                                           failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        trust.track(tuner, sweep_path, new=not cfg.resume)
         results = tuner.fit()
 
         if fused:
@@ -119,19 +164,44 @@ def _with_saved_args(argv: list[str]) -> list[str]:
         return argv
     name = values.get("name") or Path(values.get("npz_filename", values.get("data.npz_filename", ""))).stem
     saved = Path(values.get("results_dir", SweepConfig.results_dir)) / name / ARGS
-    return [*json.loads(saved.read_text()), *argv] if name and saved.is_file() else argv
+    return [*json.loads(trust.read(str(saved.parent), ARGS)), *argv] if name and saved.is_file() else argv
+
+
+# What a sweep writes before Tune's first save: a sweep that failed with only these never started.
+BEFORE_TUNE = {ARGS, STUDY_DB, TASK_ID}
 
 
 def _check_new_or_resume(cfg, sweep_path: str, storage: str) -> None:
-    """A new sweep never reuses an old one's folder or Optuna study; a resumed one needs both."""
+    """A new sweep never reuses an old one's folder or Optuna study; a resumed one needs both. A
+    sweep that failed before Tune saved anything (ClearML unreachable, say) never started: a new
+    start takes its name over, removing only what it had written."""
     studies = optuna.study.get_all_study_names(storage) if (
         "sqlite" not in storage or Path(sweep_path, STUDY_DB).exists()) else []
+    local = Path(sweep_path) if "://" not in sweep_path else None
+    trials = cfg.name in studies and optuna.load_study(study_name=cfg.name, storage=storage).get_trials(deepcopy=False)
+    foreign = local is not None and local.exists() and (
+        not local.is_dir() or any(f.name not in BEFORE_TUNE for f in local.iterdir()))
+    started = tune.Tuner.can_restore(sweep_path) or bool(trials) or foreign
+    leftover = cfg.name in studies or (local is not None and local.exists())  # of a sweep that never started
     if cfg.resume:
+        if leftover and not started:
+            raise ConfigError(f"sweep {cfg.name!r} failed before it began training, so there is nothing to resume: "
+                              "start it again without resume=true")
         if not tune.Tuner.can_restore(sweep_path):
             raise ConfigError(f"resume=true but {sweep_path} holds no sweep to resume (check name= and results_dir=)")
-    elif cfg.name in studies or ("://" not in sweep_path and Path(sweep_path).exists()):
+        trust.verify(sweep_path)  # before anything in it is unpickled
+    elif started:
         raise ConfigError(f"sweep {cfg.name!r} already exists in {sweep_path}: pass resume=true to continue it, "
                           "or choose another name=")
+    elif leftover:
+        print(f"note: sweep {cfg.name!r} failed before it began training; starting it afresh", file=sys.stderr)
+        if cfg.name in studies:
+            optuna.delete_study(study_name=cfg.name, storage=storage)
+        for name in BEFORE_TUNE if local else ():
+            (local / name).unlink(missing_ok=True)
+    exports = Path(cfg.export_dir) / cfg.name
+    if not cfg.resume and exports.exists() and (not exports.is_dir() or any(exports.iterdir())):
+        raise ConfigError(f"export folder {exports} already exists and is not empty: choose another name= or export_dir=")
 
 
 def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:
@@ -146,12 +216,12 @@ def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:
     if not exports:
         print("  no trial finished every stage: nothing to export")
     print(f"ranking of every trial: {md_path} (and .csv)")
-    print(f"optuna study: optuna-dashboard {storage}")
+    print(f"optuna study: optuna-dashboard {hide_password(storage)}")
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except USER_ERRORS as e:  # the trainer's commands' rule: bad input is one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,10 +1,18 @@
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Resume's record of what each sweep wrote (sweeps/trust.py) goes to a folder of this test session,
+# shared by every command the tests run, and never to the user's own ~/.local/state.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ganimator-test-state-")
+atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 CLIPS = ["Salsa-Dancing-6.bvh", "Walk-In-Circle.bvh", "Crab-dance-long.bvh", "proud.bvh", "normal.bvh"]
 
 
@@ -17,10 +25,12 @@ def clip():
     """Path of a real clip; a missing clip fails the test (never a skip)."""
 
     def get(name: str) -> Path:
-        path = data_dir() / name
-        if not path.is_file():
-            pytest.fail(f"test clip {path} is missing: set GANIMATOR_TEST_DATA to the folder of the shipped BVH clips")
-        return path
+        # Flat (as in ../shared/data/bvh) or as PeizhuoLi/ganimator's data/ folder lays them out (Joe/Salsa...).
+        found = sorted(data_dir().rglob(name)) if data_dir().is_dir() else []
+        if not found:
+            pytest.fail(f"test clip {name} is not in {data_dir()}: set GANIMATOR_TEST_DATA to the data/ folder of "
+                        "PeizhuoLi/ganimator (see the README)")
+        return found[0]
 
     return get
 

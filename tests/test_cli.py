@@ -33,7 +33,7 @@ def test_procedural_clip_to_generated_bvh(tmp_path):
     assert [p.name for p in paths] == ["sample-000.bvh", "sample-001.bvh", "reconstruction-000.bvh"]
     assert [read_bvh(p).num_frames for p in paths] == [300, 300, 240]
     run("ganimator-evaluate", "runs/demo", "--samples", "4", cwd=tmp_path)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    [metrics] = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
     assert 0 <= metrics["coverage"] <= 1 and metrics["samples"] == 4 and metrics["length"] == 480
     # a second run into the same folder is refused, and the first is untouched; resume needs only run_dir
     out = run("ganimator-train", "run_dir=runs/demo", "resume=true", cwd=tmp_path).stdout

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "cluster" / "local.py"
 
@@ -94,6 +96,19 @@ def drive(state, mode):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def listening(state):
+    """(address, port) -> node name, for every LISTEN socket of every process of the cluster."""
+    found = {}
+    for n in state.nodes:
+        for pid in lc.node_processes(state, n):
+            try:
+                conns = psutil.Process(pid).net_connections("inet")
+            except psutil.Error:
+                continue
+            found.update({(c.laddr.ip, c.laddr.port): n.name for c in conns if c.status == psutil.CONN_LISTEN})
+    return found
+
+
 def node_with(nodes, resource):
     found = [n for n in nodes if resource in n["resources"]]
     assert len(found) == 1, (resource, nodes)
@@ -143,6 +158,21 @@ def test_local_cluster_start_pin_kill_stop(tmp_path):
         assert len({head["id"], w1["id"], w2["id"]}) == 3
         assert w1["resources"]["CPU"] == 1 and w2["resources"]["CPU"] == 1
         assert before["task_node"] == w1["id"]
+
+        # Nothing listens beyond loopback: not the GCS, raylets, object managers, workers, agents,
+        # Ray client server, nor the Prometheus ports (metrics export, autoscaler, dashboard), which
+        # Ray puts on every interface unless the node address stays 127.0.0.1.
+        socks = listening(state)
+        exposed = {f"{ip}:{port}": who for (ip, port), who in socks.items()
+                   if ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")}
+        assert exposed == {}, exposed
+        bound = {(who, port) for (_, port), who in socks.items()}
+        for n in state.nodes:
+            names = ["node_manager", "object_manager", "dashboard_agent_listen", "dashboard_agent_grpc",
+                     "metrics_export", "runtime_env_agent"]
+            if n.role == "head":
+                names += ["gcs", "dashboard", "client_server", "autoscaler_metrics", "dashboard_metrics"]
+            assert {(n.name, n.ports[k]) for k in names} <= bound, (n.name, sorted(bound))
 
         # Kill worker 1: its processes are gone at once, the GCS marks it dead within the health
         # check window (1 s x 5 failures here), and work pinned to worker 2 still runs.

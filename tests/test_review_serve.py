@@ -1,0 +1,211 @@
+"""`ganimator-review --serve`, connected to for real: both servers listen on the address asked for
+(loopback by default) and nowhere else, the web viewer's page and code load over HTTP, Rerun's own
+client (`rerun download`) reads every logged clip back from the gRPC data server, and SIGINT or
+SIGTERM ends it with one line, exit 0, no traceback, no process left. Stdin is closed throughout
+(it used to wait on `input()`). On 2 busy cores: ~45 s to train the tiny run, ~20 s a serve (most
+of it importing torch and generating).
+"""
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import warnings
+
+import psutil
+import pytest
+from rerun.chunk import RrdReader
+
+from ganimator.config import load_config
+from ganimator.dataset import MotionDataset
+from ganimator.review import ReviewServer, ServeError, _rerun_cli, features_clip
+from ganimator.trainer import Trainer
+
+LENGTH = 30  # generated frames: small, and not the clip's own length
+
+
+@pytest.fixture(scope="module")
+def run(clip, tmp_path_factory):
+    """One tiny trained run on the Mixamo walk."""
+    tmp = tmp_path_factory.mktemp("serve")
+    MotionDataset.from_bvh(clip("Walk-In-Circle.bvh")).save(tmp / "walk.npz")
+    cfg = load_config([f"npz_filename={tmp / 'walk.npz'}", f"run_dir={tmp / 'trial'}", "train_data_iter=1",
+                       "validation_samples=0", "hidden_channels=[8,16,16]", "progress=false"])
+    return Trainer(cfg).fit().run_dir, MotionDataset.load(tmp / "walk.npz")
+
+
+class Served:
+    """`ganimator-review --serve` in a subprocess; every process of it is killed by PID at the end."""
+
+    def __init__(self, run_dir, tmp_path, *args):
+        self.out, self.err = tmp_path / "serve.out", tmp_path / "serve.err"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(["ganimator-review", str(run_dir), "--serve", "--length", str(LENGTH), *args],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        self.procs = {self.proc.pid: psutil.Process(self.proc.pid)}
+
+    def wait_served(self, timeout=240.0) -> tuple[int, int]:
+        """(web port, gRPC port) once it prints that it serves."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.note_children()
+            found = re.search(r"open http://[^:/]+:(\d+)/\?url=\S+\n\s+\(data: rerun\+http://[^:/]+:(\d+)/proxy\)",
+                              self.out.read_text())
+            if found:
+                self.note_children()
+                return int(found[1]), int(found[2])
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.err.read_text()[-3000:]}"
+            time.sleep(0.2)
+        raise AssertionError(f"not serving after {timeout:.0f} s:\n{self.err.read_text()[-3000:]}")
+
+    @property
+    def pids(self) -> set[int]:
+        return set(self.procs)
+
+    def note_children(self) -> None:
+        try:
+            self.procs.update({c.pid: c for c in self.procs[self.proc.pid].children(recursive=True)})
+        except psutil.Error:
+            pass
+
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every LISTEN socket of the command and its children (the web viewer)."""
+        found = set()
+        for p in self.procs.values():
+            try:
+                found |= {(c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
+                          if c.status == psutil.CONN_LISTEN}
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def kill(self):
+        """SIGKILL each process recorded (psutil refuses a PID since reused by another process)."""
+        self.note_children()
+        for p in self.procs.values():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def serve(run, tmp_path):
+    started = []
+
+    def start(*args):
+        started.append(Served(run[0], tmp_path, *args))
+        return started[-1]
+
+    yield start
+    for s in started:  # whatever happened: no server left behind
+        s.kill()
+
+
+def rrd_entities(path) -> dict[str, int]:
+    """entity path -> rows on the frame timeline, of a (possibly still growing) .rrd stream."""
+    rows = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a streamed file has no footer
+        for chunk in RrdReader(str(path)).stream().to_chunks():
+            n = chunk.num_rows if "frame" in chunk.timeline_names else 0
+            rows[chunk.entity_path] = rows.get(chunk.entity_path, 0) + n
+    return rows
+
+
+def download(grpc_port, out_dir, expect: dict[str, int], timeout=60.0) -> dict[str, int]:
+    """Read the served recording with Rerun's own client until `expect` (entity -> frames) is all there."""
+    out_dir.mkdir()
+    client = subprocess.Popen([_rerun_cli(), "download", f"rerun+http://127.0.0.1:{grpc_port}/proxy", "-o",
+                               str(out_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    rows = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = list(out_dir.glob("*.rrd"))
+            if files:
+                try:
+                    rows = rrd_entities(files[0])
+                except Exception:  # caught mid-write
+                    rows = rows
+                if all(rows.get(k) == v for k, v in expect.items()):
+                    break
+            time.sleep(0.5)
+    finally:
+        client.kill()
+        client.wait()
+    return rows
+
+
+def fetch(url, limit=None) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.status, r.read(limit) if limit else r.read()
+
+
+def refused(host, port) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return False
+    except OSError:
+        return True
+
+
+def test_serve_on_loopback_until_sigint(run, serve, tmp_path):
+    run_dir, data = run
+    server = serve("--grpc-port", "0", "--web-port", "0")
+    web, grpc = server.wait_served()
+    assert web != grpc
+
+    # Both servers, and nothing else, on loopback only.
+    assert server.listening() == {("127.0.0.1", web), ("127.0.0.1", grpc)}, server.listening()
+
+    # The web viewer: its page, its code and its wasm binary.
+    status, page = fetch(f"http://127.0.0.1:{web}/")
+    assert status == 200 and b"re_viewer.js" in page
+    assert fetch(f"http://127.0.0.1:{web}/re_viewer.js")[0] == 200
+    status, head = fetch(f"http://127.0.0.1:{web}/re_viewer_bg.wasm", limit=4)
+    assert status == 200 and head == b"\0asm"
+
+    # The data, read back over gRPC by Rerun's own client: the real clip and the generated sample.
+    expect = {"/skeletons/real": data.features.shape[-1], f"/skeletons/{run_dir.name}/sample-0": LENGTH}
+    time.sleep(2)  # the old code dropped its data server at once: it must still be there
+    rows = download(grpc, tmp_path / "download", expect)
+    assert {k: rows.get(k) for k in expect} == expect, rows
+    assert f"/skeletons/{run_dir.name}/sample-0/info" in rows and "/" in rows
+
+    pids = set(server.pids)
+    assert len(pids) == 2, pids  # the command and its web viewer
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(60) == 0
+    err = server.err.read_text()
+    assert err.strip() == "stopped serving", err
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in server.procs.values()), pids
+    assert refused("127.0.0.1", web) and refused("127.0.0.1", grpc)
+
+
+def test_serve_on_another_address_until_sigterm(serve):
+    """--host: 127.0.0.2 (another address, still private) and nothing on 127.0.0.1 or 0.0.0.0."""
+    server = serve("--host", "127.0.0.2", "--grpc-port", "0", "--web-port", "0")
+    web, grpc = server.wait_served()
+    assert server.listening() == {("127.0.0.2", web), ("127.0.0.2", grpc)}, server.listening()
+    assert "http://127.0.0.2:" in server.out.read_text()
+    assert fetch(f"http://127.0.0.2:{web}/")[0] == 200
+    assert refused("127.0.0.1", web) and refused("127.0.0.1", grpc)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(60) == 0
+    assert server.err.read_text().strip() == "stopped serving"
+
+
+def test_a_port_in_use_is_a_clear_error(run):
+    data = run[1]
+    clips = [features_clip(data, "real", data.features)]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for ports in ({"grpc_port": port, "web_port": 0}, {"grpc_port": 0, "web_port": port}):
+            with pytest.raises(ServeError, match=f"port {port}: Address already in use"):
+                ReviewServer(clips, **ports)
