@@ -15,10 +15,12 @@ had asked (each records its Tune trial id), so a restart asks for nothing twice.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -60,7 +62,7 @@ def train_population(config: dict, setup: TrialSetup, spec: StudySpec, space: Se
     going_on = json.loads((runs / MEMBERS).read_text()) if restored else None
 
     study = spec.load(seed_offset=config["batch"]["index"])
-    trials = member_trials(study, tune_id, config["batch"]["members"], space, going_on)
+    trials = member_trials(study, tune_id, config["batch"]["members"], space, going_on, spec.asking)
     if not trials:
         return  # every member was told its outcome before this restart
     for t in trials:
@@ -108,17 +110,19 @@ def check_space_fusable(space: SearchSpace) -> None:
                               "drop it from the space or set population=1")
 
 
-def member_trials(study: optuna.Study, tune_id: str, size: int, space: SearchSpace,
-                  going_on: list[int] | None) -> list[optuna.Trial]:
+def member_trials(study: optuna.Study, tune_id: str, size: int, space: SearchSpace, going_on: list[int] | None,
+                  asking: Callable[[], ContextManager] = contextlib.nullcontext) -> list[optuna.Trial]:
     """This Tune trial's Optuna trials: those its checkpoint names, or on a first start the ones
-    an earlier attempt asked, topped up to `size` with new asks."""
+    an earlier attempt asked, topped up to `size` with new asks. `asking` (StudySpec.asking) makes
+    each ask and its claim one step among concurrent trials."""
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TUNE_ID) == tune_id]
     running = {t.number: t for t in mine if t.state == TrialState.RUNNING}
     numbers = [n for n in going_on if n in running] if going_on is not None else sorted(running)
     trials = [optuna.Trial(study, running[n]._trial_id) for n in numbers]
     for _ in range(size - len(mine) if going_on is None else 0):
-        trial = study.ask(space.distributions())
-        trial.set_user_attr(TUNE_ID, tune_id)
+        with asking():
+            trial = study.ask(space.distributions())
+            trial.set_user_attr(TUNE_ID, tune_id)
         trials.append(trial)
     return trials
 

@@ -2,6 +2,8 @@
 population sweeps, an Optuna study that trials ask and tell themselves, with successive halving."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +123,23 @@ class StudySpec:
                                     "sweep on several nodes needs optuna_storage= a PostgreSQL URL they all reach")
         return optuna.load_study(study_name=self.name, storage=self._storage(),
                                  sampler=sampler(self.sweep, seed_offset), pruner=self.pruner())
+
+    @contextlib.contextmanager
+    def asking(self):
+        """Hold while asking for a trial and claiming it. Optuna hands an enqueued trial (the
+        defaults) to the first process that pops it, guarded by SELECT ... FOR UPDATE, which
+        SQLite ignores: two trials on one machine could both pop it, and one configuration was
+        then trained twice and another never asked (seen in the fault tests). So asks on a SQLite
+        study take turns, by a lock on its file; PostgreSQL locks the row itself."""
+        if not self.storage.startswith("sqlite:///"):
+            yield
+            return
+        with open(self.storage.removeprefix("sqlite:///"), "rb") as db:  # flock: apart from SQLite's own locks
+            fcntl.flock(db, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(db, fcntl.LOCK_UN)
 
     def _storage(self) -> optuna.storages.RDBStorage:
         # Trials of one machine share a SQLite file; they wait for its lock rather than fail.

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -115,6 +116,46 @@ def test_a_restarted_population_takes_back_its_own_trials_and_asks_nothing_twice
     study.tell(asked[1], state=TrialState.PRUNED)
     restored = member_trials(study, "a", 3, SPACE, going_on=[t.number for t in asked])
     assert [t.number for t in restored] == [asked[0].number, asked[2].number] and len(study.trials) == 5
+
+
+ASKER = r"""
+import json, sys, time
+from omegaconf import OmegaConf
+from sweeps.config import SweepConfig
+from sweeps.population import member_trials
+from sweeps.search import StudySpec
+from sweeps.space import load_space
+
+storage, tune_id, start, locked = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
+spec = StudySpec("race", storage, OmegaConf.structured(SweepConfig))
+study = spec.load()
+space = load_space("sweeps/space.yaml")
+time.sleep(max(0.0, start - time.time()))  # every asker at once
+trials = member_trials(study, tune_id, 3, space, None, spec.asking if locked else __import__("contextlib").nullcontext)
+print(json.dumps([t.number for t in trials]))
+"""
+
+
+def concurrent_asks(tmp_path, locked: bool) -> tuple[list[list[int]], dict[int, str]]:
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(storage=storage, study_name="race", direction="maximize")
+    for _ in range(8):  # what every asker tries to pop first
+        study.enqueue_trial(SPACE.defaults())
+    start = time.time() + 6  # after every asker has imported optuna
+    procs = [subprocess.Popen([sys.executable, "-c", ASKER, storage, f"t{k}", str(start), str(int(locked))], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True) for k in range(4)]
+    claimed = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    owners = {t.number: t.user_attrs.get(TUNE_ID) for t in study.get_trials(deepcopy=False) if t.user_attrs}
+    return claimed, owners
+
+
+def test_concurrent_populations_never_claim_the_same_enqueued_trial(tmp_path):
+    # SQLite ignores Optuna's SELECT ... FOR UPDATE: without StudySpec.asking, two askers may pop
+    # one WAITING trial (a configuration trained twice, another never asked).
+    claimed, owners = concurrent_asks(tmp_path, locked=True)
+    numbers = [n for c in claimed for n in c]
+    assert len(numbers) == 12 and len(set(numbers)) == 12, claimed
+    assert all(owners[n] == f"t{k}" for k, c in enumerate(claimed) for n in c)
 
 
 def test_only_members_of_errored_ray_trials_are_closed_as_failed():
