@@ -140,13 +140,13 @@ def generate() -> None:
     args = p.parse_args()
 
     def main():
-        from .generate import free_path, load_run
+        from .generate import free_path, load_run, new_or_empty
 
         if not 0 <= args.seed < 2**63 or not args.detail_noise >= 0:
             raise GenerationError(f"--seed must lie in [0, 2**63) and --detail-noise must not be negative, "
                                   f"got {args.seed} and {args.detail_noise}")
         out = Path(args.out) if args.out else free_path(Path(args.run_dir) / "generated")
-        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if not new_or_empty(out):
             raise FileExistsError(f"--out {out} exists and is not an empty folder: choose a new one")
         run = load_run(args.run_dir)
         paths = run.write(run.generate(args.length, args.samples, args.seed, args.detail_noise), out)

@@ -17,7 +17,8 @@ from .dataset import MotionDataset
 from .features import motion_to_bvh
 from .metrics import coverage, global_diversity, local_diversity, pose_frames
 from .networks import GeneratorPyramid
-from .trainer import CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, checkpoint_fits, load_checkpoint_file
+from .trainer import (CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, checkpoint_fits, load_checkpoint_file,
+                      new_or_empty)
 
 
 EVALUATIONS = "evaluations.jsonl"  # ganimator-evaluate's results in a run folder, one line each
@@ -101,7 +102,7 @@ def free_path(path: Path) -> Path:
     """`path` if it does not exist or is an empty folder, else the first free `path-2`, `path-3`...:
     a new output goes beside the earlier ones, never over them."""
     candidates = (path.with_name(f"{path.name}-{k}") if k > 1 else path for k in itertools.count(1))
-    return next(p for p in candidates if not p.exists() or (p.is_dir() and not any(p.iterdir())))
+    return next(p for p in candidates if new_or_empty(p))
 
 
 def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:

@@ -250,7 +250,7 @@ class Trainer:
         if ckpt.exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass resume=true to continue it "
                                   "or choose another run_dir")
-        if self.run_dir.exists() and (not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
+        if not new_or_empty(self.run_dir):
             raise FileExistsError(f"run_dir {self.run_dir} exists and is not empty: a new run needs a new or empty folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg = OmegaConf.merge(self.cfg, {"data": {"npz_filename": DATA}, "util": {"resume": False}})
@@ -314,6 +314,11 @@ class Trainer:
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
         self.rng.set_state(state["rng"])
         self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
+
+
+def new_or_empty(folder: Path) -> bool:
+    """Whether `folder` may take new output: it does not exist, or is an empty folder."""
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
 
 
 def read_history(path: Path) -> list[tuple[str, dict]]:

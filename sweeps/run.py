@@ -25,6 +25,7 @@ from ray._private import ray_constants
 from ganimator.cli import USER_ERRORS
 from ganimator.config import ConfigError, stage_levels
 from ganimator.dataset import MotionDataset
+from ganimator.trainer import new_or_empty
 from sweeps import trust
 from sweeps.config import ARGS, STUDY_DB, SweepConfig, drop_password, hide_password, load_sweep_config
 from sweeps.export import rank_trials, retrain_and_export, write_summary
@@ -181,13 +182,14 @@ def _check_new_or_resume(cfg, sweep_path: str, storage: str) -> None:
     trials = cfg.name in studies and optuna.load_study(study_name=cfg.name, storage=storage).get_trials(deepcopy=False)
     foreign = local is not None and local.exists() and (
         not local.is_dir() or any(f.name not in BEFORE_TUNE for f in local.iterdir()))
-    started = tune.Tuner.can_restore(sweep_path) or bool(trials) or foreign
+    tuned = tune.Tuner.can_restore(sweep_path)
+    started = tuned or bool(trials) or foreign
     leftover = cfg.name in studies or (local is not None and local.exists())  # of a sweep that never started
     if cfg.resume:
         if leftover and not started:
             raise ConfigError(f"sweep {cfg.name!r} failed before it began training, so there is nothing to resume: "
                               "start it again without resume=true")
-        if not tune.Tuner.can_restore(sweep_path):
+        if not tuned:
             raise ConfigError(f"resume=true but {sweep_path} holds no sweep to resume (check name= and results_dir=)")
         trust.verify(sweep_path)  # before anything in it is unpickled
     elif started:
@@ -200,7 +202,7 @@ def _check_new_or_resume(cfg, sweep_path: str, storage: str) -> None:
         for name in BEFORE_TUNE if local else ():
             (local / name).unlink(missing_ok=True)
     exports = Path(cfg.export_dir) / cfg.name
-    if not cfg.resume and exports.exists() and (not exports.is_dir() or any(exports.iterdir())):
+    if not cfg.resume and not new_or_empty(exports):
         raise ConfigError(f"export folder {exports} already exists and is not empty: choose another name= or export_dir=")
 
 
