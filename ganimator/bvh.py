@@ -15,11 +15,13 @@ import numpy as np
 import roma
 import torch
 
+from .errors import UserError
+
 POSITION_CHANNELS = ("Xposition", "Yposition", "Zposition")
 ROTATION_CHANNELS = ("Xrotation", "Yrotation", "Zrotation")
 
 
-class BVHError(ValueError):
+class BVHError(UserError, ValueError):
     """A malformed BVH file; the message names the file and the line."""
 
     def __init__(self, path, line: int | None, message: str):

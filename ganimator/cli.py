@@ -2,43 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import sys
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
-
-from .bvh import BVHError, write_bvh
-from .config import ConfigError, load_config, npz_filename, to_yaml
-from .dataset import DatasetError, MotionDataset
-from .generate import EVALUATIONS, GenerationError
+from .bvh import write_bvh
+from .config import load_config, npz_filename, to_yaml
+from .dataset import MotionDataset
+from .errors import run_command as _run
+from .generate import GenerationError
+from .rundir import RunDir
 from .skeleton import RIGS
-from .tracking import TrackingError
-from .trainer import CheckpointError, TrainingDiverged
-
-# Errors about the user's input or files: one line, no traceback. Anything else is a bug and shows one.
-USER_ERRORS = (BVHError, CheckpointError, ConfigError, DatasetError, GenerationError, TrackingError,
-               TrainingDiverged, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError)
-
-
-def _run(main) -> None:
-    """Bad input ends with one line naming what is wrong, not a traceback."""
-    try:
-        main()
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as e:  # a full disk or a read-only mount is the machine's state, not a bug
-        if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with resume=true", file=sys.stderr)
-        sys.exit(130)
 
 
 def procedural() -> None:
@@ -49,7 +25,11 @@ def procedural() -> None:
     args = p.parse_args()
     from .procedural import procedural_dance
 
-    _run(lambda: (write_bvh(args.out, procedural_dance(args.seconds, seed=args.seed)), print(f"wrote {args.out}")))
+    def main():
+        write_bvh(args.out, procedural_dance(args.seconds, seed=args.seed))
+        print(f"wrote {args.out}")
+
+    _run(main)
 
 
 def preprocess() -> None:
@@ -107,7 +87,7 @@ def train() -> None:
         if not cfg.util.run_dir:
             cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = Trainer(cfg)
-        with Tracking(cfg, trainer.dataset, tags=["train"]) as tracking:
+        with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
             trainer.callbacks += tracking.callbacks
             result = trainer.fit()
         state = "finished" if result.finished else "stopped"
@@ -121,9 +101,8 @@ def _with_run_config(args: list[str]) -> list[str]:
     values = dict(a.partition("=")[::2] for a in args)
     run_dir = values.get("run_dir", values.get("util.run_dir"))
     resume = values.get("resume", values.get("util.resume", "false")).lower() == "true"
-    if resume and run_dir and (Path(run_dir) / "config.yaml").is_file():
-        saved = Path(run_dir) / "config.yaml"
-        return [f"config={saved}", f"npz_filename={Path(run_dir) / 'data.npz'}", *args]
+    if resume and run_dir and RunDir(run_dir).config.is_file():
+        return [f"config={RunDir(run_dir).config}", f"npz_filename={RunDir(run_dir).data}", *args]
     return args
 
 
@@ -173,10 +152,10 @@ def evaluate() -> None:
 
         run = load_run(args.run_dir)
         metrics = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True)
-        with open(Path(args.run_dir) / EVALUATIONS, "a") as f:  # appended: an export's metrics.json is not ours
+        with open(RunDir(args.run_dir).evaluations, "a") as f:  # appended: an export's metrics.json is not ours
             f.write(json.dumps(metrics) + "\n")
         print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
-              f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['reconstruction_l1']:.4f}")
+              f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['rec_error']:.4f}")
 
     _run(main)
 

@@ -16,11 +16,13 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .errors import UserError
+
 
 CLEARML_MODES = ("auto", "on", "offline", "off")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad configuration key or value; the message names it."""
 
 
@@ -84,7 +86,7 @@ class TrackingConfig:
     project: str = "GANimator"
     tags: list[str] = field(default_factory=list)  # added to the task's own (train, trial, retrain, ...)
     parent_task: str = ""  # the ClearML task id this run is a child of; sweeps set it
-    artifact_samples: int = 3  # BVH samples generated at the end of a tracked run and attached to its task
+    artifact_samples: int = 3  # samples a finished run writes (samples/, review.rrd), attached to its ClearML task
     rerun: bool = False  # also record every validation's samples as skeletons in run_dir/validation*.rrd
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .bvh import BVHError
+from .errors import UserError
 from .features import FeatureLayout, Motion, contact_labels, decode, encode, load_motion
 from .pyramid import COARSEST_RATIO, MIN_LEVEL_FRAMES, build_pyramid, noise_amplitudes, pyramid_lengths, scaled_lengths
 from .skeleton import Rig, Skeleton
@@ -47,7 +48,7 @@ SCHEMA = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A malformed or foreign npz; the message names the file and the key."""
 
 

@@ -14,17 +14,14 @@ from tqdm.auto import tqdm
 from .bvh import write_bvh
 from .config import load_config, stage_levels
 from .dataset import MotionDataset
+from .errors import UserError
 from .features import motion_to_bvh
-from .metrics import coverage, global_diversity, local_diversity, pose_frames
-from .networks import GeneratorPyramid
-from .trainer import (CHECKPOINT, CONFIG, DATA, CheckpointError, build_models, checkpoint_fits, load_checkpoint_file,
-                      new_or_empty)
+from .metrics import Quality, coverage, global_diversity, local_diversity, pose_frames
+from .networks import GeneratorPyramid, build_models
+from .rundir import CheckpointError, RunDir, checkpoint_fits, load_checkpoint_file, new_or_empty
 
 
-EVALUATIONS = "evaluations.jsonl"  # ganimator-evaluate's results in a run folder, one line each
-
-
-class GenerationError(ValueError):
+class GenerationError(UserError, ValueError):
     """A generation request the trained run cannot serve."""
 
 
@@ -65,7 +62,9 @@ class TrainedRun:
     def evaluate(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0, batch: int = 8,
                  progress: bool = False) -> dict:
         """The original's evaluation: mean coverage, global and local diversity of `samples` motions
-        of `length_factor` times the clip's length, plus the reconstruction error from z*."""
+        of `length_factor` times the clip's length, plus the reconstruction error from z* (a
+        `Quality`'s fields), and how it was sampled (samples, length, sample_seed: not the seed the
+        run was trained with, which an export records as `seed`)."""
         if samples < 1 or batch < 1 or not length_factor > 0:
             raise GenerationError(f"samples and batch must be at least 1 and the length factor positive, "
                                   f"got {samples}, {batch} and {length_factor}")
@@ -80,8 +79,9 @@ class TrainedRun:
             scores["global_diversity"].append(global_diversity(frames, real_frames))
             scores["local_diversity"].append(local_diversity(frames, real_frames))
         metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
-        metrics["reconstruction_l1"] = (self.reconstruct()[0] - real).abs().mean().item()
-        return {**metrics, "samples": samples, "length": length, "seed": seed}
+        metrics["rec_error"] = (self.reconstruct()[0] - real).abs().mean().item()
+        return {**Quality.from_dict(metrics).as_dict(), "samples": samples, "length": length,
+                "sample_seed": seed}
 
     def write(self, features: torch.Tensor, out_dir, prefix: str = "sample") -> list[Path]:
         """Each (channels, T) sample as <prefix>-NNN.bvh, plus all of them in <prefix>.npz."""
@@ -107,18 +107,19 @@ def free_path(path: Path) -> Path:
 
 def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
     """A run folder (or an exported one): config.yaml, data.npz and checkpoint.pt."""
-    run_dir = Path(run_dir)
-    for name in (CONFIG, DATA, CHECKPOINT):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} is missing: is {run_dir} a ganimator run folder?")
-    cfg = load_config([f"config={run_dir / CONFIG}"])
-    dataset = MotionDataset.load(run_dir / DATA)
+    run = RunDir(run_dir)
+    run_dir = run.path
+    for path in (run.config, run.data, run.checkpoint):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: is {run_dir} a ganimator run folder?")
+    cfg = load_config([f"config={run.config}"])
+    dataset = MotionDataset.load(run.data)
     pyramid, _ = build_models(cfg, dataset)
-    state = load_checkpoint_file(run_dir / CHECKPOINT)
-    with checkpoint_fits(run_dir / CHECKPOINT):
+    state = load_checkpoint_file(run.checkpoint)
+    with checkpoint_fits(run.checkpoint):
         pyramid.load_state_dict(state["pyramid"])
     pyramid.eval()
-    stages = len(stage_levels(cfg.model, dataset.num_levels, str(run_dir / DATA)))
+    stages = len(stage_levels(cfg.model, dataset.num_levels, str(run.data)))
     if state["stage"] < stages and not allow_partial:
         raise CheckpointError(f"{run_dir} has trained {state['stage']} of {stages} stages; "
                            "continue it with ganimator-train ... resume=true")

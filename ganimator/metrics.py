@@ -8,6 +8,9 @@ and the segmentation DP of global diversity runs over a per-segment minimum comp
 """
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, fields
+
 import torch
 
 COVERAGE_WINDOW, COVERAGE_THRESHOLD = 30, 2.0
@@ -81,6 +84,31 @@ def global_diversity(generated: torch.Tensor, real: torch.Tensor, min_segment: i
     for i in range(min_segment, L1 + 1):
         best[..., i] = (best[..., :i - min_segment + 1] + seg[..., :i - min_segment + 1, i]).amin(-1)
     return best[..., L1] / L1
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How good a model's motion is: the one record that validation, evaluation, the sweep's
+    objective, ClearML and the summaries read and write, under these names."""
+
+    coverage: float  # share of the clip's 30-frame windows that the samples reproduce (0..1)
+    global_diversity: float  # per-frame cost of the samples as a patchwork of the clip (0: a copy)
+    local_diversity: float  # mean cost of the samples' 15-frame windows against their best match
+    rec_error: float  # L1 of the features reconstructed from z* against the clip's
+
+    NAMES = ("coverage", "global_diversity", "local_diversity", "rec_error")
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Quality":
+        """From any mapping holding the four names (a history event, a study's record, a ClearML task)."""
+        return cls(**{f.name: float(values[f.name]) for f in fields(cls)})
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in asdict(self).values())
 
 
 def quality(generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:

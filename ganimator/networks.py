@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ConfigError, stage_levels, stage_noise_scales
 from .features import FeatureLayout
 from .pyramid import resample
 from .skeleton import Skeleton
@@ -212,3 +213,22 @@ class FusedPyramid:
 
     run = GeneratorPyramid.run
     reconstruct = GeneratorPyramid.reconstruct
+
+
+def build_models(cfg, dataset) -> tuple[GeneratorPyramid, nn.ModuleList]:
+    """Generators and critics for every level of `dataset`, initialised from `cfg.util.seed`
+    without touching the global RNG; each stage's levels get its noise amplitude scale."""
+    m = cfg.model
+    stages = stage_levels(m, dataset.num_levels, dataset.source or "the data")
+    if m.kernel_size // 2 >= dataset.level_lengths[0]:  # padding reads kernel_size // 2 frames each side
+        raise ConfigError(f"config key 'model.kernel_size' is {m.kernel_size}: it needs a coarsest level of more than "
+                          f"{m.kernel_size // 2} frames, and {dataset.source or 'the data'}'s has {dataset.level_lengths[0]}")
+    scales = torch.tensor([m.noise_amp_scale * scale for stage, scale in zip(stages, stage_noise_scales(m, len(stages)))
+                           for _ in stage])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.util.seed)
+        gens = [Generator(build_stacks(m, dataset.layout, dataset.skeleton, dataset.layout.channels))
+                for _ in range(dataset.num_levels)]
+        critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1)) for _ in range(dataset.num_levels)]
+    pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * scales, dataset.z_star, m.full_noise)
+    return pyramid, nn.ModuleList(critics)

@@ -9,7 +9,8 @@ Members may differ in what a sweep searches (noise amplitude scales, loss weight
 critic steps, seed); everything that shapes the networks, the data or the schedule must be equal.
 Each member is a whole `Trainer`: its own run folder, checkpoints, history and callbacks, so it
 is exactly the run it would have been alone. A member whose callback stops it, or whose losses
-diverge, leaves the population, and the others go on.
+diverge, leaves the population, and the others go on. The stage loop is the trainer's `fit`; this
+module checks that the members can be fused and reports what a member costs in memory.
 
     population = Population([cfg_a, cfg_b, cfg_c])
     outcomes = population.fit()      # one TrainResult, or the TrainingDiverged error, per member
@@ -21,13 +22,14 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from .config import ConfigError, npz_filename
 from .dataset import MotionDataset
-from .trainer import Callback, Trainer, TrainingDiverged, TrainResult, train_iteration
+from .trainer import Callback, Outcome, Trainer, fit, train_iteration
 
 # What members may differ in: the values a sweep searches, and where and how each one reports.
 SEARCHABLE_KEYS = ("model.noise_amp_scale", "model.stage_noise_amp_scale", "optim.lr_g", "optim.lr_d",
@@ -92,81 +94,27 @@ class Population:
     def __init__(self, cfgs: Sequence[DictConfig], dataset: MotionDataset | None = None,
                  callbacks: Sequence[Sequence[Callback]] | None = None,
                  after_stage: Callable[[int, list[Trainer]], None] | None = None,
-                 on_leave: Callable[[int, TrainResult | TrainingDiverged], None] | None = None):
+                 on_leave: Callable[[Trainer, Outcome], None] | None = None):
         """`callbacks`: each member's own trainer callbacks; `after_stage(stage, active)`: called once
         every member has ended a stage, with the members that go on (a sweep checkpoints them there);
-        `on_leave(index, outcome)`: called as a member stops or diverges, while the others train on."""
+        `on_leave(member, outcome)`: called as a member stops or diverges, while the others train on."""
         check_fusable(cfgs)
         if dataset is None:
             dataset = MotionDataset.load(npz_filename(cfgs[0]))
         callbacks = callbacks or [() for _ in cfgs]
-        quiet = [OmegaConf.merge(c, {"util": {"progress": False}}) if len(cfgs) > 1 else c for c in cfgs]
-        self.progress = bool(cfgs[0].util.progress)
-        self.members = [Trainer(cfg, dataset, cbs) for cfg, cbs in zip(quiet, callbacks)]
-        self.outcomes: list[TrainResult | TrainingDiverged | None] = [None] * len(self.members)
+        self.members = [Trainer(cfg, dataset, cbs) for cfg, cbs in zip(cfgs, callbacks)]
         self.reports: list[MemoryReport] = []
         self.after_stage, self.on_leave = after_stage, on_leave
 
-    def fit(self) -> list[TrainResult | TrainingDiverged]:
+    def fit(self) -> list[Outcome]:
         """Train every member through all stages; a member's outcome is its TrainResult, or the
         TrainingDiverged error that ended it."""
-        for m in self.members:
-            m.begin()
-        positions = {(m.stage, m.iteration) for m in self.members}
-        if len(positions) > 1:
-            raise ValueError(f"population members resume from different points (stage, iteration): {positions}")
-        active = list(self.members)
-        num_stages = len(active[0].stages)
-        while active and active[0].stage < num_stages:
-            for m in active:
-                levels = m.begin_stage()
-            first, stage = active[0], active[0].stage  # `first` may leave; its settings are everyone's
-            bar = tqdm(total=first.cfg.scheduling.train_data_iter, initial=first.iteration, dynamic_ncols=True,
-                       disable=not self.progress or len(self.members) == 1,
-                       desc=f"stage {stage + 1}/{num_stages} levels {levels}, {len(active)} members")
-            measured = False
-            while active and active[0].iteration < active[0].cfg.scheduling.train_data_iter:
-                losses = train_iteration(active, levels) if measured else self._measured_iteration(active, levels)
-                measured = True
-                for m, member_losses in zip(list(active), losses):
-                    if self._after_iteration(m, member_losses):
-                        active.remove(m)
-                bar.update()
-                bar.set_description(f"stage {stage + 1}/{num_stages} levels {levels}, {len(active)} members")
-            bar.close()
-            for m in list(active):
-                if m.end_stage():
-                    active.remove(m)
-                    self._leave(m, m.result)
-            if self.after_stage is not None:
-                self.after_stage(stage, list(active))
-        for m in active:
-            m.result.finished = True
-            self.outcomes[self.members.index(m)] = m.result
-        return self.outcomes
-
-    def _after_iteration(self, member: Trainer, losses: dict[str, float]) -> bool:
-        """The member's own bookkeeping; True when it leaves the population (stopped or diverged)."""
-        try:
-            stopped = member.after_iteration(losses)
-        except TrainingDiverged as e:
-            tqdm.write(f"member {self.members.index(member)} ({member.run_dir}) leaves the population: {e}", file=sys.stderr)
-            self._leave(member, e)
-            return True
-        if stopped:
-            self._leave(member, member.result)
-        return stopped
-
-    def _leave(self, member: Trainer, outcome: TrainResult | TrainingDiverged) -> None:
-        index = self.members.index(member)
-        self.outcomes[index] = outcome
-        if self.on_leave is not None:
-            self.on_leave(index, outcome)
+        return fit(self.members, self.after_stage, self.on_leave, first_iteration=self._measured_iteration)
 
     def _measured_iteration(self, active: list[Trainer], levels: list[int]) -> list[dict[str, float]]:
         """A stage's first iteration, measured for the memory report."""
         device = active[0].device
-        free, peak_before = _free_mib(device), _peak_mib(device)
+        free, peak_before = _free_mib(device), _start_peak(device)
         losses = train_iteration(active, levels)
         weights = sum(t.numel() * t.element_size() for t in [*active[0].pyramid.parameters(),
                                                               *active[0].critics.parameters()])
@@ -179,12 +127,20 @@ class Population:
 
 
 def _free_mib(device: torch.device) -> float:
+    """Memory the device has free now."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2**20
+    return psutil.virtual_memory().available / 2**20
+
+
+def _start_peak(device: torch.device) -> float:
+    """Begin measuring an iteration's peak memory; returns the baseline to subtract. On CUDA the
+    allocator's peak counter is reset here, on purpose: it is how one iteration's peak is read.
+    (A caller measuring its own peak across a population's training sees it restart at each stage.)"""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.mem_get_info(device)[0] / 2**20
-    with open("/proc/meminfo") as f:
-        info = dict(line.split(":", 1) for line in f)
-    return int(info["MemAvailable"].split()[0]) / 1024
+        return torch.cuda.memory_allocated(device) / 2**20
+    return _peak_mib(device)
 
 
 def _peak_mib(device: torch.device) -> float:

@@ -29,7 +29,9 @@ import rerun as rr
 import torch
 
 from .dataset import MotionDataset
-from .generate import EVALUATIONS, TrainedRun, load_run
+from .errors import UserError
+from .generate import TrainedRun, load_run
+from .rundir import RunDir
 from .skeleton import Skeleton
 
 BONE, CONTACT = (200, 200, 200, 255), (230, 40, 40, 255)
@@ -79,6 +81,20 @@ def log_clips(rec: rr.RecordingStream, clips: list[Clip], spacing: float = 1.5) 
                                                      colors=colors.reshape(-1, 4)).partition([J] * T))
         if clip.notes:
             rec.log(f"{path}/info", rr.TextDocument(clip.notes, media_type=rr.MediaType.MARKDOWN), static=True)
+
+
+def write_run_results(run_dir: Path, samples: int, seed: int = 0) -> None:
+    """A finished run's `samples` motions of twice the clip's length as BVH and npz in samples/, and
+    review.rrd: them beside the real clip, for the Rerun viewer (nothing when samples is 0)."""
+    if not samples:
+        return
+    run, folder = load_run(run_dir), RunDir(run_dir)
+    length = 2 * run.dataset.features.shape[-1]
+    features = run.generate(length, samples, seed)
+    run.write(features, folder.samples)
+    clips = [features_clip(run.dataset, "real", run.dataset.features, "the training clip")]
+    clips += [features_clip(run.dataset, f"{folder.path.name}/sample-{k}", f) for k, f in enumerate(features)]
+    write_recording(clips, "save", folder.review)
 
 
 class ValidationRecording:
@@ -132,7 +148,7 @@ def write_recording(clips: list[Clip], mode: str = "save", path: str | Path = "r
 DEFAULT_HOST, DEFAULT_GRPC_PORT, DEFAULT_WEB_PORT = "127.0.0.1", 9876, 9090
 
 
-class ServeError(RuntimeError):
+class ServeError(UserError, RuntimeError):
     """The review could not be served (a port in use, the web viewer did not start or stopped)."""
 
 
@@ -281,8 +297,8 @@ def review_dirs(paths: list[Path], samples: int, length: int, seed: int) -> list
     """Clips for run or export folders, or a sweep's export folder (every rank in it)."""
     runs = []
     for path in map(Path, paths):
-        ranks = sorted((p for p in path.iterdir() if (p / "checkpoint.pt").is_file()), key=lambda p: p.name)
-        runs += ranks if not (path / "checkpoint.pt").is_file() else [path]
+        ranks = sorted((p for p in path.iterdir() if RunDir(p).checkpoint.is_file()), key=lambda p: p.name)
+        runs += ranks if not RunDir(path).checkpoint.is_file() else [path]
     if not runs:
         raise FileNotFoundError(f"no trained run or export in {', '.join(map(str, paths))}")
     clips = []
@@ -296,9 +312,10 @@ def review_dirs(paths: list[Path], samples: int, length: int, seed: int) -> list
 
 def _metrics(run_dir: Path) -> dict:
     """An export's metrics.json, else the newest ganimator-evaluate result, else nothing."""
-    if (run_dir / "metrics.json").is_file():
-        return json.loads((run_dir / "metrics.json").read_text())
-    lines = (run_dir / EVALUATIONS).read_text().splitlines() if (run_dir / EVALUATIONS).is_file() else []
+    run = RunDir(run_dir)
+    if run.metrics.is_file():
+        return json.loads(run.metrics.read_text())
+    lines = run.evaluations.read_text().splitlines() if run.evaluations.is_file() else []
     return json.loads(lines[-1]) if lines else {}
 
 

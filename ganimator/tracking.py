@@ -1,14 +1,16 @@
-"""Experiment tracking: a run as a ClearML task, its validations as a Rerun recording.
+"""Experiment tracking: a run as a ClearML task.
 
-    with Tracking(cfg, dataset, tags=["train"]) as tracking:
-        Trainer(cfg, dataset, callbacks=tracking.callbacks).fit()
+    trainer = Trainer(cfg)
+    with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
+        trainer.callbacks += tracking.callbacks
+        trainer.fit()
 
 The same wrapper serves `ganimator-train`, every sweep trial and every retrain, so their tasks
 line up in ClearML's compare view: the config's sections are connected as flat hyperparameter
 sections (`optim/lambda_rec`), each loss is a scalar per level on the global iteration axis,
-and a run that finishes its last stage attaches its resolved config, history, generated BVH
-and a Rerun review recording. Credentials stay in ClearML's own configuration; nothing here
-reads or prints them.
+and a run that finishes its last stage attaches what its folder holds: resolved config,
+history, generated BVH and the Rerun recordings (the trainer writes them, whatever the
+tracking). Credentials stay in ClearML's own configuration; nothing here reads or prints them.
 """
 from __future__ import annotations
 
@@ -20,16 +22,16 @@ from typing import Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import stage_levels
-from .dataset import MotionDataset
-from .trainer import CONFIG, HISTORY, TrainEvent, read_history
+from .errors import UserError
+from .rundir import RunDir, read_history
+from .trainer import EventKind, TrainEvent
 
 OFF_NOTE = ("ClearML: off (no clearml.conf, CLEARML_CONFIG_FILE or CLEARML_API_HOST; "
             "clearml=offline records sessions locally)")
 CONFIG_SECTIONS = ("data", "model", "optim", "scheduling", "util")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """ClearML was asked for and could not start; the message says how to go on without it."""
 
 
@@ -91,21 +93,20 @@ def flat_sections(cfg: DictConfig) -> dict[str, dict]:
 class Tracking:
     """ClearML task and Rerun validation recording of one training run, as trainer callbacks."""
 
-    def __init__(self, cfg: DictConfig, dataset: MotionDataset, tags: Iterable[str] = ("train",),
+    def __init__(self, cfg: DictConfig, num_stages: int, tags: Iterable[str] = ("train",),
                  params: dict | None = None, announce: bool = True,
                  objective: Callable[[TrainEvent], dict[str, float]] | None = None):
         """`params`: searched values, connected as their own section; `objective`: scalars a sweep
         derives from each event, reported under `objective/`."""
-        from .review import ValidationRecording
-
-        self.cfg, self.dataset = cfg, dataset
-        self.run_dir = Path(cfg.util.run_dir)
-        self.num_stages = len(stage_levels(cfg.model, dataset.num_levels))
+        self.cfg = cfg
+        self.run = RunDir(cfg.util.run_dir)
+        self.run_dir = self.run.path
+        self.num_stages = num_stages
         self.finished = False
         self.stopped = False
         self.failure = ""
         self.objective = objective
-        self.callbacks = [ValidationRecording(dataset, self.run_dir)] if cfg.tracking.rerun else []
+        self.callbacks = []
         self.mode = clearml_mode(cfg.tracking.clearml)
         self.task = None
         if self.mode == "off":
@@ -150,7 +151,7 @@ class Tracking:
         if self.task is None:
             return
         for _, record in read_history(history):
-            self.on_event(TrainEvent(**{**record, "checkpoint": record["checkpoint"] and Path(record["checkpoint"])}))
+            self.on_event(TrainEvent.from_record(record))
 
     @property
     def task_id(self) -> str:
@@ -166,33 +167,20 @@ class Tracking:
         for series, value in (self.objective(event) if self.objective else {}).items():
             logger.report_scalar("objective", series, value, iteration=event.step)
         logger.report_scalar("progress", "iterations", event.step, iteration=event.step)
-        if event.kind == "stage_end":
-            logger.report_scalar("progress", "stages done", event.stage + 1, iteration=event.step)
-            if event.stage + 1 == self.num_stages:
+        if event.kind == EventKind.STAGE_END:
+            logger.report_scalar("progress", "stages done", event.stages_done, iteration=event.step)
+            if event.stages_done == self.num_stages:
                 self.finished = True
                 self.attach_results()
             # A sweep may end this process inside its next report, so nothing may wait for close().
             self.task.flush(wait_for_uploads=True)
 
     def attach_results(self) -> None:
-        """Config, history, generated BVH and a Rerun review of the finished run, as artifacts."""
-        from .generate import load_run
-        from .review import clips_of_run, write_recording
-
-        run = load_run(self.run_dir)
-        n = self.cfg.tracking.artifact_samples
-        for name in (CONFIG, HISTORY):
-            self.upload(name, self.run_dir / name)
-        if n:
-            length = 2 * self.dataset.features.shape[-1]
-            samples = run.generate(length, n, seed=0)
-            run.write(samples, self.run_dir / "samples")
-            self.upload("samples", self.run_dir / "samples")
-            clips = clips_of_run(run, self.run_dir.name, n, length, seed=0, with_real=True)
-            write_recording(clips, "save", self.run_dir / "review.rrd")
-            self.upload("review.rrd", self.run_dir / "review.rrd")
-        for rrd in sorted(self.run_dir.glob("validation*.rrd")):
-            self.upload(rrd.name, rrd)
+        """What the finished run's folder holds: config, history, samples and Rerun recordings."""
+        for path in (self.run.config, self.run.history, self.run.samples, self.run.review,
+                     *sorted(self.run_dir.glob("validation*.rrd"))):
+            if path.exists():
+                self.upload(path.name, path)
 
     def upload(self, name: str, path: Path) -> None:
         if self.task is not None:

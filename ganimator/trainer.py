@@ -1,59 +1,81 @@
-"""Training: all stages of the pyramid in one process, each frozen once trained.
+"""Training: all stages of the pyramid, each frozen once trained, for one run or several at once.
 
-One iteration of a stage (its levels: groups of `model.group_size`, or `model.stages`) is, as
-in the original: `critic_steps` critic updates with WGAN-GP, one adversarial generator update
-(with the contact consistency loss) and one reconstruction update. Every random sub-step sees a
-fresh output of the frozen stages below, as in the original; they are drawn for all sub-steps of
-an iteration in one batched call without autograd, and their (deterministic) reconstruction once
-per stage. The original recomputed both, with autograd, for each of the seven sub-steps.
+    result = Trainer(cfg).fit()                     # one run
+    outcomes = fit([Trainer(a), Trainer(b)])       # several, fused (ganimator/population.py)
+
+`fit` is the one stage loop. Each `Trainer` is a member: its networks, optimisers, fake pools,
+noise generator and run folder. One iteration of a stage (its levels: groups of
+`model.group_size`, or `model.stages`) is, as in the original, `critic_steps` critic updates with
+WGAN-GP, one adversarial generator update (with the contact consistency loss) and one
+reconstruction update. Every random sub-step sees a fresh output of the frozen stages below, as in
+the original; they are drawn for all sub-steps of an iteration in one batched call without
+autograd, and their (deterministic) reconstruction once per stage. The original recomputed both,
+with autograd, for each of the seven sub-steps.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .bvh import atomic_write_text
-from .config import ConfigError, check_device, npz_filename, stage_levels, stage_noise_scales, to_yaml
+from .config import check_device, npz_filename, stage_levels
 from .dataset import MotionDataset
+from .errors import UserError
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
-from .metrics import quality, pose_frames
-from .networks import Critic, FusedPyramid, FusedStack, Generator, GeneratorPyramid, build_stacks
-
-CHECKPOINT_VERSION = 3  # 3: the original's channel layout and skeleton-aware networks
-CHECKPOINT, CONFIG, DATA, HISTORY = "checkpoint.pt", "config.yaml", "data.npz", "history.jsonl"
+from .metrics import Quality, pose_frames, quality
+from .networks import FusedPyramid, FusedStack, build_models
+from .rundir import CHECKPOINT_VERSION, RunDir, checkpoint_fits
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read; the message names the file."""
-
-
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class EventKind(str, Enum):
+    VALIDATION = "validation"
+    STAGE_END = "stage_end"
 
 
 @dataclass
 class TrainEvent:
-    """What callbacks receive after each validation ('validation') and finished stage ('stage_end')."""
+    """What callbacks receive after each validation and each finished stage."""
 
-    kind: str
-    stage: int  # 0-based index into model.stages
+    kind: EventKind
+    stage: int  # 0-based index into the stages
     levels: list[int]
     iteration: int  # iterations done in this stage
     step: int  # iterations done in all stages
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the losses averaged since the last event (`<level>/<loss>`), then quality
     checkpoint: Path | None  # a checkpoint holding exactly this state, when one was written
     samples: torch.Tensor | None = field(default=None, repr=False)  # validation motions (N, C, T) at levels[-1]
+
+    @property
+    def stages_done(self) -> int:
+        return self.stage + (self.kind == EventKind.STAGE_END)
+
+    @property
+    def quality(self) -> Quality | None:
+        """The validation samples' quality at the stage's top level (None without samples)."""
+        if "coverage" not in self.metrics:
+            return None
+        return Quality.from_dict({**self.metrics, "rec_error": self.metrics[f"{self.levels[-1]}/rec_error"]})
+
+    def record(self) -> dict:
+        """The event as a history line holds it."""
+        return {**{k: v for k, v in asdict(self).items() if k != "samples"},
+                "kind": self.kind.value, "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TrainEvent":
+        return cls(**{**record, "kind": EventKind(record["kind"]),
+                      "checkpoint": Path(record["checkpoint"]) if record["checkpoint"] else None})
 
 
 Callback = Callable[[TrainEvent], "bool | None"]  # a truthy return stops training
@@ -64,6 +86,9 @@ class TrainResult:
     run_dir: Path
     finished: bool  # all stages trained (False: a callback stopped the run)
     events: list[TrainEvent] = field(default_factory=list)
+
+
+Outcome = TrainResult | TrainingDiverged  # how a member left the stage loop
 
 
 class FakePool:
@@ -86,12 +111,15 @@ class FakePool:
 
 
 class Trainer:
+    """One run: its networks, optimisers, fake pools and noise generator, and its run folder."""
+
     def __init__(self, cfg: DictConfig, dataset: MotionDataset | None = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.callbacks = list(callbacks)
-        self.run_dir = Path(cfg.util.run_dir)
+        self.run = RunDir(cfg.util.run_dir)
+        self.run_dir = self.run.path
         if dataset is None:  # a resumed run trains on its own copy of the data
-            own = self.run_dir / DATA
+            own = self.run.data
             dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
         self.dataset = dataset
         check_device(cfg.util.device)
@@ -111,79 +139,84 @@ class Trainer:
         self.consistency = ContactConsistency(self.dataset.skeleton, self.dataset.layout).to(self.device)
         self.rng = torch.Generator(self.device).manual_seed(cfg.util.seed)
         self.stage, self.iteration, self.step = 0, 0, 0
+        self.frozen_rec: torch.Tensor | None = None  # the frozen levels' reconstruction, once per stage
+        if cfg.tracking.rerun:
+            from .review import ValidationRecording
 
-    # ---- the stage loop ------------------------------------------------------------------
+            self.callbacks.append(ValidationRecording(self.dataset, self.run_dir))
 
     def fit(self) -> TrainResult:
-        self.begin()
-        while self.stage < len(self.stages):
-            levels = self.begin_stage()
-            while self.iteration < self.cfg.scheduling.train_data_iter:
-                if self.after_iteration(train_iteration([self], levels)[0]):
-                    return self.result
-            if self.end_stage():
-                return self.result
-        self.result.finished = True
-        return self.result
+        """Train every stage; a diverged loss raises TrainingDiverged."""
+        [outcome] = fit([self])
+        if isinstance(outcome, TrainingDiverged):
+            raise outcome
+        return outcome
 
-    # A population (population.py) drives several trainers through these same steps.
+    # ---- what the stage loop asks of each member ---------------------------------------------
 
     def begin(self) -> None:
         if self.cfg.util.num_threads > 0:
             torch.set_num_threads(self.cfg.util.num_threads)
-        self._prepare_run_dir()
+        if self.cfg.util.resume:
+            path, state = self.run.newest_state()
+            with checkpoint_fits(path):
+                self.load_state(state)
+            self.run.keep_history_until(self.step)  # events after the checkpoint will happen again
+        else:
+            self.run.create(self.cfg, self.dataset)
         self.result = TrainResult(self.run_dir, finished=False)
 
     def begin_stage(self) -> list[int]:
         levels = self.stages[self.stage]
-        self._freeze_below(levels[0])
+        for l, g in enumerate(self.pyramid.generators):  # the stages below are frozen
+            g.train(l >= levels[0])
+            g.requires_grad_(l >= levels[0])
         with torch.no_grad():
             self.frozen_rec = self.pyramid.reconstruct(self.lengths, range(levels[0]))[-1] if levels[0] else None
-        self._bar = tqdm(total=self.cfg.scheduling.train_data_iter, initial=self.iteration,
-                         disable=not self.cfg.util.progress, dynamic_ncols=True,
-                         desc=f"stage {self.stage + 1}/{len(self.stages)} levels {levels}")
         self._running: dict[str, list[float]] = {}
         return levels
 
     def after_iteration(self, losses: dict[str, float]) -> bool:
         """Count an iteration of the current stage, validate and checkpoint when due. True when a
-        callback stopped the run (its state is saved)."""
-        sched, levels = self.cfg.scheduling, self.stages[self.stage]
-        try:
-            self._check_finite(losses)
-        except TrainingDiverged:
-            self._bar.close()
-            raise
+        callback stopped the run (its state is saved); TrainingDiverged on a non-finite loss."""
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"loss {bad[0]!r} is {losses[bad[0]]} at stage {self.stage + 1}, iteration {self.iteration + 1}; "
+                f"the last good checkpoint in {self.run_dir} is kept (lower the learning rates or lambda_gp)")
+        sched = self.cfg.scheduling
         self.iteration += 1
         self.step += 1
         for k, v in losses.items():
             self._running.setdefault(k, []).append(v)
-        self._bar.update()
-        self._bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses.items()
-                               if not k.endswith(("gp", "contact"))}, refresh=False)
         last = self.iteration == sched.train_data_iter
         checkpoint = self.iteration % sched.checkpoint_every == 0 and not last
         if self.iteration % sched.validate_every == 0 and not last:
-            metrics, samples = self.validate(levels)
-            path = self.save_checkpoint() if checkpoint else None
-            if self._emit("validation", levels, self._averages(metrics), samples, path):
-                self.save_checkpoint()  # stopping keeps everything done so far
-                self._bar.close()
+            metrics, samples = self.validate(self.stages[self.stage])
+            path = self.run.save(self.state_dict()) if checkpoint else None
+            if self._emit(EventKind.VALIDATION, self._averages(metrics), samples, path):
+                self.run.save(self.state_dict())  # stopping keeps everything done so far
                 return True
         elif checkpoint:
-            self.save_checkpoint()
+            self.run.save(self.state_dict())
         return False
 
     def end_stage(self) -> bool:
-        """Validate and checkpoint the finished stage; True when a callback stopped the run."""
-        self._bar.close()
-        levels = self.stages[self.stage]
-        metrics, samples = self.validate(levels)
-        metrics, stage_done = self._averages(metrics), self.stage
+        """Validate and checkpoint the finished stage (and write a finished run's samples and
+        review); True when a callback stopped the run."""
+        metrics, samples = self.validate(self.stages[self.stage])
+        metrics, iteration = self._averages(metrics), self.iteration
         self.stage, self.iteration = self.stage + 1, 0
-        path = self.save_checkpoint(stage_file=f"stage-{stage_done + 1}.pt")
-        return self._emit("stage_end", levels, metrics, samples, path, stage_done,
-                          self.cfg.scheduling.train_data_iter)
+        path = self.run.save(self.state_dict(), stage=self.stage)
+        if self.stage == len(self.stages):
+            self.write_results()
+        return self._emit(EventKind.STAGE_END, metrics, samples, path, self.stage - 1, iteration)
+
+    def write_results(self) -> None:
+        """A finished run's samples and review.rrd, whatever the tracking: every run folder looks alike."""
+        from .review import write_run_results
+
+        write_run_results(self.run_dir, self.cfg.tracking.artifact_samples)
 
     def _averages(self, metrics: dict[str, float]) -> dict[str, float]:
         """The losses averaged since the last report, then the validation metrics."""
@@ -191,30 +224,17 @@ class Trainer:
         self._running = {}
         return out
 
-    def _emit(self, kind: str, levels: list[int], metrics: dict, samples, path,
-              stage: int | None = None, iteration: int | None = None) -> bool:
-        event = TrainEvent(kind, self.stage if stage is None else stage, levels,
-                           self.iteration if iteration is None else iteration, self.step, metrics, path, samples)
+    def _emit(self, kind: EventKind, metrics: dict, samples, path, stage: int | None = None,
+              iteration: int | None = None) -> bool:
+        stage = self.stage if stage is None else stage
+        event = TrainEvent(kind, stage, self.stages[stage], self.iteration if iteration is None else iteration,
+                           self.step, metrics, path, samples)
         self.result.events.append(replace(event, samples=None))  # a long run would keep every sample otherwise
-        with open(self.run_dir / HISTORY, "a") as f:
-            record = {k: v for k, v in asdict(self.result.events[-1]).items() if k != "samples"}
-            f.write(json.dumps({**record, "checkpoint": str(path) if path else None}) + "\n")
+        self.run.append_event(event.record())
         stop = False
         for callback in self.callbacks:
             stop = bool(callback(event)) or stop
         return stop
-
-    def _freeze_below(self, level: int) -> None:
-        for l, g in enumerate(self.pyramid.generators):
-            g.train(l >= level)
-            g.requires_grad_(l >= level)
-
-    def _check_finite(self, losses: dict[str, float]) -> None:
-        bad = [k for k, v in losses.items() if not math.isfinite(v)]
-        if bad:
-            raise TrainingDiverged(
-                f"loss {bad[0]!r} is {losses[bad[0]]} at stage {self.stage + 1}, iteration {self.iteration + 1}; "
-                f"the last good checkpoint in {self.run_dir} is kept (lower the learning rates or lambda_gp)")
 
     @torch.no_grad()
     def validate(self, levels: list[int]) -> tuple[dict[str, float], torch.Tensor]:
@@ -232,51 +252,13 @@ class Trainer:
             out.update(quality(pose_frames(samples, layout).cpu(), pose_frames(self.reals[top][0], layout).cpu()))
         return out, samples.cpu()
 
-    # ---- run folder and checkpoints -----------------------------------------------------
-
-    def _prepare_run_dir(self) -> None:
-        ckpt = self.run_dir / CHECKPOINT
-        if self.cfg.util.resume:
-            if not ckpt.exists():
-                raise FileNotFoundError(f"resume=true but {ckpt} does not exist")
-            path, state = self._newest_readable_state()
-            with checkpoint_fits(path):
-                self.load_state(state)
-            history = self.run_dir / HISTORY  # events after the checkpoint will happen again
-            if history.exists():
-                kept = [line for line, event in read_history(history) if event["step"] <= self.step]
-                atomic_write_text(history, "".join(kept))
-            return
-        if ckpt.exists():
-            raise FileExistsError(f"{self.run_dir} already holds a run; pass resume=true to continue it "
-                                  "or choose another run_dir")
-        if not new_or_empty(self.run_dir):
-            raise FileExistsError(f"run_dir {self.run_dir} exists and is not empty: a new run needs a new or empty folder")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = OmegaConf.merge(self.cfg, {"data": {"npz_filename": DATA}, "util": {"resume": False}})
-        (self.run_dir / CONFIG).write_text(to_yaml(cfg))
-        self.dataset.save(self.run_dir / DATA)
-
-    def _newest_readable_state(self) -> tuple[Path, dict]:
-        """checkpoint.pt, or when it is corrupt or truncated the newest readable stage-K.pt."""
-        stage_files = sorted(self.run_dir.glob("stage-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
-        errors = []
-        for path in [self.run_dir / CHECKPOINT, *stage_files]:
-            try:
-                state = load_checkpoint_file(path)
-            except CheckpointError as e:
-                errors.append(str(e))
-                continue
-            if errors:
-                print(f"warning: {'; '.join(errors)}; resuming from {path}", file=sys.stderr)
-            return path, state
-        raise CheckpointError("; ".join(errors) + f" (and no readable stage checkpoint in {self.run_dir})")
+    # ---- state ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """Everything resuming needs. Frozen levels keep only their generator: their critics,
         optimiser states and fake pools are never used again, and are most of the bytes."""
-        live = [l >= self._first_trainable() for l in range(len(self.critics))]
-        keep = lambda items: [item if alive else None for item, alive in zip(items, live)]  # noqa: E731
+        first = self.stages[self.stage][0] if self.stage < len(self.stages) else len(self.critics)
+        keep = lambda items: [item if l >= first else None for l, item in enumerate(items)]  # noqa: E731
         return {
             "version": CHECKPOINT_VERSION,
             "stage": self.stage, "iteration": self.iteration, "step": self.step,
@@ -285,21 +267,6 @@ class Trainer:
             "opt_g": keep([o.state_dict() for o in self.opt_g]), "opt_d": keep([o.state_dict() for o in self.opt_d]),
             "pools": keep([p.items for p in self.pools]), "rng": self.rng.get_state(),
         }
-
-    def _first_trainable(self) -> int:
-        return self.stages[self.stage][0] if self.stage < len(self.stages) else len(self.critics)
-
-    def save_checkpoint(self, stage_file: str | None = None) -> Path:
-        path = self.run_dir / CHECKPOINT
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        if stage_file:
-            stage_path = self.run_dir / stage_file
-            shutil.copyfile(path, stage_path.with_name(f".{stage_file}.tmp"))
-            os.replace(stage_path.with_name(f".{stage_file}.tmp"), stage_path)
-            return stage_path
-        return path
 
     def load_state(self, state: dict) -> None:
         self.pyramid.load_state_dict(state["pyramid"])
@@ -316,66 +283,122 @@ class Trainer:
         self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
 
 
-def new_or_empty(folder: Path) -> bool:
-    """Whether `folder` may take new output: it does not exist, or is an empty folder."""
-    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+# ---- the stage loop -------------------------------------------------------------------------
+
+Iteration = Callable[[list[Trainer], list[int]], list[dict[str, float]]]
 
 
-def read_history(path: Path) -> list[tuple[str, dict]]:
-    """history.jsonl as (line, event) pairs. A torn last line is what a crash leaves: it is dropped
-    with a warning. Anything else unreadable is a one-line error naming the line."""
-    try:
-        lines = path.read_bytes().decode().splitlines(keepends=True)
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    events = []
-    for number, line in enumerate(lines, 1):
-        try:
-            event = json.loads(line)
-            if not isinstance(event, dict) or not isinstance(event.get("step"), int):
-                raise ValueError("no integer 'step'")
-        except ValueError as e:
-            if number == len(lines) and not line.endswith("\n"):
-                print(f"warning: {path}:{number}: dropped a torn last line (the run was interrupted while writing it)",
-                      file=sys.stderr)
-                break
-            raise CheckpointError(f"{path}:{number}: not a history event ({e}); remove or fix the line") from None
-        events.append((line if line.endswith("\n") else line + "\n", event))
-    return events
+def fit(members: list[Trainer], after_stage: Callable[[int, list[Trainer]], None] | None = None,
+        on_leave: Callable[[Trainer, Outcome], None] | None = None,
+        first_iteration: Iteration | None = None) -> list[Outcome]:
+    """Train `members` through every stage, one fused iteration for all of them at a time.
 
+    A member whose callback stops it, or whose losses diverge, leaves (`on_leave`), and the others
+    go on. `after_stage(stage, active)` runs once every member has ended a stage, with those that
+    go on; `first_iteration` runs each stage's first iteration in place of `train_iteration` (the
+    population measures memory there). Returns each member's TrainResult, or the TrainingDiverged
+    error that ended it."""
+    for m in members:
+        m.begin()
+    positions = {(m.stage, m.iteration) for m in members}
+    if len(positions) > 1:
+        raise ValueError(f"members resume from different points (stage, iteration): {positions}")
+    outcomes: dict[int, Outcome] = {}
+
+    def leave(m: Trainer, outcome: Outcome) -> None:
+        active.remove(m)
+        outcomes[members.index(m)] = outcome
+        if on_leave is not None:
+            on_leave(m, outcome)
+
+    active = list(members)
+    cfg, num_stages = members[0].cfg, len(members[0].stages)
+    while active and active[0].stage < num_stages:
+        stage = active[0].stage
+        for m in active:
+            levels = m.begin_stage()
+        crowd = f", {len(members)} members" if len(members) > 1 else ""
+        bar = tqdm(total=cfg.scheduling.train_data_iter, initial=active[0].iteration, dynamic_ncols=True,
+                   disable=not cfg.util.progress, desc=f"stage {stage + 1}/{num_stages} levels {levels}{crowd}")
+        iteration = first_iteration or train_iteration
+        while active and active[0].iteration < cfg.scheduling.train_data_iter:
+            losses = iteration(active, levels)
+            iteration = train_iteration
+            for m, member_losses in zip(list(active), losses):
+                try:
+                    if m.after_iteration(member_losses):
+                        leave(m, m.result)
+                except TrainingDiverged as e:
+                    if len(members) > 1:
+                        tqdm.write(f"member {members.index(m)} ({m.run_dir}) leaves: {e}", file=sys.stderr)
+                    leave(m, e)
+            bar.update()
+            if len(members) == 1 and active:
+                bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses[0].items()
+                                 if not k.endswith(("gp", "contact"))}, refresh=False)
+        bar.close()
+        for m in list(active):
+            if m.end_stage():
+                leave(m, m.result)
+        if after_stage is not None:
+            after_stage(stage, list(active))
+    for m in active:
+        m.result.finished = True
+        outcomes[members.index(m)] = m.result
+    return [outcomes[k] for k in range(len(members))]
+
+
+# ---- one iteration, fused over members ---------------------------------------------------------
 
 def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str, float]]:
-    """One iteration of the stage `levels` for each member trainer, fused: every network call runs
-    all K members at once, side by side on the channel axis (grouped convolutions).
+    """One iteration of the stage `levels` for each member, fused: every network call runs all K
+    members at once, side by side on the channel axis (grouped convolutions).
 
     Each member draws noise from its own generator in the order a lone run does and steps only
-    its own optimisers, so training K members together is training each alone. Members with fewer
-    critic steps leave the last critic updates. A lone trainer is a population of one.
-    """
-    K, lo, first = len(members), levels[0], members[0]
-    span, lengths, channels = range(lo, levels[-1] + 1), first.lengths, first.pyramid.channels
+    its own optimisers, so training K members together is training each alone. A lone trainer is
+    a population of one."""
+    losses: list[dict[str, float]] = [{} for _ in members]
+    pyramid = FusedPyramid([m.pyramid for m in members])
+    base, fakes, noise = _draw(members, levels, pyramid)
+    _critic_phase(members, levels, fakes, losses)
+    _adversarial_phase(members, levels, pyramid, base, noise, losses)
+    _reconstruction_phase(members, levels, pyramid, losses)
+    return losses
+
+
+def _per_member(members: list[Trainer], key: str) -> torch.Tensor:
+    return torch.tensor([m.cfg.optim[key] for m in members], device=members[0].device)
+
+
+def _draw(members: list[Trainer], levels: list[int], pyramid: FusedPyramid):
+    """Every random sub-step (n critic steps, then the adversarial one) draws a fresh chain, as the
+    original does: the frozen levels run once for all of them, batched, without autograd. Rows of a
+    member with fewer critic steps are zero padding, run but never used. Returns the frozen
+    levels' output (None at stage 1), the critic steps' fakes at each level of the stage, and the
+    noise of every level (members side by side)."""
+    lo, lengths = levels[0], members[0].lengths
     steps = [m.cfg.optim.critic_steps for m in members]
     n = max(steps)
-    per_member = lambda key: torch.tensor([m.cfg.optim[key] for m in members], device=first.device)  # noqa: E731
-    pyramid = FusedPyramid([m.pyramid for m in members])
-    losses: list[dict[str, float]] = [{} for _ in members]
 
-    # Every random sub-step (n critic steps, then the adversarial one) draws a fresh chain, as
-    # the original does: the frozen levels run once for all of them, batched, without autograd.
-    # Rows of a member with fewer critic steps are zero padding, run but never used.
     def draws(m, n_m, level):
         z = m.pyramid.noise(level, n_m + 1, lengths[level], m.rng)
         return torch.cat([z[:n_m], z.new_zeros(n - n_m, *z.shape[1:]), z[n_m:]])
 
     noise = [[draws(m, n_m, l) for l in range(levels[-1] + 1)] for m, n_m in zip(members, steps)]
-    noise = [torch.cat(level, dim=1) for level in zip(*noise)]  # members side by side
+    noise = [torch.cat(level, dim=1) for level in zip(*noise)]
     with torch.no_grad():
         base = pyramid.run(range(lo), lengths, None, noise[:lo])[-1] if lo else None
-        fakes = pyramid.run(span, lengths, base[:n] if lo else None, [z[:n] for z in noise[lo:]])
+        fakes = pyramid.run(range(lo, levels[-1] + 1), lengths, base[:n] if lo else None, [z[:n] for z in noise[lo:]])
+    return base, fakes, noise
 
-    lambda_gp = per_member("lambda_gp")
-    for k in range(n):
-        # Members with fewer critic steps leave the fused critic calls once theirs are done.
+
+def _critic_phase(members: list[Trainer], levels: list[int], fakes: list[torch.Tensor], losses) -> None:
+    """`critic_steps` WGAN-GP updates of every level's critic; members with fewer critic steps
+    leave the fused critic calls once theirs are done."""
+    K, first = len(members), members[0]
+    channels, steps = first.pyramid.channels, [m.cfg.optim.critic_steps for m in members]
+    lambda_gp = _per_member(members, "lambda_gp")
+    for k in range(max(steps)):
         active = [i for i, n_m in enumerate(steps) if k < n_m]
         total = 0.0
         for j, l in enumerate(levels):
@@ -393,33 +416,42 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
                 losses[i][f"{l}/critic"], losses[i][f"{l}/gp"] = w_i, gp_i
         _step([members[i].opt_d[l] for i in active for l in levels], total)
 
+
+def _adversarial_phase(members: list[Trainer], levels: list[int], pyramid: FusedPyramid, base, noise, losses) -> None:
+    """One generator update against the critics, with the contact consistency loss; each level
+    learns only from its own losses, as in the original."""
+    K, n = len(members), max(m.cfg.optim.critic_steps for m in members)
+    lo, lengths = levels[0], members[0].lengths
     for m in members:
         m.critics.requires_grad_(False)
-    lambda_consistency = per_member("lambda_consistency")
+    lambda_consistency = _per_member(members, "lambda_consistency")
     prev, total = base[n:] if lo else None, 0.0
     for l, z in zip(levels, (z[n:] for z in noise[lo:])):
         fake = pyramid.run(range(l, l + 1), lengths, prev, [z])[0]
         adversarial = generator_adversarial_loss(FusedStack([m.critics[l].net for m in members]), fake, K)
-        contact = first.consistency(fake, K)
+        contact = members[0].consistency(fake, K)
         total = total + (adversarial + lambda_consistency * contact).sum()
         for i, (a_i, c_i) in enumerate(zip(adversarial.detach().tolist(), contact.detach().tolist())):
             losses[i][f"{l}/adversarial"], losses[i][f"{l}/contact"] = a_i, c_i
-        prev = fake.detach()  # each level learns only from its own losses, as in the original
+        prev = fake.detach()
     _step([m.opt_g[l] for m in members for l in levels], total)
     for m in members:
         m.critics.requires_grad_(True)
 
-    lambda_rec = per_member("lambda_rec")
-    prev, total = torch.cat([m.frozen_rec for m in members], dim=1) if lo else None, 0.0
+
+def _reconstruction_phase(members: list[Trainer], levels: list[int], pyramid: FusedPyramid, losses) -> None:
+    """One generator update towards the clip from z*, on top of the frozen levels' reconstruction."""
+    K, first = len(members), members[0]
+    lambda_rec = _per_member(members, "lambda_rec")
+    prev, total = torch.cat([m.frozen_rec for m in members], dim=1) if levels[0] else None, 0.0
     for l in levels:
-        rec = pyramid.reconstruct(lengths, range(l, l + 1), prev)[0]
+        rec = pyramid.reconstruct(first.lengths, range(l, l + 1), prev)[0]
         loss = reconstruction_loss(rec, first.reals[l], K)
         total = total + (lambda_rec * loss).sum()
         for i, r_i in enumerate(loss.detach().tolist()):
             losses[i][f"{l}/reconstruction"] = r_i
         prev = rec.detach()
     _step([m.opt_g[l] for m in members for l in levels], total)
-    return losses
 
 
 def _step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
@@ -428,42 +460,3 @@ def _step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
     loss.backward()
     for opt in optimizers:
         opt.step()
-
-
-def build_models(cfg: DictConfig, dataset: MotionDataset) -> tuple[GeneratorPyramid, torch.nn.ModuleList]:
-    """Generators and critics for every level, initialised from the seed without touching the global RNG."""
-    m = cfg.model
-    stages = stage_levels(m, dataset.num_levels, dataset.source or "the data")
-    if m.kernel_size // 2 >= dataset.level_lengths[0]:  # padding reads kernel_size // 2 frames each side
-        raise ConfigError(f"config key 'model.kernel_size' is {m.kernel_size}: it needs a coarsest level of more than "
-                          f"{m.kernel_size // 2} frames, and {dataset.source or 'the data'}'s has {dataset.level_lengths[0]}")
-    scales = torch.tensor([m.noise_amp_scale * scale for stage, scale in zip(stages, stage_noise_scales(m, len(stages)))
-                           for _ in stage])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.util.seed)
-        gens = [Generator(build_stacks(m, dataset.layout, dataset.skeleton, dataset.layout.channels))
-                for _ in range(dataset.num_levels)]
-        critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1)) for _ in range(dataset.num_levels)]
-    pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * scales, dataset.z_star, m.full_noise)
-    return pyramid, torch.nn.ModuleList(critics)
-
-
-@contextlib.contextmanager
-def checkpoint_fits(path):
-    """A readable checkpoint of another clip, rig or network width is one line, not torch's page."""
-    try:
-        yield
-    except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        detail = lines[1] if len(lines) > 1 else lines[0]  # torch's first line only names the module
-        raise CheckpointError(f"{path}: does not fit this run's model and data ({detail})") from None
-
-
-def load_checkpoint_file(path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable ganimator checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: not a ganimator checkpoint of version {CHECKPOINT_VERSION}")
-    return state

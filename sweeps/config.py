@@ -31,7 +31,8 @@ class SweepConfig:
     sampler: str = ""  # 'tpe', 'nsga2' or 'random'; default: tpe for score, nsga2 for pareto
     sampler_seed: int = 0
     rec_weight: float = 1.0  # weight of the reconstruction error in the score
-    # Early stopping (ASHA) on the score, with rungs at stage boundaries: grace_stages, then x reduction_factor.
+    # Early stopping on the score (successive halving, ASHA's rule), with rungs at stage boundaries:
+    # grace_stages, then x reduction_factor. objective=pareto trains every configuration to the end.
     early_stopping: bool = True
     grace_stages: int = 1
     reduction_factor: float = 2.0
@@ -40,7 +41,7 @@ class SweepConfig:
     gpus_per_trial: float = 0.0
     max_concurrent: int = 0  # 0: as many trials as the resources hold
     max_failures: int = 1  # retries of a trial that raises, from its last stage checkpoint
-    # Configurations a trial trains at once, fused (ganimator/population.py); 1: a trial is one configuration.
+    # Configurations a Ray trial trains at once, fused (ganimator/population.py); 1: one configuration a trial.
     population: int = 1
     # Where things live.
     results_dir: str = "results"  # Ray Tune storage_path: a local folder, NFS, s3:// or gs://
@@ -144,13 +145,9 @@ def _validate(cfg, base) -> None:
         raise ConfigError("sweep key 'retrain_seeds' must name at least one seed")
     if cfg.top_k > cfg.num_samples:
         raise ConfigError(f"sweep key 'top_k' ({cfg.top_k}) is more than num_samples ({cfg.num_samples})")
-    if cfg.population > 1 and cfg.early_stopping:
-        if cfg.objective == "pareto":
-            raise ConfigError("population > 1 with objective=pareto needs early_stopping=false: "
-                              "Optuna prunes single-objective studies only")
-        if cfg.reduction_factor != int(cfg.reduction_factor):
-            raise ConfigError(f"population > 1 needs a whole reduction_factor (Optuna's successive halving), "
-                              f"got {cfg.reduction_factor}")
+    if cfg.reduction_factor != int(cfg.reduction_factor):
+        raise ConfigError(f"sweep key 'reduction_factor' must be a whole number (Optuna's successive halving), "
+                          f"got {cfg.reduction_factor}")
     if base.scheduling.validation_samples < 1:
         raise ConfigError("trainer key 'scheduling.validation_samples' must be at least 1 in a sweep: "
                           "the objective is computed from validation samples")

@@ -1,4 +1,4 @@
-"""What a sweep maximises, built from the original's quality metrics.
+"""What a sweep maximises, built from the original's quality metrics (a `ganimator.metrics.Quality`).
 
     score = coverage * min(diversity, 2) / 2 - rec_weight * rec_error
     diversity = (global_diversity + local_diversity) / 2
@@ -13,25 +13,78 @@ keeps the chain anchored to the clip; at a typical 0.005-0.05 it only separates 
 at the default weight 1.
 
 The multi-objective mode (`objective=pareto`) maximises coverage and global diversity
-separately and keeps the Pareto front.
+separately and keeps the Pareto front. Optuna prunes single-objective studies only, so a Pareto
+sweep trains every configuration to the end.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+from ganimator.metrics import Quality
 
 DIVERSITY_CAP = 2.0
 PARETO_METRICS = ("coverage", "global_diversity")
+KINDS = ("score", "pareto")
 
 
-def score(metrics: dict, rec_weight: float = 1.0) -> float:
-    diversity = (metrics["global_diversity"] + metrics["local_diversity"]) / 2
-    value = metrics["coverage"] * min(diversity, DIVERSITY_CAP) / DIVERSITY_CAP - rec_weight * metrics["rec_error"]
+def score(quality: Quality, rec_weight: float = 1.0) -> float:
+    diversity = (quality.global_diversity + quality.local_diversity) / 2
+    value = quality.coverage * min(diversity, DIVERSITY_CAP) / DIVERSITY_CAP - rec_weight * quality.rec_error
     return value if math.isfinite(value) else -math.inf
 
 
-def pareto_front(rows: list[dict], keys=PARETO_METRICS) -> list[int]:
-    """Indices of rows that no other row beats on every key (all maximised)."""
-    def dominated(a, b):
-        return all(b[k] >= a[k] for k in keys) and any(b[k] > a[k] for k in keys)
+@dataclass(frozen=True)
+class Objective:
+    """The sweep's objective: what the study's trials are told, in which directions, and how
+    trials rank. `kind` is 'score' (one number) or 'pareto' (coverage against global diversity)."""
 
-    return [i for i, a in enumerate(rows) if not any(dominated(a, b) for j, b in enumerate(rows) if j != i)]
+    kind: str = "score"
+    rec_weight: float = 1.0
+
+    @property
+    def pareto(self) -> bool:
+        return self.kind == "pareto"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The values told to Optuna, in order."""
+        return PARETO_METRICS if self.pareto else ("score",)
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] * len(self.names)
+
+    @property
+    def description(self) -> str:
+        return "coverage vs global diversity (Pareto front)" if self.pareto else "score"
+
+    def score(self, quality: Quality) -> float:
+        return score(quality, self.rec_weight)
+
+    def values(self, quality: Quality) -> list[float]:
+        if not self.pareto:
+            return [self.score(quality)]
+        return [getattr(quality, name) for name in PARETO_METRICS]
+
+    def rank(self, rows: list) -> list:
+        """Best first: finished trials by score (the Pareto front first in Pareto mode), then those
+        stopped early by how far they got, then unfinished ones, then failures. Sets each row's
+        `rank` and, in Pareto mode, `pareto`."""
+        if self.pareto:
+            finished = [r for r in rows if r.finished]
+            for i in pareto_front([r.quality for r in finished]):
+                finished[i].pareto = True
+        rows.sort(key=lambda r: (not r.status.failed, r.stages_done, r.pareto,
+                                 self.score(r.quality) if r.quality else -math.inf), reverse=True)
+        for position, row in enumerate(rows, 1):
+            row.rank = position
+        return rows
+
+
+def pareto_front(qualities: list[Quality], keys=PARETO_METRICS) -> list[int]:
+    """Indices of the records that no other beats on every key (all maximised)."""
+    def dominated(a, b):
+        return all(getattr(b, k) >= getattr(a, k) for k in keys) and any(getattr(b, k) > getattr(a, k) for k in keys)
+
+    return [i for i, a in enumerate(qualities) if not any(dominated(a, b) for j, b in enumerate(qualities) if j != i)]

@@ -1,78 +1,60 @@
-"""The sweep's comparison plots, as Plotly figures: ClearML shows them natively, and they are
-written as HTML files that open offline (plotly.js sits once beside them).
+"""The sweep's comparison plots, drawn by `optuna.visualization` from the study, as Plotly figures:
+ClearML shows them natively, and they are written as HTML files that open offline (plotly.js sits
+once beside them).
 
-- `objective vs <param>`: every scored trial's score against each searched value;
-- `parallel coordinates`: all searched values and the score, one line per trial;
-- `pareto front` (objective=pareto): coverage against global diversity, the front joined.
+- `score vs parameters`: every finished configuration's score against each searched value;
+- `parallel coordinates`: all searched values and the score, one line per configuration;
+- `importances`: how much each searched value decided the objective (Optuna's default importance evaluator);
+- `pareto front` (objective=pareto): coverage against global diversity, the front marked.
 """
 from __future__ import annotations
 
-import math
 import re
+import warnings
 from pathlib import Path
 
+import optuna
+import optuna.visualization as vis
 import plotly.graph_objects as go
+from optuna.trial import TrialState
 
-from .objective import PARETO_METRICS
-
-STATUS_COLORS = {"finished": "#1f77b4", "stopped": "#ff7f0e", "error": "#d62728"}
-
-
-def _status(row) -> str:
-    return row.status.split()[0].rstrip(":")
+from .objective import Objective
+from .results import METRICS, TrialRow
 
 
-def comparison_figures(rows, log_keys: dict[str, bool], pareto: bool = False) -> dict[str, go.Figure]:
-    """Figures named by what they show; `log_keys` maps each searched key to whether its scale is log."""
-    scored = [r for r in rows if isinstance(r.metrics.get("score"), float) and math.isfinite(r.metrics["score"])]
-    figures = {}
-    for key, log in log_keys.items():
-        fig = go.Figure()
-        for status, color in STATUS_COLORS.items():
-            group = [r for r in scored if _status(r) == status]
-            if group:
-                fig.add_scatter(x=[r.params.get(key) for r in group], y=[r.metrics["score"] for r in group],
-                                mode="markers", name=status, marker={"color": color, "size": 9},
-                                text=[f"#{r.rank} {r.trial_id} ({r.status})" for r in group])
-        fig.update_layout(title=f"score vs {key}", xaxis_title=key, yaxis_title="score")
-        if log:
-            fig.update_xaxes(type="log")
-        figures[f"objective vs {key}"] = fig
-    figures["parallel coordinates"] = _parallel(scored, list(log_keys))
-    if pareto:
-        figures["pareto front"] = _pareto(rows)
+def _score(trial: optuna.trial.FrozenTrial) -> float:
+    return trial.user_attrs[METRICS]["score"]
+
+
+def comparison_figures(study: optuna.Study, objective: Objective) -> dict[str, go.Figure]:
+    """Figures named by what they show; none before a configuration has finished."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return {}
+    # In Pareto mode the score is no study value: the slices and lines show it from the trial's record.
+    target = {"target": _score, "target_name": "score"} if objective.pareto else {"target_name": "score"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "too few trials: importances equal" says the plot itself
+        figures = {"score vs parameters": vis.plot_slice(study, **target),
+                   "parallel coordinates": vis.plot_parallel_coordinate(study, **target),
+                   "importances": vis.plot_param_importances(study)}
+        if objective.pareto:
+            figures["pareto front"] = vis.plot_pareto_front(study)
     return figures
 
 
-def _parallel(rows, keys: list[str]) -> go.Figure:
-    dims = []
-    for key in keys:
-        values = [r.params.get(key) for r in rows]
-        if all(isinstance(v, (int, float)) for v in values):
-            dims.append({"label": key, "values": values})
-        else:  # categorical: one tick per choice
-            choices = sorted({str(v) for v in values})
-            dims.append({"label": key, "values": [choices.index(str(v)) for v in values],
-                         "tickvals": list(range(len(choices))), "ticktext": choices})
-    scores = [r.metrics["score"] for r in rows]
-    dims.append({"label": "score", "values": scores})
-    fig = go.Figure(go.Parcoords(dimensions=dims, line={"color": scores, "colorscale": "Viridis", "showscale": True}))
-    fig.update_layout(title="searched values and score, one line per trial")
-    return fig
-
-
-def _pareto(rows) -> go.Figure:
-    x, y = PARETO_METRICS
-    finished = [r for r in rows if r.finished]
-    front = sorted((r for r in finished if r.pareto), key=lambda r: r.metrics[x])
-    rest = [r for r in finished if not r.pareto]
-    fig = go.Figure()
-    fig.add_scatter(x=[r.metrics[x] for r in rest], y=[r.metrics[y] for r in rest], mode="markers",
-                    name="dominated", marker={"color": "#999999", "size": 9}, text=[r.trial_id for r in rest])
-    fig.add_scatter(x=[r.metrics[x] for r in front], y=[r.metrics[y] for r in front], mode="lines+markers",
-                    name="Pareto front", marker={"color": "#d62728", "size": 11}, text=[r.trial_id for r in front])
-    fig.update_layout(title="Pareto front of finished trials", xaxis_title=x, yaxis_title=y)
-    return fig
+def rows_study(rows: list[TrialRow], distributions: dict, objective: Objective) -> optuna.Study:
+    """An in-memory study of the finished rows (read from ClearML, say), for the same plots."""
+    study = optuna.create_study(directions=objective.directions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objective.names))
+    for row in rows:
+        if row.finished and row.quality is not None:
+            study.add_trial(optuna.trial.create_trial(
+                params=row.params, distributions=distributions, values=objective.values(row.quality),
+                user_attrs={METRICS: {**row.quality.as_dict(), "score": row.score}}))
+    return study
 
 
 def write_figures(figures: dict[str, go.Figure], out_dir: Path) -> list[Path]:

@@ -1,8 +1,9 @@
 """The sweep as a ClearML task, parent of every trial's and retrain's task.
 
 It holds the sweep's settings and search space, and at the end the comparison: a table of
-every trial (searched values, metrics, status, the stage an early stop came at), the score
-against each searched value, parallel coordinates, and in Pareto mode the front. When a
+every trial (searched values, metrics, status, the stage an early stop came at) and the plots of
+sweeps/plots.py (score against each searched value, parallel coordinates, importances, and in
+Pareto mode the front). When a
 retrain ran with several seeds, the exported seed's task is tagged `best` here (a server is
 needed for that: an offline session cannot be changed after it closed).
 """
@@ -17,7 +18,9 @@ from omegaconf import OmegaConf
 from ganimator.tracking import OFF_NOTE, clearml_mode, offline_dir, start_task
 
 from .config import hide_password
-from .export import Export, TrialRow, summary_table
+from .export import Export
+from .objective import Objective
+from .results import Status, TrialRow, counts, summary_table
 
 TASK_ID = "clearml-task-id"  # in the sweep folder, so a resumed sweep continues its task on a server
 
@@ -47,18 +50,17 @@ class SweepTask:
         """What every trial and retrain needs to become a child task (or to stay quiet when off)."""
         return ["clearml=off"] if self.task is None else [f"clearml={self.mode}", f"parent_task={self.task.id}"]
 
-    def report(self, rows: list[TrialRow], exports: list[Export], space_keys, pareto: bool, figures: dict,
+    def report(self, rows: list[TrialRow], exports: list[Export], space_keys, objective: Objective, figures: dict,
                files: list[Path]) -> None:
         if self.task is None:
             return
         logger = self.task.get_logger()
-        columns, table = summary_table(rows, space_keys, pareto)
+        columns, table = summary_table(rows, space_keys, objective)
         logger.report_table("trials", "ranked", table_plot=[columns, *[[_plain(v) for v in line] for line in table]])
         for name, fig in figures.items():
-            title, _, series = name.partition(" vs ")
-            logger.report_plotly(title, series or name, figure=fig.to_dict())
+            logger.report_plotly(name, name, figure=fig.to_dict())
         logger.report_single_value("trials", len(rows))
-        logger.report_single_value("stopped early", sum(r.status.startswith("stopped") for r in rows))
+        logger.report_single_value("stopped early", counts(rows)[Status.STOPPED])
         if exports:
             logger.report_single_value("best score", exports[0].metrics["score"])
         for path in files:

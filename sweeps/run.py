@@ -1,11 +1,14 @@
 """Sweep GANimator's hyperparameters on Ray Tune with Optuna, then retrain and export the best.
 
     python sweeps/run.py npz_filename=clip.npz num_samples=64 [train_data_iter=2000 ...]
+    ganimator-sweep npz_filename=clip.npz ...            # the same, installed
     ray job submit --working-dir . -- python sweeps/run.py npz_filename=/shared/clip.npz ...
 
 Under `ray job submit` (or with `address=...`) it runs on that cluster; otherwise it starts a
 local Ray on 127.0.0.1. Settings are `SweepConfig` fields (sweeps/config.py); every other
 `key=value` is a trainer override applied to all trials. The search space is `space.yaml`.
+Every Ray trial runs `sweeps/trainable.py`'s one trainable against the sweep's Optuna study,
+which then holds every configuration's result: ranking, exports and plots read it.
 """
 from __future__ import annotations
 
@@ -22,19 +25,20 @@ from omegaconf import OmegaConf
 from ray import tune
 from ray._private import ray_constants
 
-from ganimator.cli import USER_ERRORS
 from ganimator.config import ConfigError, stage_levels
 from ganimator.dataset import MotionDataset
-from ganimator.trainer import new_or_empty
+from ganimator.errors import run_command
+from ganimator.rundir import new_or_empty
 from sweeps import trust
 from sweeps.config import ARGS, STUDY_DB, SweepConfig, drop_password, hide_password, load_sweep_config
-from sweeps.export import rank_trials, retrain_and_export, write_summary
+from sweeps.export import retrain_and_export
+from sweeps.objective import Objective
 from sweeps.plots import comparison_figures, write_figures
 from sweeps.report import TASK_ID, SweepTask
-from sweeps.population import batches, check_space_fusable, close_orphans, study_rows, train_population
-from sweeps.search import StudySpec, scheduler, searcher
+from sweeps.results import Status, close_orphans, counts, study_rows, write_summary
+from sweeps.search import StudySpec
 from sweeps.space import load_space
-from sweeps.trainable import TrialSetup, train_trial
+from sweeps.trainable import TrialSetup, batches, check_space_fusable, train_trial
 
 # Tiny test sweeps checkpoint every second or so; real stages take minutes.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -85,8 +89,10 @@ def main(argv: list[str]) -> int:
     argv = _with_saved_args(argv)
     cfg, trainer_overrides, base = load_sweep_config(argv)
     space = load_space(cfg.space, trainer_overrides)
-    if cfg.population > 1:
-        check_space_fusable(space)
+    check_space_fusable(space, cfg.population)
+    if cfg.objective == "pareto" and cfg.early_stopping:
+        print("note: objective=pareto trains every configuration to the end (Optuna prunes single-objective "
+              "studies only)", file=sys.stderr)
     # A bad npz or stages that do not fit it fail here, not in every trial.
     num_stages = len(stage_levels(base.model, MotionDataset.load(base.data.npz_filename).num_levels,
                                   base.data.npz_filename))
@@ -107,54 +113,43 @@ def main(argv: list[str]) -> int:
                   "again or keep the password in PGPASSWORD or ~/.pgpass", file=sys.stderr)
         trust.write(sweep_path, ARGS, (json.dumps(saved, indent=1) + "\n").encode())
 
+    objective = Objective(cfg.objective, cfg.rec_weight)
     with SweepTask(cfg, base, space, setup_dir) as sweep_task:
         data = Path(base.data.npz_filename).read_bytes()
         setup = TrialSetup((*trainer_overrides, *sweep_task.trial_overrides()), data, num_stages, sweep=cfg.name,
-                           rec_weight=cfg.rec_weight, threads=max(1, int(cfg.cpus_per_trial)),
+                           threads=max(1, int(cfg.cpus_per_trial)),
                            device="cuda" if cfg.gpus_per_trial > 0 else base.util.device)
         resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-        pareto, fused = cfg.objective == "pareto", cfg.population > 1
-        if fused:  # the trials ask Optuna and stop their own members; Tune runs and restarts them
-            study = StudySpec(cfg.name, storage, OmegaConf.to_object(cfg))
-            trainable = tune.with_parameters(train_population, setup=setup, spec=study, space=space)
-            search = {"param_space": {"batch": tune.grid_search(batches(cfg.num_samples, cfg.population))},
-                      "tune_config": tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.max_concurrent or None)}
-        else:
-            trainable = tune.with_parameters(train_trial, setup=setup)
-            search = {"tune_config": tune.TuneConfig(
-                search_alg=searcher(cfg, space, storage, num_stages), scheduler=scheduler(cfg, num_stages),
-                num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent or None)}
-        trainable = tune.with_resources(trainable, resources)
+        # Trials ask the study for their configurations and stop their own members; Tune runs and restarts them.
+        spec = StudySpec(cfg.name, storage, OmegaConf.to_object(cfg), space)
+        trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup, spec=spec), resources)
 
         connect(cfg)
         if cfg.resume:
             trust.verify(sweep_path)  # again, just before Tune unpickles it: Ray took a while to start
             tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
-            if fused:
-                study.create(space.defaults())
+            spec.create()
             tuner = tune.Tuner(
-                trainable, **search,
+                trainable, param_space={"batch": tune.grid_search(batches(cfg.num_samples, cfg.population))},
+                tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.max_concurrent or None),
                 run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live trial table
                                           failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         trust.track(tuner, sweep_path, new=not cfg.resume)
         results = tuner.fit()
 
-        if fused:
-            optuna_study = study.load()
-            close_orphans(optuna_study, {r.config["batch"]["index"]: r.error for r in results if r.error is not None})
-            rows = study_rows(optuna_study, list(space), pareto)
-        else:
-            rows = rank_trials(results, list(space), num_stages, pareto)
-        exports = retrain_and_export(rows, setup, cfg, resources)
+        study = spec.load()
+        close_orphans(study, {r.config["batch"]["index"]: r.error for r in results if r.error is not None})
+        rows = study_rows(study, list(space), objective)
+        exports = retrain_and_export(rows, setup, cfg, objective, resources)
         out_dir = Path(cfg.export_dir) / cfg.name
-        csv_path, md_path = write_summary(rows, cfg, list(space), out_dir)
-        figures = comparison_figures(rows, space.log_scales(), pareto)
+        csv_path, md_path = write_summary(rows, cfg.name, list(space), objective, out_dir)
+        figures = comparison_figures(study, objective)
         plots = write_figures(figures, out_dir / "plots")
-        sweep_task.report(rows, exports, list(space), pareto, figures, [csv_path, md_path])
+        sweep_task.report(rows, exports, list(space), objective, figures, [csv_path, md_path])
     _print_summary(cfg, rows, exports, md_path, storage)
-    print(f"comparison plots: {plots[0].parent}")
+    print(f"comparison plots: {out_dir / 'plots'}" if plots else "comparison plots: none (no finished trial)")
     return 0
 
 
@@ -207,9 +202,9 @@ def _check_new_or_resume(cfg, sweep_path: str, storage: str) -> None:
 
 
 def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:
-    stopped = sum(r.status.startswith("stopped") for r in rows)
-    how = f"successive halving, {cfg.population} configurations a Ray trial" if cfg.population > 1 else "ASHA"
-    print(f"\nsweep {cfg.name}: {len(rows)} trials, {stopped} stopped early by {how}")
+    stopped = counts(rows)[Status.STOPPED]
+    how = f", {cfg.population} configurations a Ray trial" if cfg.population > 1 else ""
+    print(f"\nsweep {cfg.name}: {len(rows)} trials, {stopped} stopped early by successive halving{how}")
     for e in exports:
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.row.params.items())
         print(f"  #{e.rank} {e.row.trial_id}: score {e.metrics['score']:.4f}, coverage {e.metrics['coverage']:.3f}, "
@@ -221,9 +216,10 @@ def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:
     print(f"optuna study: optuna-dashboard {hide_password(storage)}")
 
 
+def cli() -> None:
+    """`ganimator-sweep`: the same as `python sweeps/run.py`."""
+    run_command(lambda: main(sys.argv[1:]), interrupted="interrupted: continue the sweep with resume=true")
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except USER_ERRORS as e:  # the trainer's commands' rule: bad input is one line
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli()

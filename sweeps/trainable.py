@@ -1,33 +1,51 @@
-"""The trainer as a Ray Tune function trainable, through the trainer's callbacks alone.
+"""The sweep's one Ray Tune trainable: a trial trains K configurations of the study as one fused
+population (K = `population`; 1 for a sweep of single configurations).
 
-Each validation and each finished stage becomes a `tune.report`; a finished stage also carries
-a Tune checkpoint: the run folder's checkpoint, config, data and history, which is everything
-`resume=true` needs. Each trial is also a ClearML task, a child of the sweep's, when the sweep
-tracks to ClearML; its scalars are flushed before each stage's report, since Tune may end the
-trial inside that report. When Tune restarts a trial (after a failure, or when a sweep resumes), the
-trial continues from its last stage checkpoint, on whichever node it lands.
+Each Tune trial asks the Optuna study for its K configurations (`study.ask`), trains them as one
+`ganimator.population.Population`, and tells each configuration's Optuna trial what happened: its
+score at every stage end, where the study's pruner stops a weak configuration while the others
+train on, and at the end COMPLETE with the objective's values, PRUNED, or FAIL with the reason.
+The batch shrinks as members leave. Ranking, export and the ClearML comparison read the study
+(sweeps/results.py).
+
+A lone configuration is a ClearML task live, as it trains. ClearML holds one task per process
+(and offline mode can create no other), so the members of a larger population become tasks
+after it ends, from their run histories.
+
+Faults: a Tune checkpoint at every stage end holds each running member's run folder, named by
+its Optuna trial number. A restarted trial continues the members that are still running in the
+study; one that never checkpointed takes back the Optuna trials it had asked (each records its
+Tune trial id), so a restart asks for nothing twice.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-import math
 import posixpath
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ContextManager
 
+import optuna
 import pyarrow.fs
+from optuna.trial import TrialState
 from ray import tune
 
-from ganimator.config import load_config
+from ganimator.config import ConfigError, load_config, qualify
+from ganimator.dataset import MotionDataset
+from ganimator.population import SEARCHABLE_KEYS, Population
+from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.tracking import Tracking
-from ganimator.trainer import (CHECKPOINT, CONFIG, DATA, HISTORY, CheckpointError, Trainer, TrainEvent,
-                               TrainingDiverged, load_checkpoint_file)
+from ganimator.trainer import EventKind, TrainEvent, TrainingDiverged
 
-from .objective import score
+from .results import BATCH, FAILURE, METRICS, TUNE_ID, member_id
+from .search import StudySpec
+from .space import SearchSpace
 
-SUMMARY_METRICS = ("score", "coverage", "global_diversity", "local_diversity", "rec_error")
+MEMBERS = "members.json"  # in a trial's Tune checkpoint: the Optuna trial numbers that go on
 
 
 @dataclass(frozen=True)
@@ -38,7 +56,6 @@ class TrialSetup:
     data: bytes  # the training npz, so nodes need no shared copy of it
     num_stages: int
     sweep: str = ""  # the sweep's name: ClearML task names and tags
-    rec_weight: float = 1.0
     threads: int = 1
     device: str = "cpu"
 
@@ -49,55 +66,151 @@ def trial_overrides(setup: TrialSetup, params: dict, npz: Path, run_dir: Path, r
             "progress=false", f"num_threads={setup.threads}", f"device={setup.device}"]
 
 
-def trial_metrics(event: TrainEvent, num_stages: int, rec_weight: float) -> dict:
-    """The trainer's event as Tune metrics: the objective, its parts, and every loss as `l<level>/<name>`."""
-    m = event.metrics
-    out = {f"l{k}": v for k, v in m.items() if "/" in k}
-    core = {"coverage": m["coverage"], "global_diversity": m["global_diversity"],
-            "local_diversity": m["local_diversity"], "rec_error": m[f"{event.levels[-1]}/rec_error"]}
-    stages_done = event.stage + 1 if event.kind == "stage_end" else event.stage
-    return {"score": score(core, rec_weight), **core, **out, "stages_done": stages_done,
-            "finished": stages_done == num_stages, "stage_iteration": event.iteration, "step": event.step}
+def batches(num_samples: int, population: int) -> list[dict]:
+    """The Tune trials of a sweep: num_samples configurations, `population` to a trial."""
+    sizes = [min(population, num_samples - start) for start in range(0, num_samples, population)]
+    return [{"index": i, "members": n} for i, n in enumerate(sizes)]
 
 
-def train_trial(params: dict, setup: TrialSetup) -> None:
+def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
     # Ray logs every persisted checkpoint at INFO, which buries the trial table on the driver.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    run_dir = trial_dir / "run"
+    context = tune.get_context()
+    trial_dir, tune_id = Path(context.get_trial_dir()), context.get_trial_id()
     trial_dir.mkdir(parents=True, exist_ok=True)  # only the driver's node has it made already
     (trial_dir / "input.npz").write_bytes(setup.data)
+    runs = trial_dir / "members"
+    shutil.rmtree(runs, ignore_errors=True)  # a restart begins from the Tune checkpoint or from scratch
     checkpoint = tune.get_checkpoint()
-    shutil.rmtree(run_dir, ignore_errors=True)  # a restart begins from the Tune checkpoint or from scratch
-    resume = checkpoint is not None and restore_run(checkpoint, run_dir)
-    trial_id = tune.get_context().get_trial_id()
-    cfg = load_config([*trial_overrides(setup, params, trial_dir / "input.npz", run_dir, resume=resume),
-                       f"experiment_name={setup.sweep}/{trial_id}"])
-    trainer = Trainer(cfg)
+    restored = checkpoint is not None and restore_run(checkpoint, runs)
+    going_on = json.loads((runs / MEMBERS).read_text()) if restored else None
 
-    def objective(event: TrainEvent) -> dict:
-        return {"score": trial_metrics(event, setup.num_stages, setup.rec_weight)["score"]}
+    batch = config["batch"]
+    study = spec.load(seed_offset=batch["index"])
+    trials = member_trials(study, tune_id, batch["members"], spec.space, going_on, spec.asking)
+    if not trials:
+        return  # every member was told its outcome before this restart
+    for t in trials:
+        t.set_user_attr(BATCH, batch["index"])
+    dataset = MotionDataset.load(trial_dir / "input.npz")
+    cfgs = [load_config([*trial_overrides(setup, t.params, trial_dir / "input.npz", runs / str(t.number), restored),
+                         f"experiment_name={setup.sweep}/{member_id(tune_id, t.number)}"]) for t in trials]
+    live = len(trials) == 1
 
-    tags = ["trial", setup.sweep]
-    with Tracking(cfg, trainer.dataset, tags, params, announce=False, objective=objective) as tracking:
-        trainer.callbacks += [*tracking.callbacks, _tune_report(setup, trial_dir, run_dir)]
-        try:
-            trainer.fit()
-        except TrainingDiverged as e:
-            # A retry would diverge again at the same point: the trial ends now, failed with the
-            # reason, and the sweep goes on. Raising would make Tune retry it max_failures times.
-            tracking.fail(str(e))
-            tune.report(failure_metrics(str(e), trainer.stage, trainer.step))
+    with contextlib.ExitStack() as stack:
+        trackers = [stack.enter_context(_tracking(cfgs[0], trials[0], setup, spec))] if live else []
+        callbacks = [[*(trackers[0].callbacks if live else []), _judge(study, t, spec, setup.num_stages)] for t in trials]
+        last: dict = {}  # the newest stage end, for Tune's trial table: the best member's score
+
+        def after_stage(stage: int, active) -> None:
+            going = [trials[population.members.index(m)].number for m in active]
+            scores = [spec.objective.score(m.result.events[-1].quality) for m in active]
+            last.update({"stages_done": stage + 1, "members": len(going), "finished": stage + 1 == setup.num_stages,
+                         **({"score": max(scores)} if scores else {})})
+            if going and not last["finished"]:
+                staging = trial_dir / "checkpoint-staging"
+                shutil.rmtree(staging, ignore_errors=True)
+                for m, number in zip(active, going):
+                    stage_files(m.result.events[-1].checkpoint, m.run_dir, staging / str(number))
+                (staging / MEMBERS).write_text(json.dumps(going) + "\n")
+                tune.report(last, checkpoint=tune.Checkpoint.from_directory(staging))
+
+        def on_leave(member, outcome) -> None:
+            if isinstance(outcome, TrainingDiverged):  # at once: the others may train for hours yet
+                trial = trials[population.members.index(member)]
+                trial.set_user_attr(FAILURE, str(outcome)[:1000])
+                study.tell(trial, state=TrialState.FAIL)
+                for tracking in trackers:
+                    tracking.fail(str(outcome))
+
+        population = Population(cfgs, dataset, callbacks, after_stage=after_stage, on_leave=on_leave)
+        outcomes = population.fit()
+        for tracking, outcome in zip(trackers, outcomes):
+            tracking.stopped = not isinstance(outcome, TrainingDiverged) and not outcome.finished  # pruned
+    if not live:
+        for cfg, trial, outcome in zip(cfgs, trials, outcomes):
+            _replay(cfg, trial, outcome, setup, spec)
+    if last:
+        tune.report(last)
+
+
+def member_trials(study: optuna.Study, tune_id: str, size: int, space: SearchSpace, going_on: list[int] | None,
+                  asking: Callable[[], ContextManager] = contextlib.nullcontext) -> list[optuna.Trial]:
+    """This Tune trial's Optuna trials: those its checkpoint names, or on a first start the ones
+    an earlier attempt asked, topped up to `size` with new asks. `asking` (StudySpec.asking) makes
+    each ask and its claim one step among concurrent trials."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TUNE_ID) == tune_id]
+    running = {t.number: t for t in mine if t.state == TrialState.RUNNING}
+    numbers = [n for n in going_on if n in running] if going_on is not None else sorted(running)
+    trials = [optuna.Trial(study, running[n]._trial_id) for n in numbers]
+    for _ in range(size - len(mine) if going_on is None else 0):
+        with asking():
+            trial = study.ask(space.distributions())
+            trial.set_user_attr(TUNE_ID, tune_id)
+        trials.append(trial)
+    return trials
+
+
+def check_space_fusable(space: SearchSpace, population: int) -> None:
+    """A population's members may differ only in SEARCHABLE_KEYS: say so before any trial starts."""
+    if population == 1:
+        return
+    for key in space:
+        if not qualify(key).startswith(SEARCHABLE_KEYS):
+            raise ConfigError(f"search space key {key!r} cannot vary within a population (population > 1 "
+                              f"fuses members that differ only in {', '.join(SEARCHABLE_KEYS)}): "
+                              "drop it from the space or set population=1")
+
+
+def _judge(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, num_stages: int):
+    """A member's stage ends, told to its Optuna trial; True (the member stops) when pruned."""
+    objective = spec.objective
+
+    def judge(event: TrainEvent) -> bool:
+        if event.kind != EventKind.STAGE_END:
+            return False
+        quality = event.quality
+        trial.set_user_attr(METRICS, {**quality.as_dict(), "score": objective.score(quality),
+                                      "stages_done": event.stages_done, "step": event.step})
+        if event.stages_done == num_stages:
+            study.tell(trial, objective.values(quality))
+            return False
+        if objective.pareto:
+            return False  # Optuna prunes single-objective studies only
+        trial.report(objective.score(quality), step=event.stages_done)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            return True
+        return False
+
+    return judge
+
+
+def _tracking(cfg, trial: optuna.Trial, setup: TrialSetup, spec: StudySpec) -> Tracking:
+    objective = spec.objective
+
+    def scalars(event: TrainEvent) -> dict:
+        return {"score": objective.score(event.quality)} if event.quality else {}
+
+    return Tracking(cfg, setup.num_stages, ["trial", setup.sweep], trial.params, announce=False, objective=scalars)
+
+
+def _replay(cfg, trial: optuna.Trial, outcome, setup: TrialSetup, spec: StudySpec) -> None:
+    """A population member as a ClearML task (when the sweep tracks to ClearML), from its history."""
+    with _tracking(cfg, trial, setup, spec) as tracking:
+        tracking.replay(RunDir(cfg.util.run_dir).history)
+        if isinstance(outcome, TrainingDiverged):
+            tracking.fail(str(outcome))
+        tracking.stopped = not isinstance(outcome, TrainingDiverged) and not outcome.finished  # pruned
 
 
 def restore_run(checkpoint: tune.Checkpoint, run_dir: Path) -> bool:
-    """Copy the newest of the trial's Tune checkpoints whose trainer checkpoints all read into `run_dir`
-    (one for a trial, one per member for a population). A corrupt or truncated one is skipped with
-    a warning naming it; False if none reads."""
+    """Copy the newest of the trial's Tune checkpoints whose trainer checkpoints all read into `run_dir`.
+    A corrupt or truncated one is skipped with a warning naming it; False if none reads."""
     for candidate in [checkpoint, *_older_checkpoints(checkpoint)]:
         with candidate.as_directory() as saved:
             try:
-                for path in sorted(Path(saved).rglob(CHECKPOINT)):
+                for path in sorted(Path(saved).rglob(RunDir.CHECKPOINT)):
                     load_checkpoint_file(path)
             except CheckpointError as e:
                 print(f"warning: {e} (Tune checkpoint {candidate.path}); trying the one before it", file=sys.stderr)
@@ -117,31 +230,10 @@ def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     return [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for path in older]
 
 
-def failure_metrics(reason: str, stage: int, step: int) -> dict:
-    """A diverged trial's last report: the reason, and the worst value of every objective."""
-    return {"failure": reason, "score": -math.inf, "coverage": 0.0, "global_diversity": 0.0, "local_diversity": 0.0,
-            "stages_done": stage, "finished": False, "step": step}
-
-
-def _tune_report(setup: TrialSetup, trial_dir: Path, run_dir: Path):
-    def report(event: TrainEvent) -> None:
-        metrics = trial_metrics(event, setup.num_stages, setup.rec_weight)
-        if event.kind != "stage_end":
-            tune.report(metrics)
-            return
-        # Tune copies this folder into its storage during the report. Tune may also end the
-        # trial inside the report (its last stage, or an early stop), so nothing runs after it.
-        staging = trial_dir / "checkpoint-staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        stage_files(event.checkpoint, run_dir, staging)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
-
-    return report
-
-
 def stage_files(checkpoint: Path, run_dir: Path, dest: Path) -> None:
     """What a run needs to continue from a stage end: its checkpoint, config, data and history."""
+    run, kept = RunDir(run_dir), RunDir(dest)
     dest.mkdir(parents=True)
-    shutil.copyfile(checkpoint, dest / CHECKPOINT)
-    for name in (CONFIG, DATA, HISTORY):
-        shutil.copyfile(run_dir / name, dest / name)
+    shutil.copyfile(checkpoint, kept.checkpoint)
+    for name in (RunDir.CONFIG, RunDir.DATA, RunDir.HISTORY):
+        shutil.copyfile(run.path / name, kept.path / name)

@@ -2,8 +2,8 @@
 
 Tune's restore unpickles `tuner.pkl`, the newest `experiment_state-*.json` (cloudpickled fields),
 the searcher's `searcher-state-*.pkl`, `search_gen_state-*.json` and `basic-variant-state-*.json`
-(pickles despite the name) and, when a callback has state, `callback-states-*.pkl`; its result
-grid unpickles the `error.pkl` of a trial that ended in error. All of them lie in the sweep's
+(pickles despite the name) and, when a callback has state, `callback-states-*.pkl`. All of them
+lie in the sweep's
 folder under `results_dir`, which may be shared; whoever can write there could otherwise run code
 as the user who resumes. Unpickling cannot be made safe, so the files are vouched for instead: a
 ledger outside the results folder, in `$XDG_STATE_HOME/ganimator/sweeps/` (default
@@ -29,12 +29,12 @@ match no name it loads and are ignored.
 
 The check guards files at rest, between runs. Tune reads each file again after `verify`, and
 reads back the `error.pkl` of a trial that failed in the run now ending, so someone writing in
-the folder during a run or a resume is not defended against. Remote folders (`s3://...`) are
+the folder during a run or a resume is not defended against. Nothing else reads a sweep's Tune
+state: ranking and `ganimator-compare` read its Optuna study. Remote folders (`s3://...`) are
 checked the same way, against the ledger of the machine whose driver ran the sweep. A sweep
 continued from elsewhere (a new head node) or written before this check has no ledger; a user
 who trusts its folder vouches for it with `python -m sweeps.trust accept SWEEP_FOLDER`, which
-records the folder as it is. `verify(..., trial_errors=True)` also checks each trial's
-`error.pkl`, for a result grid over a finished sweep (`compare.py`).
+records the folder as it is.
 """
 from __future__ import annotations
 
@@ -51,7 +51,6 @@ from ray import tune
 
 from ganimator.config import ConfigError
 
-ERROR_PKL = "error.pkl"
 KEEP = 1000  # digests a file keeps at most, should the results folder never be readable back
 
 
@@ -82,20 +81,15 @@ def read(sweep_path: str, name: str) -> bytes:
     return data
 
 
-def verify(sweep_path: str, trial_errors: bool = False) -> None:
-    """Raise `UntrustedState` unless every state file in the sweep's folder is one the sweep wrote:
-    every top-level `.json` and `.pkl`, and with `trial_errors`, every trial's `error.pkl` (a result
-    grid over the finished sweep reads those; a resume does not)."""
+def verify(sweep_path: str) -> None:
+    """Raise `UntrustedState` unless every state file in the sweep's folder (every top-level `.json`
+    and `.pkl`) is one the sweep wrote."""
     fs, root = _location(sweep_path)
     record = _ledger_path(_key(fs, root))
     ledger = _ledger(record)
     for info in sorted(fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)), key=lambda i: i.path):
         if _is_state(info.base_name):
             _check(sweep_path, record, ledger, info.base_name, _file_digest(fs, info))
-        elif trial_errors and info.type == pyarrow.fs.FileType.Directory:
-            error = fs.get_file_info(f"{info.path}/{ERROR_PKL}")
-            if error.type != pyarrow.fs.FileType.NotFound:
-                _check(sweep_path, record, ledger, f"{info.base_name}/{ERROR_PKL}", _file_digest(fs, error))
 
 
 def accept(sweep_path: str) -> list[str]:
@@ -105,10 +99,6 @@ def accept(sweep_path: str) -> list[str]:
     for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
         if _is_state(info.base_name) and info.type == pyarrow.fs.FileType.File:
             found[info.base_name] = _file_digest(fs, info)
-        elif info.type == pyarrow.fs.FileType.Directory:
-            error = fs.get_file_info(f"{info.path}/{ERROR_PKL}")
-            if error.type == pyarrow.fs.FileType.File:
-                found[f"{info.base_name}/{ERROR_PKL}"] = _file_digest(fs, error)
     if not found:
         raise ConfigError(f"{sweep_path} holds no Tune state to vouch for")
     _store(_key(fs, root), {"files": {name: [digest] for name, digest in found.items()}})
@@ -168,12 +158,6 @@ class LedgerCallback(tune.Callback):
             self._guarded(self._record_save, storage)
         return None  # no callback-states file
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._guarded(self._record_error, trial)
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self._guarded(self._record_error, trial)
-
     def _record_save(self, storage) -> None:
         staging = Path(storage.experiment_driver_staging_path)
         fs, root = storage.storage_filesystem, storage.experiment_fs_path
@@ -202,13 +186,6 @@ class LedgerCallback(tune.Callback):
             return self._held[name][1]
         except OSError:
             return None
-
-    def _record_error(self, trial) -> None:
-        if trial.pickled_error_file and os.path.isfile(trial.pickled_error_file):
-            storage = trial.storage
-            name = f"{storage.trial_dir_name}/{ERROR_PKL}"
-            data = Path(trial.pickled_error_file).read_bytes()
-            _record(storage.storage_filesystem, storage.experiment_fs_path, {name: (_digest(data), None)})
 
     def _guarded(self, record, *args) -> None:
         try:

@@ -1,7 +1,12 @@
+"""Shared fixtures and helpers. Tests that start Ray are marked `ray`: `pytest -m "not ray"` is the quick loop."""
 import atexit
+import csv
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +38,63 @@ def clip():
         return found[0]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def npz(clip, tmp_path_factory) -> Path:
+    """proud.bvh preprocessed: the short real clip that training, sweep and fault tests share."""
+    from ganimator.dataset import MotionDataset
+
+    path = tmp_path_factory.mktemp("data") / "proud.npz"
+    MotionDataset.from_bvh(clip("proud.bvh")).save(path)
+    return path
+
+
+# ---- sweeps -------------------------------------------------------------------------------------
+
+# Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks.
+TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]", "clearml=off"]
+EXPORT = ["retrain_iter=6", "eval_samples=4", "export_samples=2"]
+
+
+def sweep_args(npz, tmp: Path, *args) -> list[str]:
+    return [f"npz_filename={npz}", f"results_dir={tmp / 'results'}", f"export_dir={tmp / 'exports'}", *TINY, *args]
+
+
+def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "sweeps/run.py", *sweep_args(npz, tmp, "num_cpus=2", *args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=timeout, env=env)
+    print(out.stdout[-3000:], out.stderr[-3000:])
+    return out
+
+
+def read_summary(tmp: Path, name: str) -> list[dict]:
+    with open(tmp / "exports" / name / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """A process and every process it started share its process group: stop them all by its PID."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=20)
+
+
+def assert_accounted_for(outcome, trials: int):
+    """A fault run (sweeps/faults.py): every configuration started is in the summary and in the
+    Optuna study once, finished or failed."""
+    assert outcome.started == trials and outcome.lost == 0, [r["status"] for r in outcome.rows]
+    assert sorted(outcome.study_ids()) == sorted(r["trial_id"] for r in outcome.rows)
+    assert all(t.state.is_finished() for t in outcome.study)
 
 
 def clean_env(tmp: Path, **extra) -> dict:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import roma
@@ -5,10 +7,89 @@ import torch
 
 from ganimator.bvh import write_bvh
 from ganimator.dataset import DatasetError, MotionDataset
-from ganimator.features import FeatureLayout, load_motion, motion_to_bvh
+from ganimator.features import load_motion, motion_to_bvh
 from ganimator.procedural import procedural_dance
-from ganimator.pyramid import noise_amplitudes, pyramid_lengths, resample
+from ganimator.pyramid import noise_amplitudes
 from ganimator.skeleton import MIXAMO_JOINTS
+
+MIXAMO_CONTACTS = ["LeftToe_End", "RightToe_End", "LeftToeBase", "RightToeBase"]  # the original's order
+
+
+def file_positions(path) -> tuple[list[str], float, np.ndarray]:
+    """Joint names (namespace stripped), frame time and global positions (T, J, 3) in file units of
+    every joint of a BVH: a minimal parser and plain numpy forward kinematics, sharing no code
+    with ganimator (BVH convention: channels apply in file order, R = R1 @ R2 @ R3)."""
+    head, motion = Path(path).read_text().split("MOTION")
+    names, parents, offsets, channels, stack, pending = [], [], [], [], [], None
+    for tok in (line.split() for line in head.splitlines()):
+        if tok and tok[0] in ("ROOT", "JOINT"):
+            names.append(tok[1].split(":")[-1])
+            parents.append(stack[-1] if stack else -1)
+            offsets.append(None)
+            channels.append([])
+            pending = len(names) - 1
+        elif tok and tok[0] == "End":
+            pending = None  # an End Site: no joint
+        elif tok == ["{"]:
+            stack.append(pending)
+        elif tok == ["}"]:
+            stack.pop()
+        elif tok and tok[0] == "OFFSET" and stack[-1] is not None:
+            offsets[stack[-1]] = np.array(tok[1:], float)
+        elif tok and tok[0] == "CHANNELS":
+            channels[stack[-1]] = tok[2:]
+    lines = motion.split("\n", 3)
+    frames, frame_time = int(lines[1].split()[1]), float(lines[2].split()[2])
+    values = np.array(lines[3].split(), float).reshape(frames, -1)
+
+    def axis(name, degrees):
+        c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        one, zero = np.ones_like(c), np.zeros_like(c)
+        m = {"X": [[one, zero, zero], [zero, c, -s], [zero, s, c]],
+             "Y": [[c, zero, s], [zero, one, zero], [-s, zero, c]],
+             "Z": [[c, -s, zero], [s, c, zero], [zero, zero, one]]}[name]
+        return np.moveaxis(np.array(m), (0, 1), (-2, -1))
+
+    glob_rot, glob_pos, column = [], [], 0
+    for j, chans in enumerate(channels):
+        local_rot, local_pos = np.broadcast_to(np.eye(3), (frames, 3, 3)), np.tile(offsets[j], (frames, 1))
+        for name in chans:
+            if name.endswith("rotation"):
+                local_rot = local_rot @ axis(name[0], values[:, column])
+            else:
+                local_pos[:, "XYZ".index(name[0])] = values[:, column]
+            column += 1
+        p = parents[j]
+        glob_pos.append(local_pos if p < 0 else glob_pos[p] + np.einsum("tij,tj->ti", glob_rot[p], local_pos))
+        glob_rot.append(local_rot if p < 0 else glob_rot[p] @ local_rot)
+    assert column == values.shape[1]
+    return names, frame_time, np.stack(glob_pos, axis=1)
+
+
+def original_stride(frame_time: float) -> int:
+    """The original's frame-rate rule (bvh_parser.py): halve if under 0.0084 s, halve again if under 0.017 s."""
+    stride = 1
+    for limit in (0.0084, 0.017):
+        if frame_time < limit:
+            frame_time, stride = frame_time * 2, stride * 2
+    return stride
+
+
+def original_lengths(frames: int) -> list[int]:
+    """The reference's pyramid rule: floor(T/5), then floor(previous / 0.75) (+1 on a repeat), last = T."""
+    lengths = [frames // 5]
+    while lengths[-1] < frames:
+        nxt = int(lengths[-1] / 0.75)
+        lengths.append(nxt + 1 if nxt == lengths[-1] else nxt)
+    return lengths[:-1] + [frames]
+
+
+def linear_resample(x: np.ndarray, length: int) -> np.ndarray:
+    """(C, T) -> (C, length) by linear interpolation with align_corners=False (the original's
+    get_interpolator), written with np.interp: sample i reads source time (i + 0.5) * T / length - 0.5."""
+    T = x.shape[-1]
+    at = np.clip((np.arange(length) + 0.5) * T / length - 0.5, 0, T - 1)
+    return np.stack([np.interp(at, np.arange(T), row) for row in x])
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +105,18 @@ def test_salsa_pyramid_matches_the_original(salsa):
 
 
 def test_noise_amplitudes_are_the_rms_of_what_each_level_adds(salsa):
-    levels = salsa.levels()
-    amps = noise_amplitudes(levels)
-    assert torch.allclose(amps, salsa.noise_amplitudes)
-    expected = (levels[3] - resample(levels[2][None], levels[3].shape[-1])[0]).pow(2).mean().sqrt()
-    assert amps[3] == pytest.approx(expected.item())
-    assert amps[0] == pytest.approx(levels[0].pow(2).mean().sqrt().item())
+    """Recomputed in numpy from the features: level i is the clip linearly resampled to its length;
+    its amplitude is the RMS of level i minus level i-1 upsampled to it, level 0's its own RMS."""
+    real = salsa.features.double().numpy()
+    levels = [linear_resample(real, n) for n in salsa.level_lengths]
+    expected = [np.sqrt(np.mean(levels[0] ** 2))]
+    expected += [np.sqrt(np.mean((cur - linear_resample(prev, cur.shape[-1])) ** 2))
+                 for prev, cur in zip(levels, levels[1:])]
+    assert len(salsa.levels()) == len(levels)
+    for got, want in zip(salsa.levels(), levels):
+        assert np.allclose(got.numpy(), want, atol=1e-4)  # torch places float32 samples: ~5e-5 off on 0/1 steps
+    assert np.allclose(salsa.noise_amplitudes.numpy(), expected, rtol=1e-4)  # what from_bvh stored
+    assert np.allclose(noise_amplitudes(salsa.levels()).numpy(), expected, rtol=1e-4)
 
 
 def test_features_decode_back_to_the_clip(salsa, clip):
@@ -61,13 +148,26 @@ def test_layout_is_the_originals(salsa):
     assert layout.pose == slice(0, 6 * (J + C))
 
 
-def test_contacts_label_planted_feet(salsa):
-    # a planted toe barely moves: labelled frames move less than unlabelled ones
-    positions = salsa.motion.joint_positions(salsa.skeleton)[:, salsa.skeleton.contacts]
-    speed = (positions[1:] - positions[:-1]).norm(dim=-1)
-    labels = salsa.contacts[1:].bool()
-    assert 0.1 < labels.float().mean() < 0.95
-    assert speed[labels].mean() < 0.5 * speed[~labels].mean()
+def test_joint_positions_match_the_files_forward_kinematics(salsa, clip):
+    """The 24 kept joints, at 30 fps and in metres, where the file's own full skeleton puts them."""
+    names, frame_time, positions = file_positions(clip("Salsa-Dancing-6.bvh"))
+    assert original_stride(frame_time) == 2  # a 60 fps clip
+    expected = positions[::2, [names.index(n) for n in MIXAMO_JOINTS]] / 100  # centimetres in the file
+    assert np.allclose(salsa.motion.joint_positions(salsa.skeleton).numpy(), expected, atol=1e-6)
+
+
+def test_contacts_are_the_originals_labels(salsa, clip):
+    """The original's rule (models/contact.py, skeleton_database.py), recomputed from the file: a
+    contact joint is in contact where it moved under 0.018 m since the previous 30 fps frame;
+    frame 0 never is; one column per joint in the order LeftToe_End, RightToe_End, LeftToeBase,
+    RightToeBase."""
+    names, frame_time, positions = file_positions(clip("Salsa-Dancing-6.bvh"))
+    feet = positions[::original_stride(frame_time), [names.index(n) for n in MIXAMO_CONTACTS]] / 100
+    speed = np.linalg.norm(feet[1:] - feet[:-1], axis=-1)
+    assert np.abs(speed - 0.018).min() > 1e-6  # no label rests on rounding
+    expected = np.concatenate([np.zeros((1, 4)), speed < 0.018])
+    assert ((0.1 < expected.mean(0)) & (expected.mean(0) < 0.9)).all()  # each joint both planted and moving
+    assert np.array_equal(salsa.contacts.numpy(), expected)
 
 
 @pytest.mark.parametrize("name, rig, joints, contacts", [
@@ -78,8 +178,10 @@ def test_contacts_label_planted_feet(salsa):
 def test_every_rig_preprocesses(clip, name, rig, joints, contacts):
     data = MotionDataset.from_bvh(clip(name))
     assert (data.skeleton.rig, data.skeleton.num_joints, len(data.skeleton.contacts)) == (rig, joints, contacts)
-    assert data.features.shape[0] == FeatureLayout(joints, contacts).channels
-    assert data.level_lengths == pyramid_lengths(data.features.shape[1])
+    _, frame_time, positions = file_positions(clip(name))
+    frames = len(range(0, len(positions), original_stride(frame_time)))  # the original's 30 fps
+    assert data.features.shape == (6 * (joints + contacts + 1), frames)  # the original's 6-wide nodes
+    assert data.level_lengths == original_lengths(frames)
     assert len(data.level_lengths) == 7 and torch.isfinite(data.features).all()
 
 

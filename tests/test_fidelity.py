@@ -13,7 +13,8 @@ from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.networks import SkeletonConv1d
 from ganimator.procedural import procedural_dance
-from ganimator.trainer import Trainer, build_models, train_iteration
+from ganimator.networks import build_models
+from ganimator.trainer import Trainer, train_iteration
 
 ORIGINAL = json.loads((Path(__file__).parent / "data" / "original_fixtures.json").read_text())
 CLIPS = ["Salsa-Dancing-6", "Crab-dance-long", "proud"]

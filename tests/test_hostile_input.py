@@ -273,7 +273,7 @@ def test_evaluate_appends_beside_an_exports_metrics(tiny, tmp_path, run_cli):
         assert run_cli("evaluate", "run", "--samples", "2", "--seed", seed, cwd=tmp_path)[0] == 0
     assert (run / "metrics.json").read_bytes() == before["run/metrics.json"]
     evaluations = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
-    assert [e["seed"] for e in evaluations] == [0, 1] and all(0 <= e["coverage"] <= 1 for e in evaluations)
+    assert [e["sample_seed"] for e in evaluations] == [0, 1] and all(0 <= e["coverage"] <= 1 for e in evaluations)
     refused(run_cli("evaluate", "run", "--samples", "0", cwd=tmp_path), "samples and batch must be at least 1")
 
 

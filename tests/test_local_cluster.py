@@ -1,11 +1,11 @@
-"""cluster/local.py: a head (0 CPUs) and 2 one-CPU workers on this machine, a task pinned to a
-worker, that worker SIGKILLed and seen dead by the GCS, then everything stopped.
+"""sweeps/devcluster.py (`ganimator-cluster`): a head (0 CPUs) and 2 one-CPU workers on this
+machine, a task pinned to a worker, that worker SIGKILLed and seen dead by the GCS, then
+everything stopped.
 
 Only processes recorded by (or marked as belonging to) the cluster this test starts are touched,
 so it is safe beside another Ray on the machine. About 30 s on 2 cores.
 """
 
-import importlib.util
 import json
 import os
 import stat
@@ -15,25 +15,17 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "cluster" / "local.py"
+from sweeps import devcluster
 
-
-def load_local_cluster():
-    spec = importlib.util.spec_from_file_location("gs_local_cluster", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-lc = load_local_cluster()
+pytestmark = pytest.mark.ray
 
 
 def cli(*args, timeout=180):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], check=False, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    """The command line, as `ganimator-cluster` (the same main()) runs it."""
+    return subprocess.run([sys.executable, "-m", "sweeps.devcluster", *args], check=False, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def running(pid):
@@ -54,7 +46,7 @@ def marked(cluster_id):
                 environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(e.startswith(f"{lc.MARKER_ENV}={cluster_id}:".encode()) for e in environ):
+            if any(e.startswith(f"{devcluster.MARKER_ENV}={cluster_id}:".encode()) for e in environ):
                 pids.append(int(entry))
     return pids
 
@@ -100,7 +92,7 @@ def listening(state):
     """(address, port) -> node name, for every LISTEN socket of every process of the cluster."""
     found = {}
     for n in state.nodes:
-        for pid in lc.node_processes(state, n):
+        for pid in devcluster.node_processes(state, n):
             try:
                 conns = psutil.Process(pid).net_connections("inet")
             except psutil.Error:
@@ -123,7 +115,7 @@ def test_local_cluster_start_pin_kill_stop(tmp_path):
     try:
         start = cli("start", "--workers", "2", "--cpus-per-node", "1", "--head-cpus", "0", "--dir", str(state_dir))
         timings["start"] = time.monotonic() - t0
-        state = lc.load_state(state_dir)
+        state = devcluster.load_state(state_dir)
         assert start.returncode == 0, f"start failed:\n{start.stdout}\n{start.stderr}"
         assert state is not None and [n.role for n in state.nodes] == ["head", "worker", "worker"]
 
@@ -140,7 +132,7 @@ def test_local_cluster_start_pin_kill_stop(tmp_path):
         assert len({n.ports["node_manager"] for n in state.nodes}) == 3
 
         # The cluster refuses a wrong token.
-        bad = subprocess.run([lc._ray_cli(), "status", "--address", state.gcs_address],
+        bad = subprocess.run([devcluster._ray_cli(), "status", "--address", state.gcs_address],
                              env={**state.client_env(), "RAY_AUTH_TOKEN": "0" * 64}, capture_output=True, text=True,
                              check=False, timeout=60)
         assert bad.returncode != 0 and "Authentication" in bad.stdout + bad.stderr
@@ -198,7 +190,7 @@ def test_local_cluster_start_pin_kill_stop(tmp_path):
         t = time.monotonic()
         stopped = cli("stop", "--dir", str(state_dir), timeout=120)
         if stopped.returncode != 0:  # still clean up, then fail
-            lc.stop(state_dir)
+            devcluster.stop(state_dir)
         timings["stop"] = time.monotonic() - t
         print("\nlocal cluster timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
               + f", total {time.monotonic() - t0:.1f}")

@@ -4,7 +4,8 @@ import torch
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.networks import SkeletonConv1d
-from ganimator.trainer import Trainer, build_models
+from ganimator.networks import build_models
+from ganimator.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

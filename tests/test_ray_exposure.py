@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 

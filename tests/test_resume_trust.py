@@ -12,17 +12,15 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
-import pyarrow.fs
 import pytest
 from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
 
 from sweeps import trust
 
-from conftest import ROOT
-from test_sweeps import npz, run_sweep  # noqa: F401 (npz is a fixture)
+from conftest import ROOT, run_sweep
 
+pytestmark = pytest.mark.ray
 SMALL_EXPORT = ["retrain_iter=2", "eval_samples=2", "export_samples=1"]
 
 
@@ -92,7 +90,7 @@ def test_a_sweep_records_its_state_and_resumes_from_it(state_home):
     recorded = json.loads(record.read_text())["files"]
     assert {"tuner.pkl", "sweep-args.json"} <= set(recorded)
     assert newest(sweep, "experiment_state-*.json").name in recorded
-    assert newest(sweep, "searcher-state-*.pkl").name in recorded
+    assert newest(sweep, "basic-variant-state-*.json").name in recorded  # the grid of Ray trials
 
     sessions = len(list(sweep.glob("experiment_state-*.json")))
     out = resume(tmp, dict(os.environ, XDG_STATE_HOME=str(tmp / "state")))
@@ -142,7 +140,7 @@ def test_a_planted_newer_experiment_state_is_refused(swept):
         planted.unlink()
 
 
-@pytest.mark.parametrize("pattern", ["searcher-state-*.pkl", "search_gen_state-*.json", "experiment_state-*.json"])
+@pytest.mark.parametrize("pattern", ["basic-variant-state-*.json", "experiment_state-*.json"])
 def test_each_state_file_of_the_sweep_is_checked(state_home, pattern):
     tmp = state_home
     sweep, marker = tmp / "results" / "t", tmp / "payload-ran"
@@ -181,29 +179,6 @@ def test_a_state_file_planted_under_a_new_name_or_as_a_folder_is_refused(state_h
         trust.verify(str(sweep))
     finally:
         (sweep / "tmp-searcher-state-x.pkl").unlink()
-
-
-def test_a_trials_error_pkl_is_checked_for_a_result_grid_once_recorded_as_tune_wrote_it(state_home, tmp_path):
-    """Resume never reads an old `error.pkl` (it clears errors of the trials it restarts); a result grid over
-    the finished sweep does, for trials that ended in error: `trial_errors=True` checks those."""
-    tmp = state_home
-    sweep = tmp / "results" / "t"
-    trial_dir = next(sweep.glob("train_trial_*"))
-    error = pickle.dumps(RuntimeError("the trial's error"))
-    (trial_dir / "error.pkl").write_bytes(error)
-    try:
-        trust.verify(str(sweep))
-        with pytest.raises(trust.UntrustedState, match=re.escape(f"{trial_dir.name}/error.pkl")):
-            trust.verify(str(sweep), trial_errors=True)
-        staged = tmp_path / "error.pkl"  # where the driver writes it, before Tune copies it to the results
-        staged.write_bytes(error)
-        trial = SimpleNamespace(pickled_error_file=str(staged), storage=SimpleNamespace(
-            trial_dir_name=trial_dir.name, storage_filesystem=pyarrow.fs.LocalFileSystem(),
-            experiment_fs_path=str(sweep)))
-        trust.LedgerCallback().on_trial_error(iteration=1, trials=[trial], trial=trial)
-        trust.verify(str(sweep), trial_errors=True)
-    finally:
-        (trial_dir / "error.pkl").unlink()
 
 
 def test_the_saved_arguments_are_read_only_as_written(state_home):

@@ -15,17 +15,24 @@ MIXAMO_PARENTS = [-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 13, 16, 1
 
 
 def read(path) -> dict:
-    """entity path -> (rows over the frame timeline, points per row, annotation context)"""
+    """entity path -> (rows over the frame timeline, points per row, annotation context, per-frame
+    colours in frame order, text documents as (media type, text))"""
     out = {}
     for chunk in RrdReader(str(path)).stream().to_chunks():
         batch = chunk.to_record_batch()
-        entry = out.setdefault(chunk.entity_path, {"frames": 0, "points": set(), "context": None, "colors": []})
+        entry = out.setdefault(chunk.entity_path, {"frames": 0, "points": set(), "context": None, "colors": {},
+                                                   "text": []})
         if "frame" in chunk.timeline_names and "Points3D:positions" in batch.schema.names:
             entry["frames"] += chunk.num_rows
             entry["points"] |= {len(p) for p in batch.column("Points3D:positions").to_pylist()}
-            entry["colors"] += batch.column("Points3D:colors").to_pylist()
+            entry["colors"].update(zip(batch.column("frame").to_pylist(), batch.column("Points3D:colors").to_pylist()))
         if "AnnotationContext:context" in batch.schema.names:
             entry["context"] = batch.column("AnnotationContext:context").to_pylist()[0][0]  # row 0, its classes
+        if "TextDocument:text" in batch.schema.names:
+            entry["text"] += [(m[0], t[0]) for m, t in zip(batch.column("TextDocument:media_type").to_pylist(),
+                                                           batch.column("TextDocument:text").to_pylist())]
+    for entry in out.values():
+        entry["colors"] = [entry["colors"][f] for f in sorted(entry["colors"])]
     return out
 
 
@@ -48,12 +55,15 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     rec = read(tmp_path / "r.rrd")
-    real = MotionDataset.load(tmp / "walk.npz").features.shape[-1]
+    walk = MotionDataset.load(tmp / "walk.npz")
+    real = walk.features.shape[-1]
     assert rec["/skeletons/real"]["frames"] == real
-    for name in ("trial0", "trial1"):
+    for name, other in (("trial0", "trial1"), ("trial1", "trial0")):
         entry = rec[f"/skeletons/{name}/sample-0"]
         assert entry["frames"] == 90 and entry["points"] == {24}
-        assert rec[f"/skeletons/{name}/sample-0/info"] is not None
+        # each sample's notes: one markdown document that names its own run, not the other
+        ((media_type, notes),) = rec[f"/skeletons/{name}/sample-0/info"]["text"]
+        assert media_type == "text/markdown" and name in notes and other not in notes
     assert rec["/skeletons/real"]["points"] == {24}
 
     (context,) = rec["/"]["context"]
@@ -62,10 +72,14 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
     bones = {(c["keypoint0"], c["keypoint1"]) for c in description["keypoint_connections"]}
     assert bones == {(j, p) for j, p in enumerate(MIXAMO_PARENTS) if p >= 0}
 
-    # contact joints are highlighted on the frames where the clip's feet touch the ground
-    colors = np.array(rec["/skeletons/real"]["colors"], dtype=np.uint64)  # packed 0xRRGGBBAA
+    # contact joints are highlighted on exactly the frames where the clip's feet touch the ground:
+    # the contact columns are LeftToe_End, RightToe_End, LeftToeBase, RightToeBase (joints 5, 10, 4, 9)
+    colors = np.array(rec["/skeletons/real"]["colors"], dtype=np.uint64)  # packed 0xRRGGBBAA, frame order
     red = colors == int.from_bytes(bytes(CONTACT), "big")
-    assert red.any() and red[:, [4, 5, 9, 10]].any(0).all() and not red[:, :4].any()
+    expected = np.zeros((real, 24), bool)
+    expected[:, [5, 10, 4, 9]] = walk.contacts.numpy() > 0.5
+    assert 0 < expected.sum() < expected[:, [5, 10, 4, 9]].size  # the walk both plants and lifts its feet
+    assert red.shape == (real, 24) and np.array_equal(red, expected)
 
 
 def test_other_rigs_draw_with_their_own_tree(clip, tmp_path):

@@ -1,59 +1,36 @@
-"""Sweeps on a real local Ray: search, early stopping, export, `ray job submit`, resume."""
-import csv
+"""Sweeps end to end on a real local Ray: one engine, whether a Ray trial trains one configuration
+(population=1) or four fused (population=4); the Pareto mode; divergence; `ray job submit`; resume."""
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from omegaconf import OmegaConf
-from ray import tune
+from optuna.trial import TrialState
 
 from ganimator.bvh import read_bvh
-from ganimator.config import ConfigError, load_config, qualify
-from ganimator.dataset import MotionDataset
+from ganimator.config import load_config, qualify
 from ganimator.generate import load_run
-from ganimator.metrics import pose_frames, quality
-from ganimator.pyramid import resample
-from ganimator.trainer import Trainer
 from sweeps.compare import row_from_task
-from sweeps.export import rank
-from sweeps.objective import pareto_front, score
+from sweeps.objective import Objective
+from sweeps.results import TUNE_ID
 from sweeps.space import load_space
-from sweeps.trainable import restore_run
 
-from conftest import ROOT, artifacts, clean_env, offline_sessions
+from conftest import (EXPORT, ROOT, artifacts, clean_env, offline_sessions, read_summary, run_sweep, stop_process_group,
+                      sweep_args)
 
-# Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks.
-TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]", "clearml=off"]
-EXPORT = ["retrain_iter=6", "eval_samples=4", "export_samples=2"]
-
-
-@pytest.fixture(scope="module")
-def npz(clip, tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "proud.npz"
-    MotionDataset.from_bvh(clip("proud.bvh")).save(path)
-    return path
-
-
-def sweep_args(npz, tmp: Path, *args) -> list[str]:
-    return [f"npz_filename={npz}", f"results_dir={tmp / 'results'}", f"export_dir={tmp / 'exports'}", *TINY, *args]
-
-
-def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "sweeps/run.py", *sweep_args(npz, tmp, "num_cpus=2", *args)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=timeout, env=env)
-    print(out.stdout[-3000:], out.stderr[-3000:])
-    return out
+pytestmark = pytest.mark.ray
+SPACE = load_space(ROOT / "sweeps" / "space.yaml")
+KEYS = list(SPACE)
 
 
 def study_trials(tmp: Path, name: str, created: bool = True):
@@ -64,61 +41,74 @@ def study_trials(tmp: Path, name: str, created: bool = True):
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 
-def read_summary(tmp: Path, name: str) -> list[dict]:
-    with open(tmp / "exports" / name / "summary.csv") as f:
-        return list(csv.DictReader(f))
+@dataclass
+class Swept:
+    tmp: Path
+    out: subprocess.CompletedProcess
+    population: int
+    trials: list  # the study's FrozenTrials
 
 
-@pytest.fixture(scope="module")
-def sweep(npz, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sweep")
-    out = run_sweep(npz, tmp, "name=six", "num_samples=6", "retrain_seeds=[0,1]", *EXPORT)
+@pytest.fixture(scope="module", params=[1, 4], ids=["population-1", "population-4"])
+def sweep(request, npz, tmp_path_factory):
+    """Six configurations, tracked to ClearML offline: one to a Ray trial (two at a time), or four
+    fused to a Ray trial (one at a time: batches of 4 and 2)."""
+    tmp = tmp_path_factory.mktemp(f"sweep{request.param}")
+    one_at_a_time = ["max_concurrent=1"] if request.param > 1 else []
+    out = run_sweep(npz, tmp, "name=six", "num_samples=6", "retrain_seeds=[0,1]", f"population={request.param}",
+                    "clearml=offline", *one_at_a_time, *EXPORT, env=clean_env(tmp))
     assert out.returncode == 0, out.stderr[-3000:]
-    return tmp, out
+    return Swept(tmp, out, request.param, study_trials(tmp, "six"))
 
 
-def test_sweep_runs_every_trial_and_stops_weak_ones_at_stage_boundaries(sweep):
-    tmp, out = sweep
-    rows = read_summary(tmp, "six")
-    assert len(rows) == 6
-    assert {r["status"] for r in rows} <= {"finished", "stopped after stage 1", "stopped after stage 2"}
-    stopped = [r for r in rows if r["status"].startswith("stopped")]
-    assert stopped, "ASHA stopped no trial"
-    for r in stopped:  # an early stop falls on a stage boundary and saves iterations
-        assert int(r["steps"]) == int(r["stages_done"]) * 4 < 16
-    assert [float(r["score"]) for r in rows if r["status"] == "finished"] == sorted(
-        (float(r["score"]) for r in rows if r["status"] == "finished"), reverse=True)
-    assert "stopped early" in out.stdout and "exports" in out.stdout
+def test_every_configuration_is_an_optuna_trial_and_weak_ones_stop_at_stage_boundaries(sweep):
+    trials = sweep.trials
+    assert len(trials) == 6 and len({tuple(sorted(t.params.items())) for t in trials}) == 6
+    assert trials[0].params == pytest.approx(SPACE.defaults())  # the defaults are tried first
+    tune_ids = [t.user_attrs[TUNE_ID] for t in trials]
+    expected = [4, 2] if sweep.population == 4 else [1] * 6
+    assert sorted((tune_ids.count(i) for i in set(tune_ids)), reverse=True) == expected
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and len(pruned) < 6, "successive halving should stop some configurations and finish others"
+    for t in pruned:  # scores reported at stage ends, the last one where the configuration stopped
+        stages = t.user_attrs["metrics"]["stages_done"]
+        assert sorted(t.intermediate_values) == list(range(1, stages + 1)) and stages < 4
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert t.value == pytest.approx(t.user_attrs["metrics"]["score"])
+
+    rows = read_summary(sweep.tmp, "six")
+    assert sorted(r["trial_id"] for r in rows) == sorted(f"{t.user_attrs[TUNE_ID]}-{t.number}" for t in trials)
+    for r in rows:  # an early stop falls on a stage boundary and saves that configuration's iterations
+        if r["status"].startswith("stopped"):
+            assert int(r["steps"]) == int(r["stages_done"]) * 4 < 16
+    finished = [float(r["score"]) for r in rows if r["status"] == "finished"]
+    assert rows[0]["status"] == "finished" and finished == sorted(finished, reverse=True)
+    assert "stopped early by successive halving" in sweep.out.stdout
+    if sweep.population == 4:
+        assert "population of 4" in sweep.out.stdout + sweep.out.stderr  # the memory report
 
 
-def test_optuna_study_holds_each_trial_once_and_starts_from_the_defaults(sweep):
-    tmp, _ = sweep
-    trials = study_trials(tmp, "six")
-    assert len(trials) == 6
-    states = {r["trial_id"]: r["status"] for r in read_summary(tmp, "six")}
-    for t in trials:  # early-stopped trials are pruned, so the sampler never takes a stage-1 score as final
-        finished = states[t.user_attrs["tune_trial_id"]] == "finished"
-        assert t.state == (optuna.trial.TrialState.COMPLETE if finished else optuna.trial.TrialState.PRUNED)
-    space = load_space(ROOT / "sweeps" / "space.yaml")
-    assert trials[0].params == pytest.approx(space.defaults())
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6
-
-
-def test_trials_report_each_stage_with_a_checkpoint(sweep):
-    tmp, _ = sweep
-    finished = [r for r in read_summary(tmp, "six") if r["status"] == "finished"]
-    trial_dir = next((tmp / "results" / "six").glob(f"*{finished[0]['trial_id']}*"))
+def test_ray_trials_checkpoint_each_stage_end_naming_the_configurations_that_go_on(sweep):
+    finished = next(t for t in sweep.trials if t.state == TrialState.COMPLETE)
+    trial_dir = next((sweep.tmp / "results" / "six").glob(f"train_trial_{finished.user_attrs[TUNE_ID]}*"))
     results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-    assert [r["stages_done"] for r in results if r["checkpoint_dir_name"]] == [1, 2, 3, 4]
-    assert all(0 <= r["coverage"] <= 1 and r["global_diversity"] >= 0 for r in results)
-    assert len(list(trial_dir.glob("checkpoint_*"))) == 2  # the newest two are kept
+    assert [r["stages_done"] for r in results][:4] == [1, 2, 3, 4]
+    assert [bool(r["checkpoint_dir_name"]) for r in results[:4]] == [True, True, True, False]  # none after the last
+    members = [r["members"] for r in results]
+    assert members == sorted(members, reverse=True) and members[0] <= sweep.population  # the batch shrinks
+    kept = sorted(trial_dir.glob("checkpoint_*"))
+    assert len(kept) == 2  # the newest two
+    for checkpoint in kept:
+        going_on = json.loads((checkpoint / "members.json").read_text())
+        assert going_on and all((checkpoint / str(n) / "checkpoint.pt").is_file() for n in going_on)
 
 
 def test_best_configuration_is_retrained_and_exported(sweep, tmp_path):
-    tmp, _ = sweep
-    export = tmp / "exports" / "six" / "1"
+    export = sweep.tmp / "exports" / "six" / "1"
     metrics = json.loads((export / "metrics.json").read_text())
-    best = read_summary(tmp, "six")[0]
+    best = read_summary(sweep.tmp, "six")[0]
     assert metrics["trial_id"] == best["trial_id"] and best["export"] == str(export)
     cfg = load_config([f"config={export / 'config.yaml'}"])
     for key, value in metrics["params"].items():  # the export trained the configuration the sweep found
@@ -132,151 +122,114 @@ def test_best_configuration_is_retrained_and_exported(sweep, tmp_path):
     assert all(read_bvh(p).motion.shape[0] == 50 for p in tmp_path.glob("*.bvh"))
 
     assert set(metrics["seeds"]) == {"0", "1"}  # each seed retrained, the best exported
-    assert metrics["coverage"] == metrics["seeds"][str(metrics["seed"])]["coverage"]
+    exported = metrics["seeds"][str(metrics["seed"])]
+    assert all(metrics[k] == exported[k] for k in ("score", "coverage", "global_diversity", "rec_error"))
     assert metrics["score"] == max(m["score"] for m in metrics["seeds"].values())
+    assert cfg.util.seed == metrics["seed"]  # the exported run is the one trained with that seed
 
     run = load_run(export)
-    again = run.evaluate(metrics["samples"], metrics["length"] / run.dataset.features.shape[-1], metrics["seed"])
-    for key in ("coverage", "global_diversity", "local_diversity", "reconstruction_l1"):
+    again = run.evaluate(metrics["samples"], metrics["length"] / run.dataset.features.shape[-1],
+                         metrics["sample_seed"])
+    for key in ("coverage", "global_diversity", "local_diversity", "rec_error"):
         assert again[key] == pytest.approx(metrics[key], rel=1e-6)
 
 
-@pytest.fixture(scope="module")
-def pareto_sweep(npz, tmp_path_factory):
-    """A Pareto-mode sweep that tracks to ClearML in offline mode."""
-    tmp = tmp_path_factory.mktemp("pareto")
-    out = run_sweep(npz, tmp, "name=pareto", "objective=pareto", "num_samples=3", "early_stopping=false",
-                    "clearml=offline", *EXPORT, env=clean_env(tmp))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return tmp, out
+def test_every_configuration_and_retrain_is_a_clearml_task_under_the_sweep(sweep):
+    sessions = offline_sessions(sweep.tmp / "clearml")
+    [task] = [s["task"] for s in sessions if s["task"]["type"] == "optimizer"]
+    assert task["name"] == "six" and set(task["tags"]) == {"sweep", "six"}
+    assert f"ClearML: sweep task {task['id']}" in sweep.out.stdout
+    members = {s["task"]["name"].rpartition("-")[2]: s for s in sessions if "trial" in s["task"]["tags"]}
+    retrains = [s for s in sessions if "retrain" in s["task"]["tags"]]
+    assert sorted(members) == sorted(str(t.number) for t in sweep.trials) and len(retrains) == 2
+    assert all(s["task"]["parent"] == task["id"] for s in [*members.values(), *retrains])
+    for t in sweep.trials:
+        session = members[str(t.number)]
+        assert session["task"]["name"] == f"six/{t.user_attrs[TUNE_ID]}-{t.number}"
+        searched = {k: float(v["value"]) for k, v in session["task"]["hyperparams"]["search"].items()}
+        assert searched == pytest.approx({k: float(v) for k, v in t.params.items()})
+        assert float(session["task"]["hyperparams"]["optim"]["lambda_rec"]["value"]) == searched["lambda_rec"]
+        steps, score = session["scalars"]["objective", "score"][-1]
+        assert steps == t.user_attrs["metrics"]["step"] and score == pytest.approx(t.user_attrs["metrics"]["score"])
+        assert session["scalars"]["progress", "stages done"][-1][1] == t.user_attrs["metrics"]["stages_done"]
+        assert {series for title, series in session["scalars"] if title == "critic"} == {
+            f"level {k}" for k in range(7 if t.state == TrialState.COMPLETE else 2 * t.user_attrs["metrics"]["stages_done"])}
+        # A finished configuration's task holds its generated motion; a pruned one's ends where it stopped.
+        assert ("review.rrd" in artifacts(session["task"])) == (t.state == TrialState.COMPLETE)
+
+    metrics = json.loads((sweep.tmp / "exports" / "six" / "1" / "metrics.json").read_text())
+    [best] = [s for s in retrains if s["task"]["id"] == metrics["clearml_task"]]
+    assert set(best["task"]["tags"]) == {"retrain", "six", "rank-1", f"seed-{metrics['seed']}"}
+    assert best["scalars"]["Summary", "coverage"][-1][1] == pytest.approx(metrics["coverage"])
 
 
-def test_pareto_mode_searches_coverage_against_diversity(pareto_sweep):
-    tmp_path, _ = pareto_sweep
-    storage = f"sqlite:///{tmp_path / 'results' / 'pareto' / 'optuna.db'}"
-    study = optuna.load_study(study_name="pareto", storage=storage)
-    assert len(study.directions) == 2 and len(study.trials) == 3
-    rows = read_summary(tmp_path, "pareto")
-    front = [r for r in rows if r["pareto"] == "True"]
-    assert front and rows[:len(front)] == front  # the front ranks first
-    for r in front:  # no trial dominates a member of the front
-        (rc, rg), others = (float(r["coverage"]), float(r["global_diversity"])), rows
-        assert not any((oc >= rc and og >= rg) and (oc > rc or og > rg)
-                       for oc, og in ((float(o["coverage"]), float(o["global_diversity"])) for o in others))
-    assert (tmp_path / "exports" / "pareto" / "1" / "checkpoint.pt").is_file()
-
-
-def test_clearml_sweep_task_is_the_parent_of_every_trial_and_retrain(pareto_sweep):
-    tmp, out = pareto_sweep
-    sessions = offline_sessions(tmp / "clearml")
-    [sweep] = [s["task"] for s in sessions if s["task"]["type"] == "optimizer"]
-    trials = [s for s in sessions if "trial" in s["task"]["tags"]]
-    [retrain] = [s for s in sessions if "retrain" in s["task"]["tags"]]
-    assert len(sessions) == 5 and len(trials) == 3
-    assert sweep["name"] == "pareto" and set(sweep["tags"]) == {"sweep", "pareto"}
-    assert f"ClearML: sweep task {sweep['id']}" in out.stdout
-    assert all(s["task"]["parent"] == sweep["id"] for s in [*trials, retrain])
-
-    rows = {r["trial_id"]: r for r in read_summary(tmp, "pareto")}
-    keys = list(load_space(ROOT / "sweeps" / "space.yaml"))
-    for s in trials:
-        task, trial_id = s["task"], s["task"]["name"].rpartition("/")[2]
-        assert task["name"] == f"pareto/{trial_id}" and set(task["tags"]) == {"trial", "pareto"}
-        params = task["hyperparams"]
-        searched = {k: float(v["value"]) for k, v in params["search"].items()}
-        assert searched == pytest.approx({k: float(rows[trial_id][k]) for k in keys})
-        assert float(params["optim"]["lambda_rec"]["value"]) == searched["lambda_rec"]  # one value, two views
-        assert {series for title, series in s["scalars"] if title == "critic"} == {f"level {k}" for k in range(7)}
-        assert s["scalars"]["objective", "score"][-1] == (16, pytest.approx(float(rows[trial_id]["score"])))
-        assert {"config.yaml", "samples", "review.rrd"} <= set(artifacts(task))
-
-    task = retrain["task"]
-    assert set(task["tags"]) == {"retrain", "pareto", "rank-1", "seed-0", "best"}
-    metrics = json.loads((tmp / "exports" / "pareto" / "1" / "metrics.json").read_text())
-    assert metrics["clearml_task"] == task["id"]
-    assert retrain["scalars"]["Summary", "coverage"][-1][1] == pytest.approx(metrics["coverage"])
-    assert all(path.is_file() for path in artifacts(task).values())
-
-
-def test_clearml_sweep_task_holds_the_comparison(pareto_sweep):
-    tmp, _ = pareto_sweep
-    [sweep] = [s for s in offline_sessions(tmp / "clearml") if s["task"]["type"] == "optimizer"]
-    keys = list(load_space(ROOT / "sweeps" / "space.yaml"))
-    table = sweep["plots"]["trials", "ranked"]["data"][0]
+def test_the_sweep_task_holds_the_ranking_and_the_plots(sweep):
+    [session] = [s for s in offline_sessions(sweep.tmp / "clearml") if s["task"]["type"] == "optimizer"]
+    table = session["plots"]["trials", "ranked"]["data"][0]
     header, columns = table["header"]["values"], table["cells"]["values"]
-    assert {"status", "stages_done", "pareto", "score", "coverage", "global_diversity", *keys} <= set(header)
-    summary = read_summary(tmp, "pareto")
+    assert {"status", "stages_done", "score", "coverage", "global_diversity", "rec_error", *KEYS} <= set(header)
+    summary = read_summary(sweep.tmp, "six")
     assert columns[header.index("trial_id")] == [r["trial_id"] for r in summary]
-    assert columns[header.index("status")] == ["finished"] * 3
-    assert {series for title, series in sweep["plots"] if title == "objective"} == set(keys)
-    [parallel] = sweep["plots"]["parallel coordinates", "parallel coordinates"]["data"]
-    assert [d["label"] for d in parallel["dimensions"]] == [*keys, "score"]
-    front = sweep["plots"]["pareto front", "pareto front"]["data"]
-    assert sum(len(trace["x"]) for trace in front) == 3
-    assert set(artifacts(sweep["task"])) == {"summary.csv", "summary.md"}
+    assert {title for title, _ in session["plots"]} >= {"score vs parameters", "parallel coordinates", "importances"}
+    parallel = session["plots"]["parallel coordinates", "parallel coordinates"]
+    axes = parallel["layout"]["xaxis"]["ticktext"]  # the score, then every searched value
+    assert axes[0] == "score" and len(axes) == 1 + len(KEYS)
+    lines = [d for d in parallel["data"] if d.get("mode") == "lines"]  # one per finished configuration
+    assert len(lines) == sum(t.state == TrialState.COMPLETE for t in sweep.trials)
+    importances = session["plots"]["importances", "importances"]["data"]
+    assert set(importances[0]["y"]) <= set(KEYS) and all(v >= 0 for v in importances[0]["x"])
+    assert set(artifacts(session["task"])) == {"summary.csv", "summary.md"}
 
 
-def test_compare_prints_the_sweeps_ranking_and_writes_its_plots(pareto_sweep, tmp_path):
-    tmp, _ = pareto_sweep
-    out = subprocess.run([sys.executable, "sweeps/compare.py", "pareto", "--results-dir", str(tmp / "results"),
-                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env=clean_env(tmp))
+def test_compare_ranks_the_sweep_from_its_study_and_writes_its_plots(sweep, tmp_path):
+    out = subprocess.run(["ganimator-compare", "six", "--results-dir", str(sweep.tmp / "results"),
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env=clean_env(sweep.tmp))
     assert out.returncode == 0, out.stderr
-    summary = [r["trial_id"] for r in read_summary(tmp, "pareto")]
-    printed = [line.split()[1] for line in out.stdout.splitlines()[2:2 + len(summary)]]
-    assert printed == summary
-    written = {p.name for p in tmp_path.iterdir()}
-    assert {"pareto-front.html", "parallel-coordinates.html", "objective-vs-lambda-rec.html",
-            "plotly.min.js"} <= written
+    summary = [r["trial_id"] for r in read_summary(sweep.tmp, "six")]
+    assert [line.split()[1] for line in out.stdout.splitlines()[2:2 + len(summary)]] == summary
+    assert {p.name for p in tmp_path.iterdir()} >= {"score-vs-parameters.html", "parallel-coordinates.html",
+                                                     "importances.html", "plotly.min.js"}
 
 
-def test_trials_as_clearml_holds_them_rank_as_the_local_results(pareto_sweep):
+def test_trials_as_clearml_holds_them_rank_as_the_study(sweep):
     """compare.py's reading of ClearML tasks, fed the offline sessions' parameters and last scalars."""
-    tmp, _ = pareto_sweep
-    keys = list(load_space(ROOT / "sweeps" / "space.yaml"))
     rows = []
-    for s in offline_sessions(tmp / "clearml"):
+    for s in offline_sessions(sweep.tmp / "clearml"):
         if "trial" in s["task"]["tags"]:
             params = {f"{section}/{k}": v["value"] for section, values in s["task"]["hyperparams"].items()
                       for k, v in values.items()}
             last = {}
             for (title, series), points in s["scalars"].items():
                 last.setdefault(title, {})[series] = {"last": points[-1][1]}
-            rows.append(row_from_task(s["task"]["name"], params, last, "completed", keys, num_stages=4))
-    summary = read_summary(tmp, "pareto")
-    assert [r.trial_id for r in rank(rows, pareto=True)] == [r["trial_id"] for r in summary]
-    for row, local in zip(rank(rows, pareto=True), summary):
-        assert row.status == local["status"] and row.steps == int(local["steps"]) == 16
-        assert row.metrics["score"] == pytest.approx(float(local["score"]))
-        assert row.params == pytest.approx({k: float(local[k]) for k in keys})
+            rows.append(row_from_task(s["task"]["name"], params, last, "completed", KEYS, 4, Objective()))
+    rows = Objective().rank(rows)
+    summary = read_summary(sweep.tmp, "six")
+    assert [r.trial_id for r in rows] == [r["trial_id"] for r in summary]
+    for row, local in zip(rows, summary):
+        assert row.status_text == local["status"] and row.steps == int(local["steps"])
+        assert row.score == pytest.approx(float(local["score"]))
+        assert row.params == pytest.approx({k: float(local[k]) for k in KEYS})
 
 
-def test_a_restarted_trial_skips_a_truncated_checkpoint_for_the_one_before(npz, tmp_path, capsys):
-    run_dir = tmp_path / "first"
-    cfg = load_config([f"npz_filename={npz}", f"run_dir={run_dir}", "progress=false", *TINY])
-    Trainer(cfg, callbacks=[lambda e: e.kind == "stage_end" and e.stage == 1]).fit()
-    trial = tmp_path / "trial"  # laid out as Tune keeps a trial's last two checkpoints
-    for k, stage_file in enumerate(["stage-1.pt", "stage-2.pt"]):
-        kept = trial / f"checkpoint_{k:06d}"
-        kept.mkdir(parents=True)
-        for name in ("config.yaml", "data.npz", "history.jsonl"):
-            shutil.copyfile(run_dir / name, kept / name)
-        shutil.copyfile(run_dir / stage_file, kept / "checkpoint.pt")
-    newest = trial / "checkpoint_000001" / "checkpoint.pt"
-    newest.write_bytes(newest.read_bytes()[:2000])
-
-    assert restore_run(tune.Checkpoint.from_directory(trial / "checkpoint_000001"), tmp_path / "restored")
-    assert f"{newest}: not a readable ganimator checkpoint" in capsys.readouterr().err
-    restored = Trainer(load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'restored'}", "resume=true",
-                                    "progress=false", *TINY]))
-    result = restored.fit()
-    assert result.finished and [e.stage for e in result.events if e.kind == "stage_end"] == [1, 2, 3]
-
-    newest.parent.parent.joinpath("checkpoint_000000", "checkpoint.pt").write_bytes(b"")
-    assert not restore_run(tune.Checkpoint.from_directory(trial / "checkpoint_000001"), tmp_path / "fresh")
-    assert "starts again from scratch" in capsys.readouterr().err
+def test_pareto_mode_searches_coverage_against_diversity(npz, tmp_path):
+    out = run_sweep(npz, tmp_path, "name=pareto", "objective=pareto", "num_samples=3", *EXPORT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "objective=pareto trains every configuration to the end" in out.stderr
+    study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{tmp_path / 'results' / 'pareto' / 'optuna.db'}")
+    assert study.metric_names == ["coverage", "global_diversity"] and len(study.trials) == 3
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    rows = read_summary(tmp_path, "pareto")
+    front = [r for r in rows if r["pareto"] == "True"]
+    assert front and rows[:len(front)] == front  # the front ranks first
+    for r in front:  # no trial dominates a member of the front
+        rc, rg = float(r["coverage"]), float(r["global_diversity"])
+        assert not any((oc >= rc and og >= rg) and (oc > rc or og > rg)
+                       for oc, og in ((float(o["coverage"]), float(o["global_diversity"])) for o in rows))
+    assert (tmp_path / "exports" / "pareto" / "1" / "checkpoint.pt").is_file()
+    assert (tmp_path / "exports" / "pareto" / "plots" / "pareto-front.html").is_file()
 
 
-def test_a_diverging_trial_fails_at_once_with_its_reason_and_the_sweep_goes_on(npz, tmp_path):
+def test_a_diverging_configuration_fails_at_once_with_its_reason_and_the_sweep_goes_on(npz, tmp_path):
     space = tmp_path / "space.yaml"  # the first trial runs the default, a learning rate that diverges at once
     space.write_text("lr_d: {type: categorical, choices: [0.0001, 1.0e10], default: 1.0e10}\n"
                      "lambda_rec: {type: log, low: 5, high: 500}\n")
@@ -289,43 +242,13 @@ def test_a_diverging_trial_fails_at_once_with_its_reason_and_the_sweep_goes_on(n
     assert all("loss '0/critic' is nan at stage 1, iteration 1" in r["status"] for r in failed)
     assert rows[-len(failed):] == failed  # ranked last
     assert [r for r in rows if r["status"] == "finished"]  # the others ran on
-    for r in failed:  # reported once, never retried
-        trial_dir = next((tmp_path / "results" / "nan").glob(f"*{r['trial_id']}*"))
-        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
-        assert len(results) == 1 and results[0]["failure"].startswith("loss")
-        assert not (trial_dir / "error.txt").exists()
-    states = {t.user_attrs["tune_trial_id"]: t for t in study_trials(tmp_path, "nan")}
+    trials = {f"{t.user_attrs[TUNE_ID]}-{t.number}": t for t in study_trials(tmp_path, "nan")}
+    assert len(trials) == 3  # told once, never retried or asked again
     for r in failed:
-        assert states[r["trial_id"]].state == optuna.trial.TrialState.FAIL
-        assert "is nan" in states[r["trial_id"]].user_attrs["failure"]
-
-
-def test_impossible_search_space_fails_before_any_trial(npz, tmp_path):
-    space = tmp_path / "space.yaml"
-    space.write_text("lambda_gp: {type: log, low: 0.1, high: 10}\nlambda_rec: {type: log, low: 50, high: 5}\n")
-    out = run_sweep(npz, tmp_path, f"space={space}", timeout=120)
-    assert out.returncode == 2
-    assert "lambda_rec" in out.stderr and "empty range" in out.stderr
-    assert "Traceback" not in out.stderr
-    assert not (tmp_path / "results").exists()  # nothing started
-
-
-@pytest.mark.parametrize("entry, message", [
-    ("lamda_rec: {type: log, low: 1, high: 10}", "unknown config key 'lamda_rec'"),
-    ("critic_steps: {type: uniform, low: 1, high: 8}", "critic_steps"),
-    ("lambda_rec: {type: log, low: 0, high: 10}", "log range needs low > 0"),
-    ("lambda_rec: {type: uniform, low: -5, high: 10, default: 1}", "must not be negative"),
-    ("lambda_rec: {type: log, low: 1, high: 10, default: 50}", "outside"),
-    ("stage_noise_amp_scale.4: {type: log, low: 0.5, high: 2}", "stage_noise_amp_scale"),
-    ("full_noise: {type: categorical, choices: []}", "non-empty list"),
-    ("lambda_rec: {type: normal, low: 1, high: 10}", "type must be one of"),
-])
-def test_bad_search_space_entries_name_the_key(tmp_path, entry, message):
-    space = tmp_path / "space.yaml"
-    space.write_text(entry + "\n")
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as e:
-        load_space(space, ["npz_filename=x.npz"])
-    assert entry.split(":")[0] in str(e.value)
+        assert trials[r["trial_id"]].state == TrialState.FAIL
+        assert "is nan" in trials[r["trial_id"]].user_attrs["failure"]
+        trial_dir = next((tmp_path / "results" / "nan").glob(f"*{trials[r['trial_id']].user_attrs[TUNE_ID]}*"))
+        assert not (trial_dir / "error.txt").exists()  # the Ray trial itself ended well
 
 
 def free_port() -> int:
@@ -367,22 +290,6 @@ def test_ray_job_submit_runs_the_sweep_on_a_loopback_cluster(npz, tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """The head and every process it started share its process group: stop them all by its PID."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=20)
-
-
 def test_killed_sweep_resumes_without_losing_or_duplicating_trials(npz, tmp_path):
     args = [sys.executable, "sweeps/run.py", *sweep_args(npz, tmp_path, "num_cpus=2", "name=resumed",
                                                           "num_samples=4", "max_concurrent=1", *EXPORT)]
@@ -404,39 +311,15 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(npz, tmp_path
     assert 2 <= done_before < 4
 
     # The sweep's own arguments are saved with it: naming it is enough to resume.
-    again = subprocess.run([sys.executable, "sweeps/run.py", "name=resumed", f"results_dir={tmp_path / 'results'}",
+    again = subprocess.run(["ganimator-sweep", "name=resumed", f"results_dir={tmp_path / 'results'}",
                             f"export_dir={tmp_path / 'exports'}", "num_cpus=2", "resume=true"],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = read_summary(tmp_path, "resumed")
-    assert len(rows) == 4 and not any(r["status"].startswith("error") for r in rows)
+    assert len(rows) == 4 and not any(r["status"].startswith(("failed", "unfinished")) for r in rows)
     trials = study_trials(tmp_path, "resumed")
-    assert len(trials) == 4 and all(t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL for t in trials)
-    assert sorted(t.user_attrs["tune_trial_id"] for t in trials) == sorted(r["trial_id"] for r in rows)
+    assert len(trials) == 4 and all(t.state.is_finished() and t.state != TrialState.FAIL for t in trials)
+    assert sorted(f"{t.user_attrs[TUNE_ID]}-{t.number}" for t in trials) == sorted(r["trial_id"] for r in rows)
 
     fresh = run_sweep(npz, tmp_path, "name=resumed", "num_samples=4", timeout=120)
     assert fresh.returncode == 2 and "already exists" in fresh.stderr  # a new sweep never reuses one
-
-
-def test_score_rewards_new_motion_that_covers_the_clip(clip):
-    data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
-    real = pose_frames(data.features, data.layout)
-    half = real.shape[0] // 2
-    chunks = torch.split(real, 40)
-    order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(0))
-    candidates = {  # from the clip replayed, through patchworks of it, to new motion
-        "copy": real,
-        "spliced": torch.cat([real[half:], real[:half]]),
-        "shuffled": torch.cat([chunks[i] for i in order]),
-        "slower": pose_frames(resample(data.features[None], round(real.shape[0] * 1.3))[0], data.layout),
-        "noise": torch.randn_like(real) * real.std(), "frozen": real[:1].expand_as(real)}
-    s = {k: score({**quality(v[None], real), "rec_error": 0.0}) for k, v in candidates.items()}
-    assert s["slower"] > s["shuffled"] > s["spliced"] > 0.001 > s["copy"] == pytest.approx(0.0, abs=1e-6)
-    assert s["slower"] > 0.2 and s["noise"] == s["frozen"] == 0.0  # they cover nothing
-    assert score({**quality(real[None], real), "rec_error": 0.1}) == pytest.approx(-0.1)
-
-
-def test_pareto_front_keeps_the_undominated_trials():
-    rows = [{"coverage": 1.0, "global_diversity": 0.2}, {"coverage": 0.5, "global_diversity": 1.5},
-            {"coverage": 0.4, "global_diversity": 1.0}, {"coverage": 1.0, "global_diversity": 0.1}]
-    assert pareto_front(rows) == [0, 1]

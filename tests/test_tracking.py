@@ -14,13 +14,6 @@ TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden
         "progress=false", "artifact_samples=2"]
 
 
-@pytest.fixture(scope="module")
-def npz(clip, tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "proud.npz"
-    MotionDataset.from_bvh(clip("proud.bvh")).save(path)
-    return path
-
-
 def train(npz, tmp: Path, *args, env=None) -> subprocess.CompletedProcess:
     out = subprocess.run(["ganimator-train", f"npz_filename={npz}", f"run_dir={tmp / 'run'}", *TINY, *args],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env or clean_env(tmp))

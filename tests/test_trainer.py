@@ -8,7 +8,8 @@ from ganimator.bvh import read_bvh
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.generate import GenerationError, load_run
-from ganimator.trainer import CheckpointError, Trainer, TrainingDiverged, load_checkpoint_file
+from ganimator.rundir import CheckpointError, load_checkpoint_file
+from ganimator.trainer import Trainer, TrainingDiverged
 
 
 def config(tmp_path, name, npz, *overrides):
@@ -173,3 +174,18 @@ def test_resume_past_a_truncated_checkpoint_falls_back_to_the_last_stage(proud, 
     assert [e.step for e in result.events] == [10, 12, 14, 16]  # stage 3 again from its start, after stage-2.pt
     history = [json.loads(l)["step"] for l in (tmp_path / "cut" / "history.jsonl").read_text().splitlines()]
     assert history == [2, 4, 6, 8, 10, 12, 14, 16]
+
+
+def test_a_checkpoint_that_cannot_be_opened_is_an_error_not_a_fall_back(proud, tmp_path, capsys):
+    """Only a damaged file (truncated, corrupt) sends resume back to a stage checkpoint: one that
+    cannot be opened at all (a folder in its place, no permission) is the user's to fix, and
+    resuming from an older stage would silently throw training away."""
+    base = ["train_data_iter=2", "validation_samples=0"]
+    stop_at = lambda e: e.kind == "stage_end" and e.stage == 1  # noqa: E731 - after stage 2
+    Trainer(config(tmp_path, "odd", proud, *base), callbacks=[stop_at]).fit()
+    path = tmp_path / "odd" / "checkpoint.pt"
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(IsADirectoryError):
+        Trainer(config(tmp_path, "odd", proud, *base, "resume=true")).fit()
+    assert "resuming from" not in capsys.readouterr().err

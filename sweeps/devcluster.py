@@ -1,11 +1,12 @@
-#!/usr/bin/env python3
 """A local multi-node Ray cluster on one machine, for development and fault tests.
 
-    python cluster/local.py start --workers 2 [--cpus-per-node 1] [--head-cpus 0] [--dir /tmp/gs-cluster]
-                                  [--port P] [--dashboard-port D] [--no-dashboard] [--timeout 120]
-    python cluster/local.py status [--dir ...]          # exit 0: all nodes alive, 1: some dead, 3: none recorded
-    python cluster/local.py kill-worker N [--dir ...]   # SIGKILL worker node N (1..workers), for fault tests
-    python cluster/local.py stop [--dir ...]            # TERM, wait, KILL every node; idempotent
+    ganimator-cluster start --workers 2 [--cpus-per-node 1] [--head-cpus 0] [--dir /tmp/gs-cluster]
+                            [--port P] [--dashboard-port D] [--no-dashboard] [--timeout 120]
+    ganimator-cluster status [--dir ...]          # exit 0: all nodes alive, 1: some dead, 3: none recorded
+    ganimator-cluster kill-worker N [--dir ...]   # SIGKILL worker node N (1..workers), for fault tests
+    ganimator-cluster stop [--dir ...]            # TERM, wait, KILL every node; idempotent
+
+(`python -m sweeps.devcluster ...` is the same command.)
 
 Every node is a `ray start --block` in its own session and process group, with its own ports (all
 picked free from one block in 20000-31999, outside Ray's default worker ports and the kernel's
@@ -20,7 +21,7 @@ log. `<dir>/auth_token` (mode 0600) holds the cluster's token; clients need
 (the last keeps 127.0.0.1 as it is: without it Ray turns a loopback address into the machine's
 IP, where nothing of this cluster listens).
 
-Only processes this script started are ever signalled: a node's processes are its process group,
+Only processes this module started are ever signalled: a node's processes are its process group,
 its session (Ray's core workers put themselves in their own process group but stay in the
 session), and anything carrying the cluster's GS_LOCAL_CLUSTER marker in its environment.
 
@@ -47,14 +48,20 @@ Ray 2.60 facts this relies on (checked on the 2-core dev machine):
   second Ray on the machine does not collide.
 - Worker nodes accept their own `--temp-dir` (without it they reuse the head's).
 
-Python use (the file is importable by path; cluster/ is not a package):
+Why not Ray's own `ray.cluster_utils.Cluster`: given node_ip_address=127.0.0.1 and the token in
+its process's environment it too binds loopback only and checks the token, but its nodes are
+children of the one Python process that made it, known only to that process's objects (and by
+default they die with it), so no later `status`, `kill-worker` or `stop` can reach them; it also
+writes /tmp/ray/ray_current_cluster, where a plain `ray.init()` anywhere on the machine looks
+for a cluster to join, and takes the dashboard's default port 8265.
 
-    spec = importlib.util.spec_from_file_location("local_cluster", "cluster/local.py")
-    lc = importlib.util.module_from_spec(spec); spec.loader.exec_module(lc)
-    state = lc.start(workers=2, cpus_per_node=1, head_cpus=0, state_dir="/tmp/gs-cluster")
+From Python:
+
+    from sweeps import devcluster
+    state = devcluster.start(workers=2, cpus_per_node=1, head_cpus=0, state_dir="/tmp/gs-cluster")
     env = state.client_env()          # RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN for a driver subprocess
-    lc.kill_worker("/tmp/gs-cluster", 1)
-    lc.stop("/tmp/gs-cluster")
+    devcluster.kill_worker("/tmp/gs-cluster", 1)
+    devcluster.stop("/tmp/gs-cluster")
 
 Only the standard library is imported; Ray is used through its CLI (and small `python -c`s in
 Ray's interpreter: to read the GCS's node table, and to start worker nodes on loopback).
@@ -142,10 +149,6 @@ class ClusterState:
     def workers(self) -> list[NodeState]:
         return [n for n in self.nodes if n.role == "worker"]
 
-    @property
-    def port(self) -> int:
-        return self.head.ports["gcs"]
-
     def token(self) -> str:
         return Path(self.token_file).read_text().strip()
 
@@ -215,7 +218,7 @@ def _locked(state_dir: str | os.PathLike) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
-# processes (via /proc; only ever ones this script started)
+# processes (via /proc; only ever ones this module started)
 
 
 @dataclasses.dataclass
@@ -593,7 +596,7 @@ def start(workers: int = 2, cpus_per_node: int = 1, head_cpus: int = 0, state_di
         if old is not None:
             if any(node_processes(old, n) for n in old.nodes):
                 raise ClusterError(f"a cluster is already running from {state_dir} (GCS {old.gcs_address}); "
-                                   f"stop it first (cluster/local.py stop --dir {shlex.quote(state_dir)})")
+                                   f"stop it first (ganimator-cluster stop --dir {shlex.quote(state_dir)})")
             _stop_locked(old, grace=1.0, log=log)  # stale record: clean up its files
 
         fixed = {p for p in (port, dashboard_port) if p}
@@ -743,7 +746,7 @@ def _print_nodes(info: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cluster/local.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ganimator-cluster", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,0 +1,214 @@
+"""The run folder: what a training run, a sweep trial or an export holds, and how it is read and written.
+
+    runs/<name>/
+      config.yaml      the resolved config, data.npz as its data
+      data.npz         the training data, so the run never depends on the npz it started from
+      checkpoint.pt    the newest state (written beside and renamed into place)
+      stage-K.pt       the state at the end of stage K, kept for resume after a damaged checkpoint.pt
+      history.jsonl    one line per validation and stage end
+      samples/         generated BVH and npz of a finished run
+      review.rrd       a finished run's samples beside the clip, for the Rerun viewer
+      validation.rrd   every validation's samples (tracking.rerun=true)
+      evaluations.jsonl  one line per ganimator-evaluate
+      metrics.json     an export's rank, parameters and per-seed evaluation (sweeps/export.py)
+
+Every name lives here, so that the trainer, generation, review, tracking and the sweep agree.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .bvh import atomic_write_text
+from .errors import UserError
+
+CHECKPOINT_VERSION = 3  # 3: the original's channel layout and skeleton-aware networks
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint or history that cannot be read; the message names the file."""
+
+
+class RunDir:
+    CHECKPOINT = "checkpoint.pt"
+    CONFIG = "config.yaml"
+    DATA = "data.npz"
+    HISTORY = "history.jsonl"
+    SAMPLES = "samples"
+    REVIEW = "review.rrd"
+    EVALUATIONS = "evaluations.jsonl"
+    METRICS = "metrics.json"
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def data(self) -> Path:
+        return self.path / self.DATA
+
+    @property
+    def history(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def samples(self) -> Path:
+        return self.path / self.SAMPLES
+
+    @property
+    def review(self) -> Path:
+        return self.path / self.REVIEW
+
+    @property
+    def evaluations(self) -> Path:
+        return self.path / self.EVALUATIONS
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    def stage_file(self, stage: int) -> Path:
+        """The checkpoint kept at the end of 1-based `stage`."""
+        return self.path / f"stage-{stage}.pt"
+
+    def stage_files(self) -> list[Path]:
+        """Kept stage checkpoints, newest stage first."""
+        return sorted(self.path.glob("stage-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+
+    # ---- a new run ----------------------------------------------------------------------
+
+    def create(self, cfg: DictConfig, dataset) -> None:
+        """A new run: the folder must be new or empty; it gets the config (reading its own data) and the data."""
+        from .config import to_yaml
+
+        if self.checkpoint.exists():
+            raise FileExistsError(f"{self.path} already holds a run; pass resume=true to continue it "
+                                  "or choose another run_dir")
+        if not new_or_empty(self.path):
+            raise FileExistsError(f"run_dir {self.path} exists and is not empty: a new run needs a new or empty folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        own = OmegaConf.merge(cfg, {"data": {"npz_filename": self.DATA}, "util": {"resume": False}})
+        self.config.write_text(to_yaml(own))
+        dataset.save(self.data)
+
+    # ---- checkpoints --------------------------------------------------------------------
+
+    def save(self, state: dict, stage: int | None = None) -> Path:
+        """`state` as checkpoint.pt, and as stage-K.pt too at the end of 1-based `stage`; returns
+        the file that holds exactly this state (the stage file when there is one)."""
+        _replace(self.checkpoint, lambda tmp: torch.save(state, tmp))
+        if stage is None:
+            return self.checkpoint
+        _replace(self.stage_file(stage), lambda tmp: shutil.copyfile(self.checkpoint, tmp))
+        return self.stage_file(stage)
+
+    def newest_state(self) -> tuple[Path, dict]:
+        """checkpoint.pt, or when it is damaged (truncated, corrupt, of another version) the newest
+        readable stage-K.pt, with a warning naming what was skipped."""
+        if not self.checkpoint.exists():
+            raise FileNotFoundError(f"resume=true but {self.checkpoint} does not exist")
+        errors = []
+        for path in [self.checkpoint, *self.stage_files()]:
+            try:
+                state = load_checkpoint_file(path)
+            except CheckpointError as e:
+                errors.append(str(e))
+                continue
+            if errors:
+                print(f"warning: {'; '.join(errors)}; resuming from {path}", file=sys.stderr)
+            return path, state
+        raise CheckpointError("; ".join(errors) + f" (and no readable stage checkpoint in {self.path})")
+
+    # ---- history ------------------------------------------------------------------------
+
+    def append_event(self, record: dict) -> None:
+        with open(self.history, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def events(self) -> list[dict]:
+        return [event for _, event in read_history(self.history)] if self.history.exists() else []
+
+    def keep_history_until(self, step: int) -> None:
+        """Drop events after `step`: a resumed run repeats them from its checkpoint."""
+        if self.history.exists():
+            kept = [line for line, event in read_history(self.history) if event["step"] <= step]
+            atomic_write_text(self.history, "".join(kept))
+
+
+def _replace(path: Path, write) -> None:
+    """Write beside `path` and rename into place, so a crash never leaves half a file under its name."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def new_or_empty(folder: Path) -> bool:
+    """Whether `folder` may take new output: it does not exist, or is an empty folder."""
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
+def read_history(path: Path) -> list[tuple[str, dict]]:
+    """history.jsonl as (line, event) pairs. A torn last line is what a crash leaves: it is dropped
+    with a warning. Anything else unreadable is a one-line error naming the line."""
+    try:
+        lines = path.read_bytes().decode().splitlines(keepends=True)
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    events = []
+    for number, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line)
+            if not isinstance(event, dict) or not isinstance(event.get("step"), int):
+                raise ValueError("no integer 'step'")
+        except ValueError as e:
+            if number == len(lines) and not line.endswith("\n"):
+                print(f"warning: {path}:{number}: dropped a torn last line (the run was interrupted while writing it)",
+                      file=sys.stderr)
+                break
+            raise CheckpointError(f"{path}:{number}: not a history event ({e}); remove or fix the line") from None
+        events.append((line if line.endswith("\n") else line + "\n", event))
+    return events
+
+
+# What torch.load raises for a file that is not a whole checkpoint: truncated or corrupt zip
+# archives (RuntimeError from its reader, BadZipFile, EOFError), bytes that are not a pickle, and
+# a pickle that weights_only refuses. Anything else (a folder in its place, no permission, no
+# memory) is not a damaged file and must not send resume back to an older stage.
+DAMAGED = (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, UnicodeDecodeError, ValueError)
+
+
+def load_checkpoint_file(path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except DAMAGED as e:
+        raise CheckpointError(f"{path}: not a readable ganimator checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: not a ganimator checkpoint of version {CHECKPOINT_VERSION}")
+    return state
+
+
+@contextlib.contextmanager
+def checkpoint_fits(path):
+    """A readable checkpoint of another clip, rig or network width is one line, not torch's page."""
+    try:
+        yield
+    except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # torch's first line only names the module
+        raise CheckpointError(f"{path}: does not fit this run's model and data ({detail})") from None

@@ -1,0 +1,226 @@
+"""The sweep engine's parts without a Ray cluster: the objective, the study as the record of every
+configuration (asks, restarts, ranking, failures), the search space and the sweep's settings."""
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from ray import tune
+
+from ganimator.config import ConfigError, load_config
+from ganimator.dataset import MotionDataset
+from ganimator.metrics import Quality, pose_frames, quality
+from ganimator.pyramid import resample
+from ganimator.trainer import Trainer
+from sweeps.config import load_sweep_config
+from sweeps.objective import Objective, pareto_front
+from sweeps.results import BATCH, METRICS, TUNE_ID, Status, close_orphans, study_rows
+from sweeps.space import load_space
+from sweeps.trainable import batches, member_trials, restore_run
+
+from conftest import ROOT, TINY, run_sweep
+
+SPACE = load_space(ROOT / "sweeps" / "space.yaml")
+SCORE = Objective("score")
+
+
+# ---- the objective -------------------------------------------------------------------------------
+
+def test_score_rewards_new_motion_that_covers_the_clip(clip):
+    data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
+    real = pose_frames(data.features, data.layout)
+    half = real.shape[0] // 2
+    chunks = torch.split(real, 40)
+    order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(0))
+    candidates = {  # from the clip replayed, through patchworks of it, to new motion
+        "copy": real,
+        "spliced": torch.cat([real[half:], real[:half]]),
+        "shuffled": torch.cat([chunks[i] for i in order]),
+        "slower": pose_frames(resample(data.features[None], round(real.shape[0] * 1.3))[0], data.layout),
+        "noise": torch.randn_like(real) * real.std(), "frozen": real[:1].expand_as(real)}
+    s = {k: SCORE.score(Quality.from_dict({**quality(v[None], real), "rec_error": 0.0})) for k, v in candidates.items()}
+    assert s["slower"] > s["shuffled"] > s["spliced"] > 0.001 > s["copy"] == pytest.approx(0.0, abs=1e-6)
+    assert s["slower"] > 0.2 and s["noise"] == s["frozen"] == 0.0  # they cover nothing
+    assert SCORE.score(Quality.from_dict({**quality(real[None], real), "rec_error": 0.1})) == pytest.approx(-0.1)
+
+
+def test_pareto_front_keeps_the_undominated_trials():
+    q = [Quality(1.0, 0.2, 0, 0), Quality(0.5, 1.5, 0, 0), Quality(0.4, 1.0, 0, 0), Quality(1.0, 0.1, 0, 0)]
+    assert pareto_front(q) == [0, 1]
+    pareto = Objective("pareto")
+    assert pareto.directions == ["maximize"] * 2 and pareto.values(q[1]) == [0.5, 1.5]
+    assert SCORE.directions == ["maximize"] and SCORE.values(q[1]) == [SCORE.score(q[1])]
+
+
+# ---- the study: asks, restarts, outcomes, ranking ------------------------------------------------
+
+def told(study, trial, q: Quality, stages_done: int, state=TrialState.COMPLETE):
+    trial.set_user_attr(METRICS, {**q.as_dict(), "score": SCORE.score(q), "stages_done": stages_done,
+                                  "step": 4 * stages_done})
+    if state == TrialState.COMPLETE:
+        study.tell(trial, SCORE.values(q))
+    else:
+        study.tell(trial, state=state)
+
+
+def test_ranking_reads_every_configuration_from_the_study():
+    assert [b["members"] for b in batches(10, 4)] == [4, 4, 2] and [b["members"] for b in batches(3, 1)] == [1] * 3
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(SPACE.defaults())
+    trials = member_trials(study, "a", 4, SPACE, going_on=None)
+    assert trials[0].params == pytest.approx(SPACE.defaults())  # the defaults are tried first
+    told(study, trials[0], Quality(1.0, 0.4, 0.4, 0.0), 4)
+    told(study, trials[1], Quality(1.0, 1.0, 1.0, 0.0), 4)
+    told(study, trials[2], Quality(1.0, 1.9, 1.9, 0.0), 1, TrialState.PRUNED)  # best score, but stopped at stage 1
+    trials[3].set_user_attr("failure", "loss '0/critic' is nan")
+    study.tell(trials[3], state=TrialState.FAIL)
+    rows = study_rows(study, list(SPACE), SCORE)
+    assert [r.status for r in rows] == [Status.FINISHED, Status.FINISHED, Status.STOPPED, Status.FAILED]
+    assert [r.status_text for r in rows[2:]] == ["stopped after stage 1", "failed: loss '0/critic' is nan"]
+    assert [r.score for r in rows[:3]] == pytest.approx([0.5, 0.2, 0.95]) and [r.rank for r in rows] == [1, 2, 3, 4]
+    assert rows[0].trial_id == f"a-{trials[1].number}" and rows[2].steps == 4
+
+
+def test_a_restarted_trial_takes_back_its_own_configurations_and_asks_nothing_twice():
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(SPACE.defaults())
+    asked = member_trials(study, "a", 3, SPACE, going_on=None)
+    assert len(asked) == 3 and asked[0].params == pytest.approx(SPACE.defaults())
+    member_trials(study, "b", 2, SPACE, going_on=None)  # another Ray trial's configurations are not ours
+
+    # Killed before its first checkpoint: the same trials again, nothing new asked.
+    again = member_trials(study, "a", 3, SPACE, going_on=None)
+    assert [t.number for t in again] == [t.number for t in asked] and len(study.trials) == 5
+
+    # Restarted from a checkpoint after one member was pruned and another told after it: the
+    # checkpoint's members that still run, and the freed slot is not refilled.
+    study.tell(asked[1], state=TrialState.PRUNED)
+    restored = member_trials(study, "a", 3, SPACE, going_on=[t.number for t in asked])
+    assert [t.number for t in restored] == [asked[0].number, asked[2].number] and len(study.trials) == 5
+
+
+ASKER = r"""
+import json, sys, time
+from omegaconf import OmegaConf
+from sweeps.config import SweepConfig
+from sweeps.search import StudySpec
+from sweeps.space import load_space
+from sweeps.trainable import member_trials
+
+storage, tune_id, start, locked = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
+space = load_space("sweeps/space.yaml")
+spec = StudySpec("race", storage, OmegaConf.structured(SweepConfig), space)
+study = spec.load()
+time.sleep(max(0.0, start - time.time()))  # every asker at once
+trials = member_trials(study, tune_id, 3, space, None, spec.asking if locked else __import__("contextlib").nullcontext)
+print(json.dumps([t.number for t in trials]))
+"""
+
+
+def test_concurrent_trials_never_claim_the_same_enqueued_configuration(tmp_path):
+    # SQLite ignores Optuna's SELECT ... FOR UPDATE: without StudySpec.asking, two askers may pop
+    # one WAITING trial (a configuration trained twice, another never asked).
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(storage=storage, study_name="race", direction="maximize")
+    for _ in range(8):  # what every asker tries to pop first
+        study.enqueue_trial(SPACE.defaults())
+    start = time.time() + 6  # after every asker has imported optuna
+    procs = [subprocess.Popen([sys.executable, "-c", ASKER, storage, f"t{k}", str(start), "1"], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True) for k in range(4)]
+    claimed = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    owners = {t.number: t.user_attrs.get(TUNE_ID) for t in study.get_trials(deepcopy=False) if t.user_attrs}
+    numbers = [n for c in claimed for n in c]
+    assert len(numbers) == 12 and len(set(numbers)) == 12, claimed
+    assert all(owners[n] == f"t{k}" for k, c in enumerate(claimed) for n in c)
+
+
+def test_only_configurations_of_errored_ray_trials_are_closed_as_failed():
+    study = optuna.create_study(direction="maximize")
+    for batch, tune_id in enumerate("ab"):  # a errored past its retries; b was interrupted (Ctrl-C)
+        for t in member_trials(study, tune_id, 2, SPACE, going_on=None):
+            t.set_user_attr(BATCH, batch)
+    assert close_orphans(study, {0: RuntimeError("Traceback (most recent call last):\n  ...\nRuntimeError: boom")}) == 2
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL] * 2 + [TrialState.RUNNING] * 2
+    rows = study_rows(study, list(SPACE), SCORE)
+    assert sorted(r.status_text for r in rows) == ["failed: its Ray trial ended with an error: RuntimeError: boom"] * 2 \
+        + ["unfinished (resume=true continues it)"] * 2
+
+
+def test_a_restarted_trial_skips_a_truncated_checkpoint_for_the_one_before(npz, tmp_path, capsys):
+    run_dir = tmp_path / "first"
+    cfg = load_config([f"npz_filename={npz}", f"run_dir={run_dir}", "progress=false", *TINY])
+    Trainer(cfg, callbacks=[lambda e: e.kind == "stage_end" and e.stage == 1]).fit()
+    trial = tmp_path / "trial"  # laid out as Tune keeps a trial's last two checkpoints
+    for k, stage_file in enumerate(["stage-1.pt", "stage-2.pt"]):
+        kept = trial / f"checkpoint_{k:06d}"
+        kept.mkdir(parents=True)
+        for name in ("config.yaml", "data.npz", "history.jsonl"):
+            shutil.copyfile(run_dir / name, kept / name)
+        shutil.copyfile(run_dir / stage_file, kept / "checkpoint.pt")
+    newest = trial / "checkpoint_000001" / "checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[:2000])
+
+    assert restore_run(tune.Checkpoint.from_directory(trial / "checkpoint_000001"), tmp_path / "restored")
+    assert f"{newest}: not a readable ganimator checkpoint" in capsys.readouterr().err
+    restored = Trainer(load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'restored'}", "resume=true",
+                                    "progress=false", *TINY]))
+    result = restored.fit()
+    assert result.finished and [e.stage for e in result.events if e.kind == "stage_end"] == [1, 2, 3]
+
+    newest.parent.parent.joinpath("checkpoint_000000", "checkpoint.pt").write_bytes(b"")
+    assert not restore_run(tune.Checkpoint.from_directory(trial / "checkpoint_000001"), tmp_path / "fresh")
+    assert "starts again from scratch" in capsys.readouterr().err
+
+
+# ---- the search space and the sweep's settings, checked before Ray starts -------------------------
+
+def test_impossible_search_space_fails_before_any_trial(npz, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("lambda_gp: {type: log, low: 0.1, high: 10}\nlambda_rec: {type: log, low: 50, high: 5}\n")
+    out = run_sweep(npz, tmp_path, f"space={space}", timeout=120)
+    assert out.returncode == 2
+    assert "lambda_rec" in out.stderr and "empty range" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()  # nothing started
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("lamda_rec: {type: log, low: 1, high: 10}", "unknown config key 'lamda_rec'"),
+    ("critic_steps: {type: uniform, low: 1, high: 8}", "critic_steps"),
+    ("lambda_rec: {type: log, low: 0, high: 10}", "log range needs low > 0"),
+    ("lambda_rec: {type: uniform, low: -5, high: 10, default: 1}", "must not be negative"),
+    ("lambda_rec: {type: log, low: 1, high: 10, default: 50}", "outside"),
+    ("stage_noise_amp_scale.4: {type: log, low: 0.5, high: 2}", "stage_noise_amp_scale"),
+    ("full_noise: {type: categorical, choices: []}", "non-empty list"),
+    ("lambda_rec: {type: normal, low: 1, high: 10}", "type must be one of"),
+])
+def test_bad_search_space_entries_name_the_key(tmp_path, entry, message):
+    space = tmp_path / "space.yaml"
+    space.write_text(entry + "\n")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as e:
+        load_space(space, ["npz_filename=x.npz"])
+    assert entry.split(":")[0] in str(e.value)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["reduction_factor=2.5"], "'reduction_factor' must be a whole number"),
+    (["population=0"], "'population' must be positive"),
+])
+def test_impossible_sweep_settings_name_the_key(npz, args, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep_config([f"npz_filename={npz}", *args])
+
+
+def test_a_space_that_members_cannot_differ_in_fails_before_any_trial(npz, tmp_path):
+    space = tmp_path / "space.yaml"
+    unfusable = "kernel_size: {type: int, low: 3, high: 7, default: 5}\n"  # the networks' shape
+    space.write_text((ROOT / "sweeps" / "space.yaml").read_text() + unfusable)
+    out = run_sweep(npz, tmp_path, "name=unfusable", "population=2", f"space={space}")
+    assert out.returncode == 2 and "'kernel_size' cannot vary within a population" in out.stderr
+    assert not (tmp_path / "results" / "unfusable").exists()
