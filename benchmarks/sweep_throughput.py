@@ -2,10 +2,10 @@
 
     python benchmarks/sweep_throughput.py [clip.bvh] [--trials 8] [--iters 40] [--population 4]
 
-Runs the same small sweep twice on a local Ray with this machine's CPUs, with ASHA and
-without, and prints trials per hour for both, their ratio, and the share of training
-iterations that early stopping saved. With `--population K` it runs both again with K
-configurations fused in each Ray trial (early stopping by Optuna's successive halving there).
+Runs the same small sweep twice on a local Ray with this machine's CPUs, with early stopping
+(successive halving at stage ends) and without, and prints trials per hour for both, their ratio,
+and the share of training iterations that early stopping saved. With `--population K` it runs
+both again with K configurations fused in each Ray trial.
 Every sweep searches the default space with `critic_steps` held at 5, so that a trial's cost does
 not depend on which configurations the sampler happened to draw. Without a clip it uses the
 procedural demo clip.
@@ -58,7 +58,7 @@ def main() -> None:
         space = [line for line in SPACE.read_text().splitlines() if not line.startswith("critic_steps:")]
         (tmp / "space.yaml").write_text("\n".join(space) + "\n")
         subprocess.run(["ganimator-preprocess", str(clip), str(npz)], check=True, stdout=subprocess.DEVNULL)
-        sweeps = {"ASHA at stage ends": run(npz, tmp, "asha", args, early_stopping=True),
+        sweeps = {"successive halving at stage ends": run(npz, tmp, "sh", args, early_stopping=True),
                   "no early stopping": run(npz, tmp, "fifo", args, early_stopping=False)}
         if args.population > 1:
             k = args.population
