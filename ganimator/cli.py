@@ -139,7 +139,8 @@ def generate() -> None:
 
 def evaluate() -> None:
     p = argparse.ArgumentParser(description="Coverage, global and local diversity of a trained run, as the original "
-                                            "evaluates them (200 samples of twice the clip's length).")
+                                            "evaluates them (200 samples of twice the clip's length), and the "
+                                            "samples' jitter and foot skating relative to the clip's.")
     p.add_argument("run_dir")
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--length-factor", type=float, default=2.0)
@@ -155,7 +156,8 @@ def evaluate() -> None:
         with open(RunDir(args.run_dir).evaluations, "a") as f:  # appended: an export's metrics.json is not ours
             f.write(json.dumps(metrics) + "\n")
         print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
-              f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['rec_error']:.4f}")
+              f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['rec_error']:.4f}  "
+              f"jitter {metrics['jitter']:.2f}x  foot skating {metrics['foot_skating']:.2f}x (of the clip's)")
 
     _run(main)
 

@@ -17,6 +17,7 @@ from .dataset import MotionDataset
 from .errors import UserError
 from .features import motion_to_bvh
 from .metrics import Quality, coverage, global_diversity, local_diversity, pose_frames
+from .naturalness import naturalness
 from .networks import GeneratorPyramid, build_models
 from .rundir import CheckpointError, RunDir, checkpoint_fits, load_checkpoint_file, new_or_empty
 
@@ -63,7 +64,8 @@ class TrainedRun:
                  progress: bool = False) -> dict:
         """The original's evaluation: mean coverage, global and local diversity of `samples` motions
         of `length_factor` times the clip's length, plus the reconstruction error from z* (a
-        `Quality`'s fields), and how it was sampled (samples, length, sample_seed: not the seed the
+        `Quality`'s fields), the samples' jitter and foot skating relative to the clip's
+        (naturalness.py), and how it was sampled (samples, length, sample_seed: not the seed the
         run was trained with, which an export records as `seed`)."""
         if samples < 1 or batch < 1 or not length_factor > 0:
             raise GenerationError(f"samples and batch must be at least 1 and the length factor positive, "
@@ -71,17 +73,20 @@ class TrainedRun:
         layout, real = self.dataset.layout, self.dataset.features
         length = round(real.shape[-1] * length_factor)
         real_frames = pose_frames(real, layout)
-        scores = {"coverage": [], "global_diversity": [], "local_diversity": []}
+        scores = {"coverage": [], "global_diversity": [], "local_diversity": [], "jitter": [], "foot_skating": []}
         for start in tqdm(range(0, samples, batch), desc=f"{samples} samples", unit="batch", disable=not progress):
             count = min(batch, samples - start)
-            frames = pose_frames(self.generate(length, count, seed=seed * 1_000_003 + start), layout)
+            generated = self.generate(length, count, seed=seed * 1_000_003 + start)
+            frames = pose_frames(generated, layout)
             scores["coverage"].append(coverage(frames, real_frames))
             scores["global_diversity"].append(global_diversity(frames, real_frames))
             scores["local_diversity"].append(local_diversity(frames, real_frames))
+            for name, values in naturalness(generated, self.dataset).items():
+                scores[name].append(values)
         metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
         metrics["rec_error"] = (self.reconstruct()[0] - real).abs().mean().item()
-        return {**Quality.from_dict(metrics).as_dict(), "samples": samples, "length": length,
-                "sample_seed": seed}
+        return {**Quality.from_dict(metrics).as_dict(), "jitter": metrics["jitter"],
+                "foot_skating": metrics["foot_skating"], "samples": samples, "length": length, "sample_seed": seed}
 
     def write(self, features: torch.Tensor, out_dir, prefix: str = "sample") -> list[Path]:
         """Each (channels, T) sample as <prefix>-NNN.bvh, plus all of them in <prefix>.npz."""

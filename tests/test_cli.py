@@ -35,6 +35,7 @@ def test_procedural_clip_to_generated_bvh(tmp_path):
     run("ganimator-evaluate", "runs/demo", "--samples", "4", cwd=tmp_path)
     [metrics] = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
     assert 0 <= metrics["coverage"] <= 1 and metrics["samples"] == 4 and metrics["length"] == 480
+    assert metrics["jitter"] > 0 and metrics["foot_skating"] >= 0  # relative to the clip's own
     # a second run into the same folder is refused, and the first is untouched; resume needs only run_dir
     out = run("ganimator-train", "run_dir=runs/demo", "resume=true", cwd=tmp_path).stdout
     assert out.startswith("ClearML: off") and out.splitlines()[-1].startswith("finished")
