@@ -1,4 +1,4 @@
-"""After the search: every trial ranked, the best retrained at full length and exported.
+"""After the search: the best configurations (sweeps/results.py ranks them) retrained at full length and exported.
 
 An export, `exports/<sweep>/<rank>/`, is a self-contained run folder that `ganimator-generate`
 reads unchanged: the resolved config, the training data, a generator-only checkpoint, plus
