@@ -99,12 +99,16 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
 
     with contextlib.ExitStack() as stack:
         trackers = [stack.enter_context(_tracking(cfgs[0], trials[0], setup, spec))] if live else []
-        callbacks = [[*(trackers[0].callbacks if live else []), _judge(study, t, spec, setup.num_stages)] for t in trials]
+        judges = [_judge(study, t, spec, setup.num_stages) for t in trials]
+        callbacks = [[*(trackers[0].callbacks if live else []), judge] for judge in judges]
         last: dict = {}  # the newest stage end, for Tune's trial table: the best member's score
 
         def after_stage(stage: int, active) -> None:
             going = [trials[population.members.index(m)].number for m in active]
-            scores = [spec.objective.score(m.result.events[-1].quality) for m in active]
+            # Every member that ended this stage, those pruned here too: the table shows the best score.
+            ended = [m.result.events[-1] for m in population.members if m.result.events]
+            scores = [spec.objective.score(e.quality) for e in ended
+                      if e.kind == EventKind.STAGE_END and e.stage == stage]
             last.update({"stages_done": stage + 1, "members": len(going), "finished": stage + 1 == setup.num_stages,
                          **({"score": max(scores)} if scores else {})})
             if going and not last["finished"]:

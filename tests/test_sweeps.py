@@ -98,6 +98,9 @@ def test_ray_trials_checkpoint_each_stage_end_naming_the_configurations_that_go_
     assert [bool(r["checkpoint_dir_name"]) for r in results[:4]] == [True, True, True, False]  # none after the last
     members = [r["members"] for r in results]
     assert members == sorted(members, reverse=True) and members[0] <= sweep.population  # the batch shrinks
+    for other in (sweep.tmp / "results" / "six").glob("train_trial_*"):  # the live table shows every trial's score
+        last = json.loads((other / "result.json").read_text().splitlines()[-1])
+        assert isinstance(last["score"], float) and last["members"] <= sweep.population
     kept = sorted(trial_dir.glob("checkpoint_*"))
     assert len(kept) == 2  # the newest two
     for checkpoint in kept:
@@ -152,8 +155,8 @@ def test_every_configuration_and_retrain_is_a_clearml_task_under_the_sweep(sweep
         steps, score = session["scalars"]["objective", "score"][-1]
         assert steps == t.user_attrs["metrics"]["step"] and score == pytest.approx(t.user_attrs["metrics"]["score"])
         assert session["scalars"]["progress", "stages done"][-1][1] == t.user_attrs["metrics"]["stages_done"]
-        assert {series for title, series in session["scalars"] if title == "critic"} == {
-            f"level {k}" for k in range(7 if t.state == TrialState.COMPLETE else 2 * t.user_attrs["metrics"]["stages_done"])}
+        levels = 7 if t.state == TrialState.COMPLETE else 2 * t.user_attrs["metrics"]["stages_done"]
+        assert {series for title, series in session["scalars"] if title == "critic"} == {f"level {k}" for k in range(levels)}
         # A finished configuration's task holds its generated motion; a pruned one's ends where it stopped.
         assert ("review.rrd" in artifacts(session["task"])) == (t.state == TrialState.COMPLETE)
 
