@@ -17,7 +17,7 @@ from .dataset import MotionDataset
 from .errors import UserError
 from .features import motion_to_bvh
 from .metrics import Quality, coverage, global_diversity, local_diversity, pose_frames
-from .naturalness import naturalness
+from .naturalness import Naturalness
 from .networks import GeneratorPyramid, build_models
 from .rundir import CheckpointError, RunDir, checkpoint_fits, load_checkpoint_file, new_or_empty
 
@@ -72,7 +72,7 @@ class TrainedRun:
                                   f"got {samples}, {batch} and {length_factor}")
         layout, real = self.dataset.layout, self.dataset.features
         length = round(real.shape[-1] * length_factor)
-        real_frames = pose_frames(real, layout)
+        real_frames, natural = pose_frames(real, layout), Naturalness(self.dataset)
         scores = {"coverage": [], "global_diversity": [], "local_diversity": [], "jitter": [], "foot_skating": []}
         for start in tqdm(range(0, samples, batch), desc=f"{samples} samples", unit="batch", disable=not progress):
             count = min(batch, samples - start)
@@ -81,7 +81,7 @@ class TrainedRun:
             scores["coverage"].append(coverage(frames, real_frames))
             scores["global_diversity"].append(global_diversity(frames, real_frames))
             scores["local_diversity"].append(local_diversity(frames, real_frames))
-            for name, values in naturalness(generated, self.dataset).items():
+            for name, values in natural(generated).items():
                 scores[name].append(values)
         metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
         metrics["rec_error"] = (self.reconstruct()[0] - real).abs().mean().item()

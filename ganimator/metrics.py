@@ -8,7 +8,6 @@ and the segmentation DP of global diversity runs over a per-segment minimum comp
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -96,19 +95,21 @@ class Quality:
     local_diversity: float  # mean cost of the samples' 15-frame windows against their best match
     rec_error: float  # L1 of the features reconstructed from z* against the clip's
 
-    NAMES = ("coverage", "global_diversity", "local_diversity", "rec_error")
-
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Quality":
         """From any mapping holding the four names (a history event, a study's record, a ClearML task)."""
-        return cls(**{f.name: float(values[f.name]) for f in fields(cls)})
+        return cls(**{name: float(values[name]) for name in cls.NAMES})
 
-    @property
-    def finite(self) -> bool:
-        return all(math.isfinite(v) for v in asdict(self).values())
+    @classmethod
+    def of(cls, values: dict) -> "Quality | None":
+        """From a record that may lack it (a configuration stopped before its first stage end): None then."""
+        return cls.from_dict(values) if all(name in values for name in cls.NAMES) else None
+
+
+Quality.NAMES = tuple(f.name for f in fields(Quality))  # the record's names, in order
 
 
 def quality(generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:

@@ -45,11 +45,22 @@ def skating(positions: torch.Tensor, contacts: torch.Tensor, contact_joints: lis
     return (step * planted).sum(dim=(-1, -2)) / planted.sum(dim=(-1, -2)).clamp(min=1)
 
 
+class Naturalness:
+    """Samples' jitter and foot skating relative to one clip's, whose own are measured once."""
+
+    def __init__(self, dataset: MotionDataset):
+        self.dataset, self.fps, self.joints = dataset, dataset.motion.fps, dataset.skeleton.contacts
+        positions, contacts = kinematics(dataset.features, dataset)
+        self.jerk = jerk(positions, self.fps)
+        self.skating = skating(positions, contacts, self.joints, self.fps).clamp(min=1e-6)
+
+    def __call__(self, samples: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each (N, C, T) sample's jitter and foot skating: (N,) each."""
+        positions, contacts = kinematics(samples, self.dataset)
+        return {"jitter": jerk(positions, self.fps) / self.jerk,
+                "foot_skating": skating(positions, contacts, self.joints, self.fps) / self.skating}
+
+
 def naturalness(samples: torch.Tensor, dataset: MotionDataset) -> dict[str, torch.Tensor]:
     """Each (N, C, T) sample's jitter and foot skating, relative to the clip's own: (N,) each."""
-    fps, joints = dataset.motion.fps, dataset.skeleton.contacts
-    positions, contacts = kinematics(samples, dataset)
-    real_positions, real_contacts = kinematics(dataset.features, dataset)
-    return {"jitter": jerk(positions, fps) / jerk(real_positions, fps),
-            "foot_skating": skating(positions, contacts, joints, fps)
-            / skating(real_positions, real_contacts, joints, fps).clamp(min=1e-6)}
+    return Naturalness(dataset)(samples)

@@ -46,12 +46,10 @@ class Clip:
     notes: str = ""  # markdown shown beside the clip: parameters, metrics
 
 
-def clips_of_run(run: TrainedRun, name: str, samples: int = 1, length: int = 0, seed: int = 0,
-                 notes: str = "", with_real: bool = False) -> list[Clip]:
-    """`samples` generated motions of `length` frames (default: twice the clip), and optionally the real clip."""
-    length = length or 2 * run.dataset.features.shape[-1]
-    clips = [features_clip(run.dataset, f"{name}/sample-{k}", f, notes)
-             for k, f in enumerate(run.generate(length, samples, seed))]
+def clips_of_run(run: TrainedRun, name: str, samples: torch.Tensor, notes: str = "",
+                 with_real: bool = False) -> list[Clip]:
+    """A run's generated (N, C, T) `samples` as clips `<name>/sample-K`, after the real clip if `with_real`."""
+    clips = [features_clip(run.dataset, f"{name}/sample-{k}", f, notes) for k, f in enumerate(samples)]
     return [features_clip(run.dataset, "real", run.dataset.features, "the training clip")] * with_real + clips
 
 
@@ -89,12 +87,9 @@ def write_run_results(run_dir: Path, samples: int, seed: int = 0) -> None:
     if not samples:
         return
     run, folder = load_run(run_dir), RunDir(run_dir)
-    length = 2 * run.dataset.features.shape[-1]
-    features = run.generate(length, samples, seed)
+    features = run.generate(2 * run.dataset.features.shape[-1], samples, seed)
     run.write(features, folder.samples)
-    clips = [features_clip(run.dataset, "real", run.dataset.features, "the training clip")]
-    clips += [features_clip(run.dataset, f"{folder.path.name}/sample-{k}", f) for k, f in enumerate(features)]
-    write_recording(clips, "save", folder.review)
+    write_recording(clips_of_run(run, folder.path.name, features, with_real=True), "save", folder.review)
 
 
 class ValidationRecording:
@@ -306,7 +301,8 @@ def review_dirs(paths: list[Path], samples: int, length: int, seed: int) -> list
         run = load_run(run_dir)
         notes = _notes(run_dir, _metrics(run_dir))
         name = f"{run_dir.parent.name}-{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
-        clips += clips_of_run(run, name, samples, length, seed, notes, with_real=k == 0)
+        features = run.generate(length or 2 * run.dataset.features.shape[-1], samples, seed)
+        clips += clips_of_run(run, name, features, notes, with_real=k == 0)
     return clips
 
 

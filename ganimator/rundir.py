@@ -50,38 +50,14 @@ class RunDir:
 
     def __init__(self, path):
         self.path = Path(path)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / self.CHECKPOINT
-
-    @property
-    def config(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def data(self) -> Path:
-        return self.path / self.DATA
-
-    @property
-    def history(self) -> Path:
-        return self.path / self.HISTORY
-
-    @property
-    def samples(self) -> Path:
-        return self.path / self.SAMPLES
-
-    @property
-    def review(self) -> Path:
-        return self.path / self.REVIEW
-
-    @property
-    def evaluations(self) -> Path:
-        return self.path / self.EVALUATIONS
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
+        self.checkpoint = self.path / self.CHECKPOINT
+        self.config = self.path / self.CONFIG
+        self.data = self.path / self.DATA
+        self.history = self.path / self.HISTORY
+        self.samples = self.path / self.SAMPLES
+        self.review = self.path / self.REVIEW
+        self.evaluations = self.path / self.EVALUATIONS
+        self.metrics = self.path / self.METRICS
 
     def stage_file(self, stage: int) -> Path:
         """The checkpoint kept at the end of 1-based `stage`."""

@@ -64,7 +64,7 @@ def row_from_task(task_name: str, parameters: dict, scalars: dict, status: str, 
     values = dict(last.get("quality", {}))
     if last.get("rec_error"):  # the newest level reported is the one the trial was scored on
         values["rec_error"] = last["rec_error"][max(last["rec_error"], key=lambda s: int(s.split()[-1]))]
-    quality = Quality.from_dict(values) if all(k in values for k in Quality.NAMES) else None
+    quality = Quality.of(values)
     state = (Status.FINISHED if done == num_stages else Status.FAILED if status == "failed" else Status.STOPPED)
     return TrialRow(task_name.rpartition("/")[2], params, state, done, steps, quality,
                     f"task {status}" if state is Status.FAILED else "",

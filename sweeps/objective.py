@@ -19,7 +19,10 @@ sweep trains every configuration to the end.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+
+import optuna
 
 from ganimator.metrics import Quality
 
@@ -62,6 +65,14 @@ class Objective:
     def score(self, quality: Quality) -> float:
         return score(quality, self.rec_weight)
 
+    def new_study(self, **kwargs) -> optuna.Study:
+        """An Optuna study of this objective (`kwargs`: storage, name, sampler), its values named."""
+        study = optuna.create_study(directions=self.directions, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(self.names))  # the dashboard's and the plots' axis names
+        return study
+
     def values(self, quality: Quality) -> list[float]:
         if not self.pareto:
             return [self.score(quality)]
@@ -76,7 +87,7 @@ class Objective:
             for i in pareto_front([r.quality for r in finished]):
                 finished[i].pareto = True
         rows.sort(key=lambda r: (not r.status.failed, r.stages_done, r.pareto,
-                                 self.score(r.quality) if r.quality else -math.inf), reverse=True)
+                                 -math.inf if r.score is None else r.score), reverse=True)
         for position, row in enumerate(rows, 1):
             row.rank = position
         return rows

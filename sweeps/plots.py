@@ -45,10 +45,7 @@ def comparison_figures(study: optuna.Study, objective: Objective) -> dict[str, g
 
 def rows_study(rows: list[TrialRow], distributions: dict, objective: Objective) -> optuna.Study:
     """An in-memory study of the finished rows (read from ClearML, say), for the same plots."""
-    study = optuna.create_study(directions=objective.directions)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(objective.names))
+    study = objective.new_study()
     for row in rows:
         if row.finished and row.quality is not None:
             study.add_trial(optuna.trial.create_trial(

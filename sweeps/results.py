@@ -73,7 +73,7 @@ STATES = {TrialState.COMPLETE: Status.FINISHED, TrialState.PRUNED: Status.STOPPE
 
 def row_of(t: FrozenTrial, space_keys, objective: Objective) -> TrialRow:
     metrics = dict(t.user_attrs.get(METRICS, {}))
-    quality = Quality.from_dict(metrics) if all(k in metrics for k in Quality.NAMES) else None
+    quality = Quality.of(metrics)
     tune_id = t.user_attrs.get(TUNE_ID, "")
     return TrialRow(member_id(tune_id, t.number) if tune_id else str(t.number), {k: t.params.get(k) for k in space_keys},
                     STATES[t.state], int(metrics.get("stages_done", 0)), int(metrics.get("step", 0)), quality,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +51,7 @@ class StudySpec:
 
     def create(self) -> optuna.Study:
         """A new study whose first trial tries the trainer's defaults."""
-        study = optuna.create_study(storage=self._storage(), study_name=self.name, sampler=self.sampler(),
-                                    directions=self.objective.directions)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(self.objective.names))  # the dashboard's and the plots' axis names
+        study = self.objective.new_study(storage=self._storage(), study_name=self.name, sampler=self.sampler())
         study.enqueue_trial(self.space.defaults())
         return study
 

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,13 @@ def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.Comple
 def read_summary(tmp: Path, name: str) -> list[dict]:
     with open(tmp / "exports" / name / "summary.csv") as f:
         return list(csv.DictReader(f))
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (a server the test starts takes it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:

@@ -10,7 +10,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,7 +22,7 @@ import pytest
 from sweeps import faults
 from sweeps.config import database_url
 
-from conftest import assert_accounted_for
+from conftest import assert_accounted_for, free_port
 
 pytestmark = pytest.mark.ray
 USER, DATABASE = "sweeper", "optuna"
@@ -44,12 +43,6 @@ def missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

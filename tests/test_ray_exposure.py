@@ -7,18 +7,17 @@ About 40 s on 2 busy cores.
 """
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
+from conftest import ROOT, free_port
+
 pytestmark = pytest.mark.ray
-ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 
 DRIVER = r"""
@@ -40,12 +39,6 @@ print("READY " + json.dumps({"metrics_export": node.metrics_export_port, "worker
 sys.stdin.read()  # until the test closes stdin
 ray.shutdown()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(procs: dict[int, psutil.Process]) -> dict[tuple[str, int], str]:

@@ -4,7 +4,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,8 @@ from sweeps.objective import Objective
 from sweeps.results import TUNE_ID
 from sweeps.space import load_space
 
-from conftest import (EXPORT, ROOT, artifacts, clean_env, offline_sessions, read_summary, run_sweep, stop_process_group,
-                      sweep_args)
+from conftest import (EXPORT, ROOT, artifacts, clean_env, free_port, offline_sessions, read_summary, run_sweep,
+                      stop_process_group, sweep_args)
 
 pytestmark = pytest.mark.ray
 SPACE = load_space(ROOT / "sweeps" / "space.yaml")
@@ -252,12 +251,6 @@ def test_a_diverging_configuration_fails_at_once_with_its_reason_and_the_sweep_g
         assert "is nan" in trials[r["trial_id"]].user_attrs["failure"]
         trial_dir = next((tmp_path / "results" / "nan").glob(f"*{trials[r['trial_id']].user_attrs[TUNE_ID]}*"))
         assert not (trial_dir / "error.txt").exists()  # the Ray trial itself ended well
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ray_job_submit_runs_the_sweep_on_a_loopback_cluster(npz, tmp_path):
