@@ -146,13 +146,16 @@ def evaluate() -> None:
     p.add_argument("--length-factor", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8, help="samples scored at once (memory grows with it)")
+    p.add_argument("--noise-scale", type=float, default=1.0,
+                   help="multiply the sampling noise (above 1: the model's motion with amplified noise)")
     args = p.parse_args()
 
     def main():
         from .generate import load_run
 
         run = load_run(args.run_dir)
-        metrics = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True)
+        metrics = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True,
+                               noise_scale=args.noise_scale)
         with open(RunDir(args.run_dir).evaluations, "a") as f:  # appended: an export's metrics.json is not ours
             f.write(json.dumps(metrics) + "\n")
         print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "

@@ -64,7 +64,13 @@ class SchedulingConfig:
     train_data_iter: int = 15000  # iterations per stage
     validate_every: int = 1000
     checkpoint_every: int = 1000
-    validation_samples: int = 4
+    # Validation samples the way the final evaluation draws them (the original's protocol: noise
+    # at the coarsest level only, twice the clip's length), fewer of them: a sweep's trials are
+    # scored by them. validation_length is in clips, validation_detail_noise scales the noise
+    # above the coarsest level (1: every level's, as in training).
+    validation_samples: int = 8
+    validation_length: float = 2.0
+    validation_detail_noise: float = 0.0
 
 
 @dataclass
@@ -214,11 +220,13 @@ def validate(cfg: DictConfig) -> None:
     if m.stages:
         stage_noise_scales(m, len(m.stages))
     positive = {"model.group_size": m.group_size, "optim.lr_g": o.lr_g, "optim.lr_d": o.lr_d, "model.kernel_size": m.kernel_size,
-                "scheduling.validate_every": s.validate_every, "scheduling.checkpoint_every": s.checkpoint_every}
+                "scheduling.validate_every": s.validate_every, "scheduling.checkpoint_every": s.checkpoint_every,
+                "scheduling.validation_length": s.validation_length}
     nonneg = {"optim.lambda_rec": o.lambda_rec, "optim.lambda_gp": o.lambda_gp, "optim.critic_steps": o.critic_steps,
               "optim.lambda_consistency": o.lambda_consistency, "optim.fake_pool_size": o.fake_pool_size,
               "model.noise_amp_scale": m.noise_amp_scale, "scheduling.train_data_iter": s.train_data_iter,
-              "scheduling.validation_samples": s.validation_samples}
+              "scheduling.validation_samples": s.validation_samples,
+              "scheduling.validation_detail_noise": s.validation_detail_noise}
     for i, v in enumerate(m.hidden_channels):
         positive[f"model.hidden_channels.{i}"] = v
     nonneg["model.neighbour_distance"] = m.neighbour_distance

@@ -16,7 +16,7 @@ from .config import load_config, stage_levels
 from .dataset import MotionDataset
 from .errors import UserError
 from .features import motion_to_bvh
-from .metrics import Quality, coverage, global_diversity, local_diversity, pose_frames
+from .metrics import Quality, pose_frames, pose_scores
 from .naturalness import Naturalness
 from .networks import GeneratorPyramid, build_models
 from .rundir import CheckpointError, RunDir, checkpoint_fits, load_checkpoint_file, new_or_empty
@@ -33,9 +33,11 @@ class TrainedRun:
     dataset: MotionDataset
     pyramid: GeneratorPyramid
 
-    def generate(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0) -> torch.Tensor:
+    def generate(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0,
+                 noise_scale: float = 1.0) -> torch.Tensor:
         """(samples, channels, length) new motion features. As the original evaluates, only the
-        coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it."""
+        coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it, and
+        noise_scale multiplies all of it."""
         if samples < 1:
             raise GenerationError(f"samples must be at least 1, got {samples}")
         lengths = self.dataset.generation_lengths(length) if length > 0 else [0]
@@ -47,7 +49,7 @@ class TrainedRun:
                                   f"{free / 2**30:.1f} GiB are free: ask for fewer or shorter samples")
         rng = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            return self.pyramid.sample(lengths, samples, rng, detail_noise=detail_noise)
+            return self.pyramid.sample(lengths, samples, rng, detail_noise=detail_noise, noise_scale=noise_scale)
 
     def bytes_per_frame(self) -> int:
         """Peak memory of one generated frame: measured on Salsa (widest layer 261) at 10-14 KB,
@@ -61,32 +63,31 @@ class TrainedRun:
             return self.pyramid.reconstruct(self.dataset.level_lengths)[-1]
 
     def evaluate(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0, batch: int = 8,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, noise_scale: float = 1.0) -> dict:
         """The original's evaluation: mean coverage, global and local diversity of `samples` motions
-        of `length_factor` times the clip's length, plus the reconstruction error from z* (a
-        `Quality`'s fields), the samples' jitter and foot skating relative to the clip's
-        (naturalness.py), and how it was sampled (samples, length, sample_seed: not the seed the
-        run was trained with, which an export records as `seed`)."""
-        if samples < 1 or batch < 1 or not length_factor > 0:
-            raise GenerationError(f"samples and batch must be at least 1 and the length factor positive, "
-                                  f"got {samples}, {batch} and {length_factor}")
+        of `length_factor` times the clip's length, the reconstruction error from z*, and the
+        samples' jitter and foot skating relative to the clip's (naturalness.py): a `Quality`'s
+        fields. Then how it was sampled (samples, length, sample_seed: not the seed the run was
+        trained with, which an export records as `seed`; noise_scale when not 1)."""
+        if samples < 1 or batch < 1 or not length_factor > 0 or not noise_scale >= 0:
+            raise GenerationError(f"samples and batch must be at least 1, the length factor positive and the noise "
+                                  f"scale not negative, got {samples}, {batch}, {length_factor} and {noise_scale}")
         layout, real = self.dataset.layout, self.dataset.features
         length = round(real.shape[-1] * length_factor)
         real_frames, natural = pose_frames(real, layout), Naturalness(self.dataset)
-        scores = {"coverage": [], "global_diversity": [], "local_diversity": [], "jitter": [], "foot_skating": []}
+        scores = {}
         for start in tqdm(range(0, samples, batch), desc=f"{samples} samples", unit="batch", disable=not progress):
             count = min(batch, samples - start)
-            generated = self.generate(length, count, seed=seed * 1_000_003 + start)
+            generated = self.generate(length, count, seed=seed * 1_000_003 + start, noise_scale=noise_scale)
             frames = pose_frames(generated, layout)
-            scores["coverage"].append(coverage(frames, real_frames))
-            scores["global_diversity"].append(global_diversity(frames, real_frames))
-            scores["local_diversity"].append(local_diversity(frames, real_frames))
-            for name, values in natural(generated).items():
-                scores[name].append(values)
+            for name, values in {**pose_scores(frames, real_frames), **natural(generated)}.items():
+                scores.setdefault(name, []).append(values)
         metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
         metrics["rec_error"] = (self.reconstruct()[0] - real).abs().mean().item()
-        return {**Quality.from_dict(metrics).as_dict(), "jitter": metrics["jitter"],
-                "foot_skating": metrics["foot_skating"], "samples": samples, "length": length, "sample_seed": seed}
+        sampled = {"samples": samples, "length": length, "sample_seed": seed}
+        if noise_scale != 1.0:
+            sampled["noise_scale"] = noise_scale
+        return {**Quality.from_dict(metrics).as_dict(), **sampled}
 
     def write(self, features: torch.Tensor, out_dir, prefix: str = "sample") -> list[Path]:
         """Each (channels, T) sample as <prefix>-NNN.bvh, plus all of them in <prefix>.npz."""

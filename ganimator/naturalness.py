@@ -46,17 +46,22 @@ def skating(positions: torch.Tensor, contacts: torch.Tensor, contact_joints: lis
 
 
 class Naturalness:
-    """Samples' jitter and foot skating relative to one clip's, whose own are measured once."""
+    """Samples' jitter and foot skating relative to one clip's, whose own are measured once.
 
-    def __init__(self, dataset: MotionDataset):
-        self.dataset, self.fps, self.joints = dataset, dataset.motion.fps, dataset.skeleton.contacts
-        positions, contacts = kinematics(dataset.features, dataset)
+    `reference`: the clip's features at one pyramid level (default: the finest, the clip itself);
+    samples are then compared at that level, whose frame rate is the clip's scaled by its length."""
+
+    def __init__(self, dataset: MotionDataset, reference: torch.Tensor | None = None):
+        reference = dataset.features if reference is None else reference
+        self.dataset, self.joints = dataset, dataset.skeleton.contacts
+        self.fps = dataset.motion.fps * reference.shape[-1] / dataset.features.shape[-1]
+        positions, contacts = kinematics(reference.cpu(), dataset)
         self.jerk = jerk(positions, self.fps)
         self.skating = skating(positions, contacts, self.joints, self.fps).clamp(min=1e-6)
 
     def __call__(self, samples: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each (N, C, T) sample's jitter and foot skating: (N,) each."""
-        positions, contacts = kinematics(samples, self.dataset)
+        positions, contacts = kinematics(samples.cpu(), self.dataset)
         return {"jitter": jerk(positions, self.fps) / self.jerk,
                 "foot_skating": skating(positions, contacts, self.joints, self.fps) / self.skating}
 

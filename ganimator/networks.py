@@ -189,10 +189,11 @@ class GeneratorPyramid(nn.Module):
 
     def sample(self, lengths: list[int], batch: int = 1, rng: torch.Generator | None = None,
                levels: range | None = None, prev: torch.Tensor | None = None,
-               detail_noise: float = 1.0) -> torch.Tensor:
-        """Random motion features at the last of `levels`; detail_noise scales noise above level 0."""
+               detail_noise: float = 1.0, noise_scale: float = 1.0) -> torch.Tensor:
+        """Random motion features at the last of `levels`; detail_noise scales noise above level 0,
+        noise_scale every level's (above 1: amplified noise, a known-bad case for the metrics)."""
         levels = levels if levels is not None else range(len(lengths))
-        noises = [self.noise(l, batch, lengths[l], rng, 1.0 if l == 0 else detail_noise) for l in levels]
+        noises = [self.noise(l, batch, lengths[l], rng, noise_scale * (1.0 if l == 0 else detail_noise)) for l in levels]
         return self.run(levels, lengths, prev, noises)[-1]
 
     def reconstruct(self, lengths: list[int], levels: range | None = None,

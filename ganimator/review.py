@@ -31,6 +31,7 @@ import torch
 from .dataset import MotionDataset
 from .errors import UserError
 from .generate import TrainedRun, load_run
+from .metrics import Quality
 from .rundir import RunDir
 from .skeleton import Skeleton
 
@@ -319,6 +320,5 @@ def _notes(run_dir: Path, metrics: dict) -> str:
     lines = [f"**{run_dir}**", ""]
     lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}"
               for k, v in metrics.get("params", {}).items()]
-    lines += [f"- **{k}**: {metrics[k]:.4g}" for k in ("score", "coverage", "global_diversity", "local_diversity")
-              if isinstance(metrics.get(k), float)]
+    lines += [f"- **{k}**: {metrics[k]:.4g}" for k in ("score", *Quality.NAMES) if isinstance(metrics.get(k), float)]
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from .dataset import MotionDataset
 from .errors import UserError
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import Quality, pose_frames, quality
+from .naturalness import Naturalness
 from .networks import FusedPyramid, FusedStack, build_models
 from .rundir import CHECKPOINT_VERSION, RunDir, checkpoint_fits
 
@@ -62,10 +63,11 @@ class TrainEvent:
 
     @property
     def quality(self) -> Quality | None:
-        """The validation samples' quality at the stage's top level (None without samples)."""
+        """The validation samples' quality at the stage's top level (None without samples, or in
+        a history written before a metric of the record existed)."""
         if "coverage" not in self.metrics:
             return None
-        return Quality.from_dict({**self.metrics, "rec_error": self.metrics[f"{self.levels[-1]}/rec_error"]})
+        return Quality.of({**self.metrics, "rec_error": self.metrics[f"{self.levels[-1]}/rec_error"]})
 
     def record(self) -> dict:
         """The event as a history line holds it."""
@@ -127,6 +129,7 @@ class Trainer:
         self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
         self.lengths = self.dataset.level_lengths
         self.reals = [lvl[None].to(self.device) for lvl in self.dataset.levels()]
+        self._naturalness: dict[int, Naturalness] = {}  # per validated level
 
         self.pyramid, self.critics = build_models(cfg, self.dataset)
         self.pyramid.to(self.device)
@@ -238,19 +241,26 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, levels: list[int]) -> tuple[dict[str, float], torch.Tensor]:
-        """Reconstruction error per level, and random samples at the stage's top level with their metrics."""
+        """Reconstruction error per level, and random samples at the stage's top level with their
+        quality, drawn as the final evaluation draws them (scheduling.validation_*)."""
         top = levels[-1]
         out = {}
         for l, rec in enumerate(self.pyramid.reconstruct(self.lengths, range(top + 1))):
             if l >= levels[0]:
                 out[f"{l}/rec_error"] = reconstruction_loss(rec, self.reals[l]).item()
+        sched = self.cfg.scheduling
+        lengths = self.dataset.generation_lengths(round(self.lengths[-1] * sched.validation_length))
         # Its own generator, seeded by the step, so validating never shifts the training noise.
         rng = torch.Generator(self.device).manual_seed(self.cfg.util.seed * 1_000_003 + self.step)
-        samples = self.pyramid.sample(self.lengths, self.cfg.scheduling.validation_samples, rng, range(top + 1))
+        samples = self.pyramid.sample(lengths, sched.validation_samples, rng, range(top + 1),
+                                      detail_noise=sched.validation_detail_noise).cpu()
         if samples.shape[0]:
-            layout = self.dataset.layout
-            out.update(quality(pose_frames(samples, layout).cpu(), pose_frames(self.reals[top][0], layout).cpu()))
-        return out, samples.cpu()
+            real = self.reals[top][0].cpu()
+            out.update(quality(pose_frames(samples, self.dataset.layout), pose_frames(real, self.dataset.layout)))
+            if top not in self._naturalness:  # the level's clip measured once
+                self._naturalness[top] = Naturalness(self.dataset, real)
+            out.update({k: v.mean().item() for k, v in self._naturalness[top](samples).items()})
+        return out, samples
 
     # ---- state ------------------------------------------------------------------------------
 

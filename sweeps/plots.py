@@ -5,7 +5,9 @@ once beside them).
 - `score vs parameters`: every finished configuration's score against each searched value;
 - `parallel coordinates`: all searched values and the score, one line per configuration;
 - `importances`: how much each searched value decided the objective (Optuna's default importance evaluator);
-- `pareto front` (objective=pareto): coverage against global diversity, the front marked.
+- `pareto front` (objective=pareto): coverage, global diversity and naturalness, the front marked;
+- `rung correlation`: each finished configuration's score at every earlier stage end against its
+  final score, with Spearman's rho: whether stopping at that stage is safe.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from .objective import Objective
-from .results import METRICS, TrialRow
+from .results import METRICS, TrialRow, finished_stage_scores, rung_correlations, study_rows
 
 
 def _score(trial: optuna.trial.FrozenTrial) -> float:
@@ -40,7 +42,27 @@ def comparison_figures(study: optuna.Study, objective: Objective) -> dict[str, g
                    "importances": vis.plot_param_importances(study)}
         if objective.pareto:
             figures["pareto front"] = vis.plot_pareto_front(study)
+    rungs = rung_figure(study_rows(study, [], objective))
+    if rungs is not None:
+        figures["rung correlation"] = rungs
     return figures
+
+
+def rung_figure(rows: list[TrialRow]) -> go.Figure | None:
+    """Earlier stage ends' scores against the final one, a trace per stage (None before three
+    configurations have finished)."""
+    stages = max((len(r.stage_scores) for r in rows), default=0)
+    done = finished_stage_scores(rows, stages)
+    correlations = rung_correlations(rows, stages)
+    if len(done) < 3 or not correlations:
+        return None
+    fig = go.Figure()
+    for c in correlations:
+        fig.add_scatter(x=[s[c.stage - 1] for s in done], y=[s[-1] for s in done], mode="markers",
+                        name=f"stage {c.stage} (rho {c.rho:.2f})")
+    fig.update_layout(title="Does an early score predict the final one?", xaxis_title="score at the stage end",
+                      yaxis_title=f"final score (stage {stages})")
+    return fig
 
 
 def rows_study(rows: list[TrialRow], distributions: dict, objective: Objective) -> optuna.Study:

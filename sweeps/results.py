@@ -9,11 +9,14 @@ and `ganimator-compare` all read it here.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 import optuna
+import scipy.stats
 from optuna.trial import FrozenTrial, TrialState
 
 from ganimator.metrics import Quality
@@ -24,6 +27,7 @@ TUNE_ID = "tune_trial_id"  # user attribute: the Ray trial that trained the conf
 BATCH = "batch"  # user attribute: that Ray trial's batch index
 METRICS = "metrics"  # user attribute: the newest stage end's quality, stages_done and step
 FAILURE = "failure"  # user attribute: why the configuration failed
+STAGE_SCORES = "stage_scores"  # user attribute: the score at each stage end, in order
 
 
 class Status(Enum):
@@ -47,6 +51,7 @@ class TrialRow:
     quality: Quality | None = None  # at its newest stage end
     reason: str = ""  # a failure's
     score: float | None = None
+    stage_scores: list[float] = field(default_factory=list)  # at each stage end it reached
     pareto: bool = False
     rank: int = 0
     export: str = ""
@@ -78,7 +83,7 @@ def row_of(t: FrozenTrial, space_keys, objective: Objective) -> TrialRow:
     return TrialRow(member_id(tune_id, t.number) if tune_id else str(t.number), {k: t.params.get(k) for k in space_keys},
                     STATES[t.state], int(metrics.get("stages_done", 0)), int(metrics.get("step", 0)), quality,
                     str(t.user_attrs.get(FAILURE, "unknown"))[:300] if t.state == TrialState.FAIL else "",
-                    objective.score(quality) if quality else None)
+                    objective.score(quality) if quality else None, list(t.user_attrs.get(STAGE_SCORES, [])))
 
 
 def study_rows(study: optuna.Study, space_keys, objective: Objective) -> list[TrialRow]:
@@ -130,12 +135,87 @@ def cell(row: TrialRow, column: str):
     return getattr(row, column)
 
 
+# ---- what the sweep learned ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RungCorrelation:
+    """How well a stage end's score ranks configurations as their final score does (Spearman)."""
+
+    stage: int  # 1-based: the stage end whose score is compared with the last one's
+    rho: float  # nan with fewer than 3 configurations or no spread
+    pvalue: float
+    configurations: int
+
+
+def spearman(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Spearman's rank correlation and its p-value; nan below 3 pairs or without spread."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan, math.nan
+    result = scipy.stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def finished_stage_scores(rows: list[TrialRow], num_stages: int) -> list[list[float]]:
+    """The stage-end scores of every configuration that finished all `num_stages`, all finite."""
+    return [r.stage_scores for r in rows if r.finished and len(r.stage_scores) == num_stages
+            and all(math.isfinite(v) for v in r.stage_scores)]
+
+
+def rung_correlations(rows: list[TrialRow], num_stages: int) -> list[RungCorrelation]:
+    """For each stage before the last: does its score rank the finished configurations as their
+    final score does? Early stopping trusts it. Configurations stopped early have no final score,
+    so under early stopping this reads the survivors only; benchmarks/sweep_value.py measures it
+    on a sweep that stops none."""
+    done = finished_stage_scores(rows, num_stages)
+    out = []
+    for stage in range(1, num_stages):
+        rho, p = spearman([s[stage - 1] for s in done], [s[-1] for s in done])
+        out.append(RungCorrelation(stage, rho, p, len(done)))
+    return out
+
+
+def importances(study: optuna.Study, objective: Objective) -> dict[str, float]:
+    """How much each searched value decided the score over the finished configurations, largest
+    first, by Optuna's default evaluator (PED-ANOVA in Optuna 5: deterministic, and no scikit-learn
+    as fANOVA needs); empty until two have finished with different values."""
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(finished) < 2 or not any(len({str(t.params.get(k)) for t in finished}) > 1 for k in finished[0].params):
+        return {}
+    target = (lambda t: t.user_attrs[METRICS]["score"]) if objective.pareto else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return dict(optuna.importance.get_param_importances(study, target=target))
+
+
+def learned_lines(rung: list[RungCorrelation], weights: dict[str, float]) -> list[str]:
+    """The summary's 'what the sweep learned': importances and the rung-correlation check."""
+    lines = ["## What the sweep learned", ""]
+    if weights:
+        lines += ["Importance of each searched value for the score (Optuna's default evaluator over the finished "
+                  "configurations; they sum to 1, and are rough below a few dozen):", "",
+                  "| parameter | importance |", "| --- | --- |", *(f"| {k} | {v:.3f} |" for k, v in weights.items()), ""]
+    else:
+        lines += ["Importances need at least two finished configurations with different values.", ""]
+    shown = [c for c in rung if math.isfinite(c.rho)]
+    if shown:
+        lines += ["Does an early stage's score rank configurations as the final score does? Spearman's rho over "
+                  f"the {shown[0].configurations} configurations that finished (1: the same order; early stopping "
+                  "at a stage is only as good as its rho; configurations stopped early are not counted):", "",
+                  "| stage end | rho | p-value |", "| --- | --- | --- |",
+                  *(f"| {c.stage} | {c.rho:.2f} | {c.pvalue:.2g} |" for c in shown), ""]
+    else:
+        lines += ["The rung-correlation check needs at least three configurations that finished every stage.", ""]
+    return lines
+
+
 def counts(rows: list[TrialRow]) -> dict[Status, int]:
     return {status: sum(r.status is status for r in rows) for status in Status}
 
 
-def write_summary(rows: list[TrialRow], name: str, space_keys, objective: Objective, out_dir: Path) -> tuple[Path, Path]:
-    """summary.csv and summary.md: every trial, ranked, with parameters, metrics and status."""
+def write_summary(rows: list[TrialRow], name: str, space_keys, objective: Objective, out_dir: Path,
+                  learned: list[str] = ()) -> tuple[Path, Path]:
+    """summary.csv and summary.md: every trial, ranked, with parameters, metrics and status, then
+    `learned` (learned_lines)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     columns, table = summary_table(rows, space_keys, objective)
     csv_path = out_dir / "summary.csv"
@@ -148,6 +228,7 @@ def write_summary(rows: list[TrialRow], name: str, space_keys, objective: Object
              + f". Objective: {objective.description} (see sweeps/objective.py).", "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(_fmt(v) for v in line) + " |" for line in table]
+    lines += ["", *learned] if learned else []
     md_path = out_dir / "summary.md"
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path

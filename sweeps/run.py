@@ -35,7 +35,8 @@ from sweeps.export import retrain_and_export
 from sweeps.objective import Objective
 from sweeps.plots import comparison_figures, write_figures
 from sweeps.report import TASK_ID, SweepTask
-from sweeps.results import Status, close_orphans, counts, study_rows, write_summary
+from sweeps.results import (Status, close_orphans, counts, importances, learned_lines, rung_correlations, study_rows,
+                            write_summary)
 from sweeps.search import StudySpec
 from sweeps.space import load_space
 from sweeps.trainable import TrialSetup, batches, check_space_fusable, train_trial
@@ -144,7 +145,8 @@ def main(argv: list[str]) -> int:
         rows = study_rows(study, list(space), objective)
         exports = retrain_and_export(rows, setup, cfg, objective, resources)
         out_dir = Path(cfg.export_dir) / cfg.name
-        csv_path, md_path = write_summary(rows, cfg.name, list(space), objective, out_dir)
+        learned = learned_lines(rung_correlations(rows, num_stages), importances(study, objective))
+        csv_path, md_path = write_summary(rows, cfg.name, list(space), objective, out_dir, learned)
         figures = comparison_figures(study, objective)
         plots = write_figures(figures, out_dir / "plots")
         sweep_task.report(rows, exports, list(space), objective, figures, [csv_path, md_path])
@@ -209,7 +211,8 @@ def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.row.params.items())
         print(f"  #{e.rank} {e.row.trial_id}: score {e.metrics['score']:.4f}, coverage {e.metrics['coverage']:.3f}, "
               f"global diversity {e.metrics['global_diversity']:.3f}, local diversity "
-              f"{e.metrics['local_diversity']:.3f} (seed {e.metrics['seed']})\n      {params}\n      -> {e.path}")
+              f"{e.metrics['local_diversity']:.3f}, jitter {e.metrics['jitter']:.2f}x, foot skating "
+              f"{e.metrics['foot_skating']:.2f}x (seed {e.metrics['seed']})\n      {params}\n      -> {e.path}")
     if not exports:
         print("  no trial finished every stage: nothing to export")
     print(f"ranking of every trial: {md_path} (and .csv)")

@@ -41,7 +41,7 @@ from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.tracking import Tracking
 from ganimator.trainer import EventKind, TrainEvent, TrainingDiverged
 
-from .results import BATCH, FAILURE, METRICS, TUNE_ID, member_id
+from .results import BATCH, FAILURE, METRICS, STAGE_SCORES, TUNE_ID, member_id
 from .search import StudySpec
 from .space import SearchSpace
 
@@ -176,6 +176,9 @@ def _judge(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, num_stages
         quality = event.quality
         trial.set_user_attr(METRICS, {**quality.as_dict(), "score": objective.score(quality),
                                       "stages_done": event.stages_done, "step": event.step})
+        # Every stage end's score, for the check that early scores predict final ones (results.py).
+        scores = list(trial.user_attrs.get(STAGE_SCORES, []))[:event.stages_done - 1]
+        trial.set_user_attr(STAGE_SCORES, [*scores, objective.score(quality)])
         if event.stages_done == num_stages:
             study.tell(trial, objective.values(quality))
             return False

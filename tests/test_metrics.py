@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ganimator.dataset import MotionDataset
-from ganimator.metrics import coverage, global_diversity, local_diversity, quality, pose_frames
+from ganimator.metrics import coverage, global_diversity, local_diversity, pose_frames, pose_scores, quality
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,8 @@ def test_vectorised_metrics_equal_the_original_definitions(real):
     assert coverage(generated, target).item() == pytest.approx(cov)
     assert global_diversity(generated, target).item() == pytest.approx(glob)
     assert local_diversity(generated, target).item() == pytest.approx(loc)
+    shared = pose_scores(generated[None], target)  # one cost matrix for all three
+    assert [shared[k].item() for k in ("coverage", "global_diversity", "local_diversity")] == pytest.approx([cov, glob, loc])
 
 
 def test_the_clip_against_itself(real):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ganimator.dataset import MotionDataset
-from ganimator.naturalness import kinematics, naturalness
+from ganimator.naturalness import Naturalness, kinematics, naturalness
 from ganimator.pyramid import resample
 
 
@@ -27,6 +27,17 @@ def warped(data: MotionDataset, factor: float) -> torch.Tensor:
     root = data.layout.root
     features[[root.start, root.start + 2]] /= factor  # x and z velocity; height stays
     return features
+
+
+def test_each_pyramid_level_is_measured_against_the_clip_at_that_level(salsa):
+    levels = salsa.levels()
+    for level in (levels[0], levels[3]):  # as validation measures a stage's top level
+        natural = Naturalness(salsa, level)
+        assert natural.fps == pytest.approx(salsa.motion.fps * level.shape[-1] / salsa.features.shape[-1])
+        scores = natural(level[None])
+        assert scores["jitter"].item() == pytest.approx(1.0) and scores["foot_skating"].item() == pytest.approx(1.0)
+    # Read at a finer level's frame rate, the coarse clip's frames are too far apart: it looks jerky.
+    assert Naturalness(salsa, levels[3])(levels[0][None])["jitter"].item() > 2
 
 
 def test_the_clip_is_as_natural_as_itself_and_plants_its_feet(salsa):

@@ -1,10 +1,12 @@
 """The sweep engine's parts without a Ray cluster: the objective, the study as the record of every
 configuration (asks, restarts, ranking, failures), the search space and the sweep's settings."""
 import json
+import math
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -15,11 +17,13 @@ from ray import tune
 from ganimator.config import ConfigError, load_config
 from ganimator.dataset import MotionDataset
 from ganimator.metrics import Quality, pose_frames, quality
+from ganimator.naturalness import Naturalness
 from ganimator.pyramid import resample
 from ganimator.trainer import Trainer
 from sweeps.config import load_sweep_config
 from sweeps.objective import Objective, pareto_front
-from sweeps.results import BATCH, METRICS, TUNE_ID, Status, close_orphans, study_rows
+from sweeps.results import (BATCH, METRICS, STAGE_SCORES, TUNE_ID, Status, close_orphans, importances, learned_lines,
+                            rung_correlations, study_rows)
 from sweeps.space import load_space
 from sweeps.trainable import batches, member_trials, restore_run
 
@@ -31,29 +35,54 @@ SCORE = Objective("score")
 
 # ---- the objective -------------------------------------------------------------------------------
 
-def test_score_rewards_new_motion_that_covers_the_clip(clip):
-    data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
+def judged(features, data, rec_error=0.0) -> Quality:
+    """The quality of (C, T) motion features against the clip, as validation measures it."""
+    natural = {k: v.item() for k, v in Naturalness(data)(features[None]).items()}
     real = pose_frames(data.features, data.layout)
-    half = real.shape[0] // 2
-    chunks = torch.split(real, 40)
+    return Quality.from_dict({**quality(pose_frames(features, data.layout)[None], real), **natural,
+                              "rec_error": rec_error})
+
+
+def test_score_rewards_new_motion_that_covers_the_clip_and_moves_like_it(clip):
+    data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
+    real = data.features
+    half = real.shape[-1] // 2
+    chunks = torch.split(real, 40, dim=-1)
     order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(0))
+    shuffled = torch.cat([chunks[i] for i in order], dim=-1)
+    noisy = shuffled + 0.05 * torch.randn(shuffled.shape, generator=torch.Generator().manual_seed(1))
     candidates = {  # from the clip replayed, through patchworks of it, to new motion
         "copy": real,
-        "spliced": torch.cat([real[half:], real[:half]]),
-        "shuffled": torch.cat([chunks[i] for i in order]),
-        "slower": pose_frames(resample(data.features[None], round(real.shape[0] * 1.3))[0], data.layout),
-        "noise": torch.randn_like(real) * real.std(), "frozen": real[:1].expand_as(real)}
-    s = {k: SCORE.score(Quality.from_dict({**quality(v[None], real), "rec_error": 0.0})) for k, v in candidates.items()}
+        "spliced": torch.cat([real[:, half:], real[:, :half]], dim=-1),
+        "shuffled": shuffled,
+        "noisy": noisy,  # the patchwork, jittering: more diverse, moves worse
+        "slower": resample(real[None], round(real.shape[-1] * 1.3))[0],
+        "noise": torch.randn_like(real) * real.std(), "frozen": real[:, :1].expand_as(real)}
+    q = {k: judged(v, data) for k, v in candidates.items()}
+    s = {k: SCORE.score(v) for k, v in q.items()}
     assert s["slower"] > s["shuffled"] > s["spliced"] > 0.001 > s["copy"] == pytest.approx(0.0, abs=1e-6)
-    assert s["slower"] > 0.2 and s["noise"] == s["frozen"] == 0.0  # they cover nothing
-    assert SCORE.score(Quality.from_dict({**quality(real[None], real), "rec_error": 0.1})) == pytest.approx(-0.1)
+    assert s["noise"] == s["frozen"] == 0.0  # they cover nothing
+    assert q["slower"].jitter == pytest.approx(1.3 ** -3, rel=0.2) and q["shuffled"].jitter > 2  # its cuts jerk
+    # Noise cannot win: it adds diversity, and costs more in naturalness than the diversity earns.
+    assert q["noisy"].global_diversity > q["shuffled"].global_diversity and q["noisy"].jitter > 2 * q["shuffled"].jitter
+    assert s["noisy"] < s["shuffled"] / 2
+    assert SCORE.score(judged(real, data, rec_error=0.1)) == pytest.approx(-0.1)
+
+
+def test_naturalness_costs_by_the_factor_motion_is_off():
+    q = Quality(1.0, 1.0, 1.0, 0.0, 1.0, 1.0)
+    assert SCORE.score(replace(q, jitter=2.0)) == pytest.approx(SCORE.score(q) / 2)
+    assert SCORE.score(replace(q, jitter=0.5)) == pytest.approx(SCORE.score(q) / 2)  # blurred or slowed
+    assert SCORE.score(replace(q, jitter=0.0)) == 0.0  # a frozen pose
+    assert SCORE.score(replace(q, foot_skating=40.0)) == SCORE.score(q)  # reported, not scored: see objective.py
 
 
 def test_pareto_front_keeps_the_undominated_trials():
-    q = [Quality(1.0, 0.2, 0, 0), Quality(0.5, 1.5, 0, 0), Quality(0.4, 1.0, 0, 0), Quality(1.0, 0.1, 0, 0)]
-    assert pareto_front(q) == [0, 1]
+    q = [Quality(1.0, 0.2, 0, 0, 1, 1), Quality(0.5, 1.5, 0, 0, 2, 1), Quality(0.4, 1.0, 0, 0, 1, 1),
+         Quality(1.0, 0.1, 0, 0, 1, 1)]
+    assert pareto_front(q) == [0, 1, 2]  # 2 is behind 1 on coverage and diversity, but moves like the clip
     pareto = Objective("pareto")
-    assert pareto.directions == ["maximize"] * 2 and pareto.values(q[1]) == [0.5, 1.5]
+    assert pareto.directions == ["maximize"] * 3 and pareto.values(q[1]) == [0.5, 1.5, 0.5]
     assert SCORE.directions == ["maximize"] and SCORE.values(q[1]) == [SCORE.score(q[1])]
 
 
@@ -74,9 +103,9 @@ def test_ranking_reads_every_configuration_from_the_study():
     study.enqueue_trial(SPACE.defaults())
     trials = member_trials(study, "a", 4, SPACE, going_on=None)
     assert trials[0].params == pytest.approx(SPACE.defaults())  # the defaults are tried first
-    told(study, trials[0], Quality(1.0, 0.4, 0.4, 0.0), 4)
-    told(study, trials[1], Quality(1.0, 1.0, 1.0, 0.0), 4)
-    told(study, trials[2], Quality(1.0, 1.9, 1.9, 0.0), 1, TrialState.PRUNED)  # best score, but stopped at stage 1
+    told(study, trials[0], Quality(1.0, 0.4, 0.4, 0.0, 1.0, 1.0), 4)
+    told(study, trials[1], Quality(1.0, 1.0, 1.0, 0.0, 1.0, 1.0), 4)
+    told(study, trials[2], Quality(1.0, 1.9, 1.9, 0.0, 1.0, 1.0), 1, TrialState.PRUNED)  # best score, but stopped at stage 1
     trials[3].set_user_attr("failure", "loss '0/critic' is nan")
     study.tell(trials[3], state=TrialState.FAIL)
     rows = study_rows(study, list(SPACE), SCORE)
@@ -176,6 +205,35 @@ def test_a_restarted_trial_skips_a_truncated_checkpoint_for_the_one_before(npz, 
     newest.parent.parent.joinpath("checkpoint_000000", "checkpoint.pt").write_bytes(b"")
     assert not restore_run(tune.Checkpoint.from_directory(trial / "checkpoint_000001"), tmp_path / "fresh")
     assert "starts again from scratch" in capsys.readouterr().err
+
+
+# ---- what the sweep learned ----------------------------------------------------------------------
+
+def test_importances_and_rung_correlations_say_what_decided_the_score():
+    study = optuna.create_study(direction="maximize")
+    rng = torch.Generator().manual_seed(0)
+    for k in range(24):
+        lr, noise = float(torch.rand(1, generator=rng)), float(torch.rand(1, generator=rng))
+        final = lr + 0.01 * noise  # the learning rate decides; stage 1 ranks alike, stage 2 reversed, stage 3 at random
+        stage_scores = [final / 2, -final, float(torch.rand(1, generator=rng)), final]
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr_g": lr, "noise_amp_scale": noise}, values=[final],
+            distributions={"lr_g": optuna.distributions.FloatDistribution(0, 1),
+                           "noise_amp_scale": optuna.distributions.FloatDistribution(0, 1)},
+            user_attrs={METRICS: {"score": final, "stages_done": 4}, STAGE_SCORES: stage_scores}))
+    rows = study_rows(study, ["lr_g", "noise_amp_scale"], SCORE)
+    rungs = rung_correlations(rows, 4)
+    assert [c.stage for c in rungs] == [1, 2, 3] and all(c.configurations == 24 for c in rungs)
+    assert rungs[0].rho == pytest.approx(1.0) and rungs[1].rho == pytest.approx(-1.0) and abs(rungs[2].rho) < 0.5
+    weights = importances(study, SCORE)
+    assert list(weights) == ["lr_g", "noise_amp_scale"] and weights["lr_g"] > 0.8
+    text = "\n".join(learned_lines(rungs, weights))
+    assert "| lr_g |" in text and "| 1 | 1.00 |" in text and "| 2 | -1.00 |" in text
+
+    few = rung_correlations(rows[:2], 4)  # two configurations rank nothing
+    assert all(math.isnan(c.rho) for c in few)
+    assert "needs at least three" in "\n".join(learned_lines(few, {}))
+    assert importances(optuna.create_study(direction="maximize"), SCORE) == {}
 
 
 # ---- the search space and the sweep's settings, checked before Ray starts -------------------------

@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 from ganimator.bvh import read_bvh
 from ganimator.config import load_config, qualify
 from ganimator.generate import load_run
+from ganimator.metrics import Quality
 from sweeps.compare import row_from_task
-from sweeps.objective import Objective
+from sweeps.objective import Objective, pareto_values
 from sweeps.results import TUNE_ID
 from sweeps.space import load_space
 
@@ -132,7 +133,7 @@ def test_best_configuration_is_retrained_and_exported(sweep, tmp_path):
     run = load_run(export)
     again = run.evaluate(metrics["samples"], metrics["length"] / run.dataset.features.shape[-1],
                          metrics["sample_seed"])
-    for key in ("coverage", "global_diversity", "local_diversity", "rec_error"):
+    for key in Quality.NAMES:
         assert again[key] == pytest.approx(metrics[key], rel=1e-6)
 
 
@@ -182,6 +183,16 @@ def test_the_sweep_task_holds_the_ranking_and_the_plots(sweep):
     assert set(importances[0]["y"]) <= set(KEYS) and all(v >= 0 for v in importances[0]["x"])
     assert set(artifacts(session["task"])) == {"summary.csv", "summary.md"}
 
+    # What the sweep learned: the importances and whether early scores rank as the final ones.
+    for t in sweep.trials:  # every stage end's score, the last one the trial's
+        scores = t.user_attrs["stage_scores"]
+        assert len(scores) == t.user_attrs["metrics"]["stages_done"] and scores[-1] == t.user_attrs["metrics"]["score"]
+    md = (sweep.tmp / "exports" / "six" / "summary.md").read_text()
+    assert "## What the sweep learned" in md and all(f"| {k} |" in md for k in importances[0]["y"])
+    finished = sum(t.state == TrialState.COMPLETE for t in sweep.trials)
+    assert ("| stage end | rho | p-value |" in md) == (finished >= 3)
+    assert (("rung correlation", "rung correlation") in session["plots"]) == (finished >= 3)
+
 
 def test_compare_ranks_the_sweep_from_its_study_and_writes_its_plots(sweep, tmp_path):
     out = subprocess.run(["ganimator-compare", "six", "--results-dir", str(sweep.tmp / "results"),
@@ -213,20 +224,25 @@ def test_trials_as_clearml_holds_them_rank_as_the_study(sweep):
         assert row.params == pytest.approx({k: float(local[k]) for k in KEYS})
 
 
-def test_pareto_mode_searches_coverage_against_diversity(npz, tmp_path):
+def test_pareto_mode_searches_coverage_diversity_and_naturalness(npz, tmp_path):
     out = run_sweep(npz, tmp_path, "name=pareto", "objective=pareto", "num_samples=3", *EXPORT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "objective=pareto trains every configuration to the end" in out.stderr
     study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{tmp_path / 'results' / 'pareto' / 'optuna.db'}")
-    assert study.metric_names == ["coverage", "global_diversity"] and len(study.trials) == 3
+    assert study.metric_names == ["coverage", "global_diversity", "naturalness"] and len(study.trials) == 3
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     rows = read_summary(tmp_path, "pareto")
     front = [r for r in rows if r["pareto"] == "True"]
     assert front and rows[:len(front)] == front  # the front ranks first
+
+    def values(row):
+        return pareto_values(Quality.from_dict({k: float(row[k]) for k in Quality.NAMES}))
+
     for r in front:  # no trial dominates a member of the front
-        rc, rg = float(r["coverage"]), float(r["global_diversity"])
-        assert not any((oc >= rc and og >= rg) and (oc > rc or og > rg)
-                       for oc, og in ((float(o["coverage"]), float(o["global_diversity"])) for o in rows))
+        assert not any(all(o >= v for o, v in zip(values(other), values(r))) and values(other) != values(r)
+                       for other in rows)
+    told = {tuple(t.values) for t in study.trials}
+    assert told == {tuple(values(r)) for r in rows}  # the study was told exactly these
     assert (tmp_path / "exports" / "pareto" / "1" / "checkpoint.pt").is_file()
     assert (tmp_path / "exports" / "pareto" / "plots" / "pareto-front.html").is_file()
 

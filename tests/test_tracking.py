@@ -62,6 +62,7 @@ def test_offline_run_reports_losses_per_level_on_one_iteration_axis(offline_run)
     assert [i for i, _ in scalars["reconstruction", "level 6"]] == [14, 16]
     assert [v for _, v in scalars["progress", "stages done"]] == [1, 2, 3, 4]
     assert all(0 <= v <= 1 for _, v in scalars["quality", "coverage"])
+    assert all(v > 0 for _, v in scalars["quality", "jitter"]) and ("quality", "foot_skating") in scalars
 
 
 def test_offline_run_attaches_config_bvh_and_rerun_recordings(offline_run):
@@ -83,9 +84,10 @@ def test_validation_samples_are_recorded_as_skeletons_per_step(offline_run):
         if chunk.entity_path.endswith("sample-1") and "frame" in chunk.timeline_names:
             frames[chunk.entity_path] = frames.get(chunk.entity_path, 0) + chunk.num_rows
     stages = [[0, 1], [2, 3], [4, 5], [6]]
-    expected = {f"/skeletons/stage-{k + 1}/step-{step:07d}/sample-1": data.level_lengths[levels[-1]]
+    lengths = data.generation_lengths(2 * data.level_lengths[-1])  # drawn as the final evaluation draws them
+    expected = {f"/skeletons/stage-{k + 1}/step-{step:07d}/sample-1": lengths[levels[-1]]
                 for k, levels in enumerate(stages) for step in (4 * k + 2, 4 * k + 4)}
-    assert frames == expected  # two validations a stage, each at its stage's top level
+    assert frames == expected  # two validations a stage, each at its stage's top level, twice the clip's length
 
 
 def test_credentials_never_reach_the_session(offline_run):

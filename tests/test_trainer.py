@@ -68,6 +68,16 @@ def test_all_stages_train_and_report(trained):
     assert all(c is not None for c in after_stage_1["critics"][2:])
 
 
+def test_validation_samples_are_drawn_as_the_final_evaluation_draws_them(trained):
+    trainer, _, events, _ = trained
+    lengths = trainer.dataset.generation_lengths(2 * trainer.lengths[-1])  # twice the clip, at every level
+    channels = trainer.dataset.layout.channels
+    for e in events:
+        assert e.samples.shape == (2, channels, lengths[e.levels[-1]])
+        q = e.quality  # naturalness beside coverage and diversity, measured against the level's clip
+        assert q is not None and q.jitter > 0 and q.foot_skating >= 0 and 0 <= q.coverage <= 1
+
+
 def test_each_stage_reduces_its_reconstruction_error(trained):
     _, _, events, _ = trained
     for stage, levels in enumerate([[0, 1], [2, 3], [4, 5], [6]]):
