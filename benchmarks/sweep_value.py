@@ -1,6 +1,6 @@
 """Does the sweep find a configuration that makes better motion than the default, on this clip?
 
-    python benchmarks/sweep_value.py clip.bvh [--trials 12] [--iters 25] [--retrain-iters 100] [--seeds 3]
+    python benchmarks/sweep_value.py clip.bvh [--trials 12] [--iters 25] [--retrain-iters 50] [--seeds 3]
 
 1. A sweep of `--trials` configurations at `--iters` iterations a stage, without early stopping,
    so that every configuration has a final score (its own retrain is skipped: step 3 does it).
@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("clip")
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--iters", type=int, default=25, help="iterations a stage in the sweep")
-    p.add_argument("--retrain-iters", type=int, default=100, help="iterations a stage of the retrains")
+    p.add_argument("--retrain-iters", type=int, default=50, help="iterations a stage of the retrains")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--eval-samples", type=int, default=200)
     p.add_argument("--noise-scale", type=float, default=2.0, help="the amplified-noise known case")
