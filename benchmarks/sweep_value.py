@@ -105,8 +105,11 @@ def main() -> None:
         return run
 
     def evaluated(key: str, run: Path, noise_scale: float = 1.0) -> dict:
-        print(f"evaluating {key} ({args.eval_samples} samples)", flush=True)
-        return scored(cached(out / "evals" / f"{key}.json", lambda: evaluation(run, args.eval_samples, noise_scale)))
+        def evaluate() -> dict:
+            print(f"evaluating {key} ({args.eval_samples} samples)", flush=True)
+            return evaluation(run, args.eval_samples, noise_scale)
+
+        return scored(cached(out / "evals" / f"{key}.json", evaluate))
 
     # 1. The sweep (its own retrain, a single iteration, is skipped in effect).
     results = out / "results" / name
@@ -125,22 +128,23 @@ def main() -> None:
 
     # 3. The best and the default retrained with every seed; the known cases on the default.
     best = max((r for r in rows if r.finished), key=lambda r: r.score)
-    best_number = int(best.trial_id.rsplit("-", 1)[1])
+    configurations = {"default": ("default", {})}  # role: (folder name, searched values)
+    if number(best):
+        configurations["best"] = (f"trial-{number(best)}", finished[number(best)].params)
     retrained = {"best": {}, "default": {}, "short": {}, "noisy": {}}
     iters, short_iters = args.retrain_iters, max(1, args.retrain_iters // 10)
     for seed in range(args.seeds):
-        for who, params in (("default", {}), (f"trial-{best_number}", finished[best_number].params if best_number else None)):
-            if params is not None:
-                run = train(out / f"{who}-{iters}" / f"seed-{seed}", iters, seed, params)
-                retrained["default" if who == "default" else "best"][seed] = evaluated(f"{who}-{iters}-{seed}", run)
+        for role, (folder, params) in configurations.items():
+            run = train(out / f"{folder}-{iters}" / f"seed-{seed}", iters, seed, params)
+            retrained[role][seed] = evaluated(f"{folder}-{iters}-{seed}", run)
         retrained["noisy"][seed] = evaluated(f"default-{iters}-{seed}-noise-{args.noise_scale:g}",
                                              out / f"default-{iters}" / f"seed-{seed}", args.noise_scale)
         short = train(out / f"default-{short_iters}" / f"seed-{seed}", short_iters, seed, {})
         retrained["short"][seed] = evaluated(f"default-{short_iters}-{seed}", short)
-    if not best_number:
+    if "best" not in configurations:
         retrained["best"] = retrained["default"]
 
-    report = render(args, rows, best, retrained, full, study)
+    report = render(args, short_iters, rows, best, retrained, full, study)
     (out / "report.md").write_text(report)
     print(report)
 
@@ -151,9 +155,14 @@ def verdict_of(better: float, worse: float) -> str:
     return "yes" if better > worse else "NO"
 
 
-def render(args, rows, best_row, retrained, full, study) -> str:
+def number(row) -> int:
+    """A row's Optuna trial number (its id is `<Ray trial id>-<number>`); 0 is the default configuration."""
+    return int(row.trial_id.rsplit("-", 1)[1])
+
+
+def render(args, short_iters, rows, best_row, retrained, full, study) -> str:
     best, default = retrained["best"], retrained["default"]
-    default_row = next(r for r in rows if r.trial_id.endswith("-0"))
+    default_row = next(r for r in rows if number(r) == 0)
     lines = [f"# Sweep value on {Path(args.clip).name}", "",
              f"{args.trials} trials at {args.iters} iterations a stage (no early stopping); the best "
              f"({best_row.trial_id}) and the default ({default_row.trial_id}) each retrained with seeds "
@@ -172,9 +181,9 @@ def render(args, rows, best_row, retrained, full, study) -> str:
     lines += ["", f"**Verdict**: {verdict}.", "", "## The objective's known cases (default configuration, mean over seeds)", "",
               "| case | score | coverage | diversity | jitter | foot skating |", "| --- | --- | --- | --- | --- | --- |"]
     cases = {f"trained {args.retrain_iters} iterations a stage": default,
-             f"trained {max(1, args.retrain_iters // 10)} iterations a stage": retrained["short"],
+             f"trained {short_iters} iterations a stage": retrained["short"],
              f"trained {args.retrain_iters}, sampled with {args.noise_scale:g}x noise": retrained["noisy"]}
-    mean = {case: {k: statistics.fmean(m[k] for m in runs.values()) for k in (*SHOWN,)} for case, runs in cases.items()}
+    mean = {case: {k: statistics.fmean(m[k] for m in runs.values()) for k in SHOWN} for case, runs in cases.items()}
     for case, m in mean.items():
         lines.append(f"| {case} | {m['score']:.4f} | {m['coverage']:.3f} | "
                      f"{(m['global_diversity'] + m['local_diversity']) / 2:.3f} | {m['jitter']:.2f} | {m['foot_skating']:.2f} |")
@@ -182,7 +191,7 @@ def render(args, rows, best_row, retrained, full, study) -> str:
     lines += ["", f"- ten times longer training ranks higher: {verdict_of(trained, short)}",
               f"- the model as trained ranks above its amplified noise: {verdict_of(trained, noisy)}"]
     numbers = sorted(full)
-    trial_scores = {int(r.trial_id.rsplit("-", 1)[1]): r.score for r in rows}
+    trial_scores = {number(r): r.score for r in rows}
     rho, pv = spearman([trial_scores[n] for n in numbers], [full[n]["score"] for n in numbers])
     lines += ["", "## Do the sweep's scores rank configurations as the final evaluation does?", "",
               f"- trial scores (validation protocol) vs the {args.eval_samples}-sample evaluation of the same "

@@ -24,6 +24,7 @@ Foot skating is reported beside it but left out of the score: it reads the sampl
 contact labels, which an under-trained model predicts erratically, so on the sweeps of
 benchmarks/sweep_value.py it ranged from 0 (no foot ever labelled planted) to 47x the clip's on
 Salsa and 0 to 408x on Crab-dance-long among configurations that all covered nothing.
+
 Measured on Salsa-Dancing-6 (the default configuration, 200 samples; README, "Does the sweep
 find better motion?"): trained 400 iterations a stage it scores 0.43 (coverage 0.93, diversity
 1.78, jitter 0.58), trained 40 it scores 0.29 (0.81, 2.05, 0.47), and the 400-iteration model

@@ -99,8 +99,7 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
 
     with contextlib.ExitStack() as stack:
         trackers = [stack.enter_context(_tracking(cfgs[0], trials[0], setup, spec))] if live else []
-        judges = [_judge(study, t, spec, setup.num_stages) for t in trials]
-        callbacks = [[*(trackers[0].callbacks if live else []), judge] for judge in judges]
+        callbacks = [[*(trackers[0].callbacks if live else []), _judge(study, t, spec, setup.num_stages)] for t in trials]
         last: dict = {}  # the newest stage end, for Tune's trial table: the best member's score
 
         def after_stage(stage: int, active) -> None:
@@ -174,17 +173,18 @@ def _judge(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, num_stages
         if event.kind != EventKind.STAGE_END:
             return False
         quality = event.quality
-        trial.set_user_attr(METRICS, {**quality.as_dict(), "score": objective.score(quality),
-                                      "stages_done": event.stages_done, "step": event.step})
+        score = objective.score(quality)
+        trial.set_user_attr(METRICS, {**quality.as_dict(), "score": score, "stages_done": event.stages_done,
+                                      "step": event.step})
         # Every stage end's score, for the check that early scores predict final ones (results.py).
-        scores = list(trial.user_attrs.get(STAGE_SCORES, []))[:event.stages_done - 1]
-        trial.set_user_attr(STAGE_SCORES, [*scores, objective.score(quality)])
+        earlier = list(trial.user_attrs.get(STAGE_SCORES, []))[:event.stages_done - 1]
+        trial.set_user_attr(STAGE_SCORES, [*earlier, score])
         if event.stages_done == num_stages:
             study.tell(trial, objective.values(quality))
             return False
         if objective.pareto:
             return False  # Optuna prunes single-objective studies only
-        trial.report(objective.score(quality), step=event.stages_done)
+        trial.report(score, step=event.stages_done)
         if trial.should_prune():
             study.tell(trial, state=TrialState.PRUNED)
             return True
