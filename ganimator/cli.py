@@ -11,6 +11,7 @@ from pathlib import Path
 from .bvh import write_bvh
 from .config import load_config, npz_filename, to_yaml
 from .dataset import MotionDataset
+from .errors import UserError
 from .errors import run_command as _run
 from .generate import GenerationError
 from .rundir import RunDir
@@ -33,8 +34,9 @@ def procedural() -> None:
 
 
 def preprocess() -> None:
-    p = argparse.ArgumentParser(description="BVH clip -> training npz (features, pyramid, noise amplitudes, z*).")
-    p.add_argument("bvh")
+    p = argparse.ArgumentParser(description="BVH clip(s) -> training npz (features, pyramid, noise amplitudes, z*). "
+                                            "Two or more clips of one skeleton train one model that mixes them.")
+    p.add_argument("bvh", nargs="+", help="one clip, or several of one skeleton for motion mixing")
     p.add_argument("out", help="npz file to write")
     p.add_argument("--rig", choices=["auto"] + [r.name for r in RIGS], default="auto",
                    help="joint subset and contact joints (auto: detected from joint names)")
@@ -44,13 +46,16 @@ def preprocess() -> None:
     args = p.parse_args()
 
     def main():
+        if Path(args.out).suffix.lower() == ".bvh":  # `a.bvh b.bvh` without an output would overwrite b
+            raise UserError(f"{args.out} is a BVH file, not the npz to write: name the output last")
         rig = None if args.rig == "auto" else next(r for r in RIGS if r.name == args.rig)
-        data = MotionDataset.from_bvh(args.bvh, rig, seed=args.seed, ratio=args.ratio)
+        data = MotionDataset.from_bvhs(args.bvh, rig, seed=args.seed, ratio=args.ratio)
         data.save(args.out)
         s = data.skeleton
-        print(f"{args.bvh}: rig {s.rig}, {s.num_joints} joints, {len(s.contacts)} contacts, "
-              f"{data.features.shape[1]} frames at {data.motion.fps:g} fps, {data.layout.channels} channels")
-        print(f"levels {data.level_lengths}")
+        print(f"rig {s.rig}, {s.num_joints} joints, {len(s.contacts)} contacts, {data.layout.channels} channels, "
+              f"{data.motion.fps:g} fps")
+        for path, clip in zip(args.bvh, data.clips):
+            print(f"{path}: {clip.num_frames} frames, levels {clip.level_lengths}")
         print(f"wrote {args.out}")
 
     _run(main)
@@ -107,32 +112,84 @@ def _with_run_config(args: list[str]) -> list[str]:
 
 
 def generate() -> None:
-    p = argparse.ArgumentParser(description="Generate new motion from a trained run (or exported) folder.")
+    p = argparse.ArgumentParser(description="Generate new motion from a trained run (or exported) folder: at random, "
+                                            "from edited key frames, in the style of the run's clip, or along a "
+                                            "root trajectory (a conditional run).")
     p.add_argument("run_dir")
-    p.add_argument("--length", type=int, default=600, help="frames per sample")
-    p.add_argument("--samples", type=int, default=5)
+    p.add_argument("--length", type=int, help="frames per random sample (default 600); the other modes take the "
+                                              "length of their input")
+    p.add_argument("--samples", type=int, help="default 5 at random, 1 from key frames or content (which give one "
+                                               "motion unless --detail-noise varies it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detail-noise", type=float, default=0.0, help="noise scale on levels above the coarsest")
     p.add_argument("--out", help="output folder, new or empty (default: RUN_DIR/generated, or generated-2... "
                                  "beside an earlier one)")
     p.add_argument("--reconstruct", action="store_true", help="also write the reconstruction of the clip from z*")
+    p.add_argument("--fix-contact", action="store_true",
+                   help="also write each motion with its feet pinned while in contact (inverse kinematics), as "
+                        "<name>-fixed.bvh, and print the foot skating before and after")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--keyframes", metavar="FILE.bvh",
+                        help="edited key frames: the coarsest level as --write-keyframes writes it (a run trained "
+                             "with ganimator-preprocess --ratio 1/30 has sparse ones); motion of the clip's length")
+    source.add_argument("--content", metavar="FILE.bvh",
+                        help="style transfer: a clip of the run's skeleton whose coarse motion is kept, in the style "
+                             "of the run's clip, for the content's length")
+    source.add_argument("--trajectory", metavar="FILE.bvh",
+                        help="a conditional run follows this clip's root rotation and path, for its length "
+                             "(without it: a trajectory sampled from the run's trajectory_run)")
+    source.add_argument("--write-keyframes", metavar="FILE.bvh",
+                        help="write the clip's coarsest level as key frames to edit, and nothing else")
     args = p.parse_args()
 
     def main():
+        from .bvh import write_bvh
+        from .features import motion_to_bvh
         from .generate import free_path, load_run, new_or_empty
 
         if not 0 <= args.seed < 2**63 or not args.detail_noise >= 0:
             raise GenerationError(f"--seed must lie in [0, 2**63) and --detail-noise must not be negative, "
                                   f"got {args.seed} and {args.detail_noise}")
+        edit = args.keyframes or args.content
+        if args.length is not None and (edit or args.trajectory or args.write_keyframes):
+            raise GenerationError("--length sets random samples' length; with --keyframes, --content or --trajectory "
+                                  "the motion has its input's length")
+        samples = args.samples if args.samples is not None else 1 if edit else 5
+        if edit and samples > 1 and args.detail_noise == 0:
+            raise GenerationError(f"--samples {samples} from one {'key-frame file' if args.keyframes else 'content clip'} "
+                                  "without --detail-noise would be one motion repeated: add --detail-noise 1")
+        run = load_run(args.run_dir)
+        if args.write_keyframes:
+            if Path(args.write_keyframes).exists():
+                raise FileExistsError(f"--write-keyframes {args.write_keyframes} exists: choose a new file")
+            keys = run.keyframes()
+            write_bvh(args.write_keyframes, motion_to_bvh(keys, run.dataset.skeleton))
+            print(f"wrote {args.write_keyframes}: {keys.num_frames} key frames, one every "
+                  f"{run.keyframe_spacing():.3g} frames; edit them and run --keyframes")
+            return
         out = Path(args.out) if args.out else free_path(Path(args.run_dir) / "generated")
         if not new_or_empty(out):
             raise FileExistsError(f"--out {out} exists and is not an empty folder: choose a new one")
-        run = load_run(args.run_dir)
-        paths = run.write(run.generate(args.length, args.samples, args.seed, args.detail_noise), out)
+        common, start = dict(samples=samples, seed=args.seed, detail_noise=args.detail_noise), None
+        if args.keyframes:
+            features, prefix = run.edit_keyframes(args.keyframes, **common), "edited"
+        elif args.content:
+            content, start = run.read_clip(args.content)  # the content's path, from where it starts
+            features, prefix = run.transfer_style(content, **common), "styled"
+        else:
+            trajectory, start = run.read_clip(args.trajectory) if args.trajectory else (None, None)
+            features, prefix = run.generate(args.length or 600, trajectory=trajectory, **common), "sample"
+        outputs = [(features, prefix, start)]
         if args.reconstruct:
-            paths += run.write(run.reconstruct(), out, prefix="reconstruction")
-        for path in paths:
-            print(path)
+            outputs += [(run.reconstruct(k), "reconstruction" if k == 0 else f"reconstruction-clip{k}", c.begin_xz)
+                        for k, c in enumerate(run.dataset.clips)]
+        for features, prefix, start in outputs:
+            for path in run.write(features, out, prefix, start):
+                print(path)
+            if args.fix_contact:
+                paths, fix = run.write_fixed(features, out, prefix, start)
+                print(*paths, sep="\n")
+                print(f"{prefix}: {fix.summary()} (pinned by inverse kinematics)")
 
     _run(main)
 
@@ -166,9 +223,10 @@ def evaluate() -> None:
 
 
 def review() -> None:
-    p = argparse.ArgumentParser(description="Show trained runs' or exports' generated motions beside the real clip "
-                                            "as animated skeletons in Rerun.")
-    p.add_argument("paths", nargs="+", help="run folders, export folders, or a sweep's export folder (all ranks)")
+    p = argparse.ArgumentParser(description="Show trained runs' or exports' generated motions, and BVH files, beside "
+                                            "the real clip as animated skeletons in Rerun.")
+    p.add_argument("paths", nargs="+", help="run folders, export folders, a sweep's export folder (all ranks), "
+                                            "BVH files, or folders of BVH files (e.g. RUN/generated)")
     p.add_argument("--samples", type=int, default=1, help="generated motions per run")
     p.add_argument("--length", type=int, default=0, help="frames per motion (default: twice the clip)")
     p.add_argument("--seed", type=int, default=0)

@@ -46,6 +46,11 @@ class ModelConfig:
     # One value per stage; stages past the list use 1. Values past the clip's last stage must be 1.
     stage_noise_amp_scale: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     full_noise: bool = False  # independent noise per channel; the original shares it across channels
+    # A trained run folder: this run's generators are given the root's trajectory (rotation and
+    # position, the original's conditional generator) and trained on that run's random samples'
+    # trajectories. Empty: the unconditional generator.
+    trajectory_run: str = ""
+    trajectory_levels: int = 7  # levels given the trajectory, coarsest first (the original's num_conditional_generator)
 
 
 @dataclass
@@ -230,6 +235,7 @@ def validate(cfg: DictConfig) -> None:
     for i, v in enumerate(m.hidden_channels):
         positive[f"model.hidden_channels.{i}"] = v
     nonneg["model.neighbour_distance"] = m.neighbour_distance
+    nonneg["model.trajectory_levels"] = m.trajectory_levels
     for i, v in enumerate(m.stage_noise_amp_scale):
         nonneg[f"model.stage_noise_amp_scale.{i}"] = v
     for key, v in positive.items():

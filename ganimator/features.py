@@ -45,16 +45,17 @@ class Motion:
         return forward_kinematics(self.rotations, translations, skeleton.parents)
 
 
-def motion_from_bvh(bvh: BVH, rig: Rig | None = None, fps: float = TARGET_FPS) -> tuple[Skeleton, Motion]:
-    """The rig's joints of a BVH clip, in metres, subsampled to about `fps` frames a second."""
+def motion_from_bvh(bvh: BVH, rig: Rig | None = None, fps: float | None = TARGET_FPS) -> tuple[Skeleton, Motion]:
+    """The rig's joints of a BVH clip, in metres, subsampled to about `fps` frames a second (None:
+    every frame)."""
     skeleton, index = select_joints(bvh, rig)
-    stride = max(1, round(1.0 / (fps * bvh.frame_time)))
+    stride = 1 if fps is None else max(1, round(1.0 / (fps * bvh.frame_time)))
     rotations = bvh.local_rotations()[::stride][:, index]
     root = torch.from_numpy(bvh.local_translations()[::stride, index[0]] * skeleton.scale)
     return skeleton, Motion(rotations, root, fps=1.0 / (bvh.frame_time * stride))
 
 
-def load_motion(path, rig: Rig | None = None, fps: float = TARGET_FPS) -> tuple[Skeleton, Motion]:
+def load_motion(path, rig: Rig | None = None, fps: float | None = TARGET_FPS) -> tuple[Skeleton, Motion]:
     try:
         return motion_from_bvh(read_bvh(path), rig, fps)
     except ValueError as e:
@@ -101,6 +102,12 @@ class FeatureLayout:
         return slice(start, start + 3)
 
     @property
+    def trajectory(self) -> list[int]:
+        """The root's rotation and its root block (velocities and height): what a conditional
+        generator is given (the original's conditional mode 'locrot')."""
+        return [*range(NODE), self.root.start, self.root.start + 1, self.root.start + 2]
+
+    @property
     def pose(self) -> slice:
         """Everything but the root block: what the original's evaluation compares."""
         return slice(0, NODE * (self.num_joints + self.num_contacts))
@@ -133,6 +140,15 @@ def decode(features: torch.Tensor, layout: FeatureLayout, begin_xz: torch.Tensor
     xz = velocity.cumsum(dim=-2) + begin_xz.to(features)
     root_positions = torch.stack([xz[..., 0], root[..., 1], xz[..., 1]], dim=-1)
     return Motion(rotations, root_positions), x[..., layout.contacts]
+
+
+def retime(features: torch.Tensor, layout: FeatureLayout, factor: float) -> torch.Tensor:
+    """Features with the root's velocities (per frame) multiplied by `factor`: a pyramid level's
+    frames stand `factor` training frames apart, but its velocity channels, resampled from the
+    clip's, are per training frame; retime(level, factor) reads them per level frame."""
+    out = features.clone()
+    out[..., [layout.root.start, layout.root.start + 2], :] *= factor
+    return out
 
 
 def motion_to_bvh(motion: Motion, skeleton: Skeleton) -> BVH:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from .naturalness import Naturalness
+
 COVERAGE_WINDOW, COVERAGE_THRESHOLD = 30, 2.0
 GLOBAL_MIN_SEGMENT = 30
 LOCAL_WINDOW = 15
@@ -139,3 +141,23 @@ def pose_scores(generated: torch.Tensor, real: torch.Tensor) -> dict[str, torch.
 def quality(generated: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
     """The samples' mean coverage, global and local diversity (pose_scores)."""
     return {k: v.mean().item() for k, v in pose_scores(generated, real).items()}
+
+
+class Scorer:
+    """Samples scored against every training clip at one pyramid level (None: the clips
+    themselves): pose scores and naturalness (naturalness.py), one value per clip and sample.
+    Their means pool the clips, as the original evaluates a multi-clip run (coverage of each)."""
+
+    def __init__(self, dataset, level: int | None = None):
+        self.layout = dataset.layout
+        references = [clip.features if level is None else clip.levels()[level] for clip in dataset.clips]
+        self.clips = [(pose_frames(real, self.layout), Naturalness(dataset, real, clip=k))
+                      for k, real in enumerate(references)]
+
+    def __call__(self, samples: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, C, T) samples -> each Quality name but rec_error: (clips * N,) values."""
+        frames, scores = pose_frames(samples, self.layout), {}
+        for real, natural in self.clips:
+            for name, values in {**pose_scores(frames, real), **natural(samples)}.items():
+                scores.setdefault(name, []).append(values)
+        return {name: torch.cat(values) for name, values in scores.items()}

@@ -48,13 +48,15 @@ def skating(positions: torch.Tensor, contacts: torch.Tensor, contact_joints: lis
 class Naturalness:
     """Samples' jitter and foot skating relative to one clip's, whose own are measured once.
 
-    `reference`: the clip's features at one pyramid level (default: the finest, the clip itself);
-    samples are then compared at that level, whose frame rate is the clip's scaled by its length."""
+    `reference`: the features of the dataset's clip `clip` at one pyramid level (default: the
+    finest, the clip itself); samples are then compared at that level, whose frame rate is the
+    clip's scaled by its length."""
 
-    def __init__(self, dataset: MotionDataset, reference: torch.Tensor | None = None):
-        reference = dataset.features if reference is None else reference
+    def __init__(self, dataset: MotionDataset, reference: torch.Tensor | None = None, clip: int = 0):
+        full = dataset.clips[clip].features
+        reference = full if reference is None else reference
         self.dataset, self.joints = dataset, dataset.skeleton.contacts
-        self.fps = dataset.motion.fps * reference.shape[-1] / dataset.features.shape[-1]
+        self.fps = dataset.motion.fps * reference.shape[-1] / full.shape[-1]
         positions, contacts = kinematics(reference.cpu(), dataset)
         self.jerk = jerk(positions, self.fps)
         self.skating = skating(positions, contacts, self.joints, self.fps).clamp(min=1e-6)

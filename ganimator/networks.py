@@ -153,15 +153,25 @@ class GeneratorPyramid(nn.Module):
 
     Random mode feeds level 0 scaled noise and each level above its own scaled noise; reconstruction
     mode feeds level 0 the fixed z* and no noise above, and reproduces the training clip.
+
+    A conditional pyramid (the original's conditional generator) is given some channels, the root's
+    trajectory, at its first `condition_levels` levels: each of their generators reads the
+    condition there in place of its noisy input, and outputs it unchanged, so the motion made
+    around them follows the trajectory; the levels above refine it as any level does.
     """
 
     def __init__(self, generators: list[Generator], amplitudes: torch.Tensor, z_star: torch.Tensor,
-                 full_noise: bool = False):
+                 full_noise: bool = False, condition: list[int] = (), condition_levels: int = 0):
         super().__init__()
         self.generators = nn.ModuleList(generators)
         self.register_buffer("amplitudes", amplitudes.clone())
         self.register_buffer("z_star", z_star.clone())
         self.full_noise = full_noise
+        self.condition = list(condition)  # the channels given: derived from the config, not state
+        self.condition_levels = condition_levels if self.condition else 0  # the levels given them, coarsest first
+        mask = torch.zeros(z_star.shape[0], 1, dtype=torch.bool)
+        mask[self.condition] = True
+        self.register_buffer("condition_mask", mask, persistent=False)
 
     @property
     def channels(self) -> int:
@@ -174,33 +184,40 @@ class GeneratorPyramid(nn.Module):
         z = torch.randn(shape, generator=rng, device=self.z_star.device)
         return (z * (self.amplitudes[level] * scale)).expand(batch, self.channels, length)
 
-    def run(self, levels: range, lengths: list[int], prev: torch.Tensor | None, noises: list) -> list[torch.Tensor]:
-        """Outputs of `levels` in order; `prev` is the output of the level below (None at level 0)."""
+    def run(self, levels: range, lengths: list[int], prev: torch.Tensor | None, noises: list,
+            conds: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Outputs of `levels` in order; `prev` is the output of the level below (None at level 0);
+        a conditional pyramid needs `conds`, each level's condition (B, C, length)."""
         outputs = []
-        for level, noise in zip(levels, noises):
+        for k, (level, noise) in enumerate(zip(levels, noises)):
             if prev is None:
                 base = torch.zeros(noise.shape[0] if torch.is_tensor(noise) else 1, self.channels, lengths[level],
                                    device=self.z_star.device)
             else:
                 base = resample(prev, lengths[level])
-            prev = self.generators[level](base, noise)
+            if conds is None or level >= self.condition_levels:
+                prev = self.generators[level](base, noise)
+            else:  # base + noise is the condition on its channels, and so is the output
+                noise = torch.where(self.condition_mask, conds[k] - base, noise)
+                prev = torch.where(self.condition_mask, conds[k], self.generators[level](base, noise))
             outputs.append(prev)
         return outputs
 
     def sample(self, lengths: list[int], batch: int = 1, rng: torch.Generator | None = None,
                levels: range | None = None, prev: torch.Tensor | None = None,
-               detail_noise: float = 1.0, noise_scale: float = 1.0) -> torch.Tensor:
+               detail_noise: float = 1.0, noise_scale: float = 1.0,
+               conds: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Random motion features at the last of `levels`; detail_noise scales noise above level 0,
         noise_scale every level's (above 1: amplified noise, a known-bad case for the metrics)."""
         levels = levels if levels is not None else range(len(lengths))
         noises = [self.noise(l, batch, lengths[l], rng, noise_scale * (1.0 if l == 0 else detail_noise)) for l in levels]
-        return self.run(levels, lengths, prev, noises)[-1]
+        return self.run(levels, lengths, prev, noises, conds)[-1]
 
     def reconstruct(self, lengths: list[int], levels: range | None = None,
-                    prev: torch.Tensor | None = None) -> list[torch.Tensor]:
+                    prev: torch.Tensor | None = None, conds: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         levels = levels if levels is not None else range(len(lengths))
         noises = [self.z_star[None] if l == 0 else 0.0 for l in levels]
-        return self.run(levels, lengths, prev, noises)
+        return self.run(levels, lengths, prev, noises, conds)
 
 
 class FusedPyramid:
@@ -211,6 +228,8 @@ class FusedPyramid:
         self.generators = [FusedGenerator([p.generators[l] for p in pyramids]) for l in range(len(pyramids[0].generators))]
         self.z_star = torch.cat([p.z_star for p in pyramids])
         self.channels = self.z_star.shape[0]
+        self.condition_mask = torch.cat([p.condition_mask for p in pyramids])
+        self.condition_levels = pyramids[0].condition_levels
 
     run = GeneratorPyramid.run
     reconstruct = GeneratorPyramid.reconstruct
@@ -218,18 +237,37 @@ class FusedPyramid:
 
 def build_models(cfg, dataset) -> tuple[GeneratorPyramid, nn.ModuleList]:
     """Generators and critics for every level of `dataset`, initialised from `cfg.util.seed`
-    without touching the global RNG; each stage's levels get its noise amplitude scale."""
-    m = cfg.model
-    stages = stage_levels(m, dataset.num_levels, dataset.source or "the data")
-    if m.kernel_size // 2 >= dataset.level_lengths[0]:  # padding reads kernel_size // 2 frames each side
+    without touching the global RNG; each stage's levels get its noise amplitude scale. The
+    pyramid carries the first clip's amplitudes and z* (`clip_pyramids` gives every clip's)."""
+    m, coarsest = cfg.model, min(c.level_lengths[0] for c in dataset.clips)
+    if m.kernel_size // 2 >= coarsest:  # padding reads kernel_size // 2 frames each side
         raise ConfigError(f"config key 'model.kernel_size' is {m.kernel_size}: it needs a coarsest level of more than "
-                          f"{m.kernel_size // 2} frames, and {dataset.source or 'the data'}'s has {dataset.level_lengths[0]}")
-    scales = torch.tensor([m.noise_amp_scale * scale for stage, scale in zip(stages, stage_noise_scales(m, len(stages)))
-                           for _ in stage])
+                          f"{m.kernel_size // 2} frames, and {dataset.source or 'the data'}'s has {coarsest}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.util.seed)
         gens = [Generator(build_stacks(m, dataset.layout, dataset.skeleton, dataset.layout.channels))
                 for _ in range(dataset.num_levels)]
         critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1)) for _ in range(dataset.num_levels)]
-    pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * scales, dataset.z_star, m.full_noise)
+    condition = dataset.layout.trajectory if m.trajectory_run else ()
+    pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * noise_scales(cfg, dataset), dataset.z_star,
+                               m.full_noise, condition, m.trajectory_levels)
     return pyramid, nn.ModuleList(critics)
+
+
+def noise_scales(cfg, dataset) -> torch.Tensor:
+    """Each level's multiplier of the clip's noise amplitude: `noise_amp_scale` times its stage's."""
+    m = cfg.model
+    stages = stage_levels(m, dataset.num_levels, dataset.source or "the data")
+    return torch.tensor([m.noise_amp_scale * scale for stage, scale in zip(stages, stage_noise_scales(m, len(stages)))
+                         for _ in stage])
+
+
+def clip_pyramids(cfg, dataset, pyramid: GeneratorPyramid) -> list[GeneratorPyramid]:
+    """`pyramid` for each clip of a multi-clip dataset: the same generators, each clip's own noise
+    amplitudes and z* (the first clip's pyramid is `pyramid` itself)."""
+    scales = noise_scales(cfg, dataset)
+    device = pyramid.z_star.device
+    return [pyramid] + [GeneratorPyramid(pyramid.generators, (c.noise_amplitudes * scales).to(device),
+                                         c.z_star.to(device), pyramid.full_noise, pyramid.condition,
+                                         pyramid.condition_levels).to(device)
+                        for c in dataset.clips[1:]]

@@ -50,8 +50,9 @@ def resample(x: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def build_pyramid(features: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
-    """(C, T) features -> one (C, length) tensor per level."""
-    return [resample(features[None], n)[0] for n in lengths]
+    """(..., C, T) features -> one (..., C, length) tensor per level."""
+    batch = features.reshape(-1, *features.shape[-2:])
+    return [resample(batch, n).reshape(*features.shape[:-1], n) for n in lengths]
 
 
 def noise_amplitudes(levels: list[torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Reviewing motion in Rerun: generated samples and the real clip as animated 3-D skeletons.
+"""Reviewing motion in Rerun: generated samples, the real clip and BVH files as animated 3-D skeletons.
 
 Each clip becomes one entity, `skeletons/<name>`: its joint positions (forward kinematics, in
 metres) on a `frame` timeline, drawn through an annotation context that holds the rig's joint
@@ -28,8 +28,10 @@ import numpy as np
 import rerun as rr
 import torch
 
+from .bvh import BVHError
 from .dataset import MotionDataset
 from .errors import UserError
+from .features import contact_labels, decode, load_motion
 from .generate import TrainedRun, load_run
 from .metrics import Quality
 from .rundir import RunDir
@@ -51,11 +53,15 @@ def clips_of_run(run: TrainedRun, name: str, samples: torch.Tensor, notes: str =
                  with_real: bool = False) -> list[Clip]:
     """A run's generated (N, C, T) `samples` as clips `<name>/sample-K`, after the real clip if `with_real`."""
     clips = [features_clip(run.dataset, f"{name}/sample-{k}", f, notes) for k, f in enumerate(samples)]
-    return [features_clip(run.dataset, "real", run.dataset.features, "the training clip")] * with_real + clips
+    clips_of_data = run.dataset.clips
+    real = [features_clip(run.dataset, "real" if len(clips_of_data) == 1 else f"real/{Path(c.source).stem}", c.features,
+                          f"the training clip {c.source}", c.begin_xz) for c in clips_of_data]
+    return real * with_real + clips
 
 
-def features_clip(dataset: MotionDataset, name: str, features: torch.Tensor, notes: str = "") -> Clip:
-    motion, contacts = dataset.decode(features)
+def features_clip(dataset: MotionDataset, name: str, features: torch.Tensor, notes: str = "",
+                  begin_xz: torch.Tensor | None = None) -> Clip:
+    motion, contacts = decode(features, dataset.layout, dataset.begin_xz if begin_xz is None else begin_xz)
     positions = motion.joint_positions(dataset.skeleton).numpy()
     return Clip(name, positions, contacts.numpy() > 0.5, dataset.skeleton, notes)
 
@@ -88,7 +94,7 @@ def write_run_results(run_dir: Path, samples: int, seed: int = 0) -> None:
     if not samples:
         return
     run, folder = load_run(run_dir), RunDir(run_dir)
-    features = run.generate(2 * run.dataset.features.shape[-1], samples, seed)
+    features = run.generate(2 * run.dataset.num_frames, samples, seed)
     run.write(features, folder.samples)
     write_recording(clips_of_run(run, folder.path.name, features, with_real=True), "save", folder.review)
 
@@ -289,21 +295,79 @@ def _wait_listening(host: str, port: int, timeout: float, check, what: str) -> N
         time.sleep(0.1)
 
 
+class ReviewError(UserError, FileNotFoundError):
+    """A path given to review that is not a run, an export, a sweep's exports or BVH; it names the path.
+    A FileNotFoundError too, as review reported such paths before."""
+
+
 def review_dirs(paths: list[Path], samples: int, length: int, seed: int) -> list[Clip]:
-    """Clips for run or export folders, or a sweep's export folder (every rank in it)."""
-    runs = []
-    for path in map(Path, paths):
-        ranks = sorted((p for p in path.iterdir() if RunDir(p).checkpoint.is_file()), key=lambda p: p.name)
-        runs += ranks if not RunDir(path).checkpoint.is_file() else [path]
-    if not runs:
-        raise FileNotFoundError(f"no trained run or export in {', '.join(map(str, paths))}")
-    clips = []
-    for k, run_dir in enumerate(runs):
+    """Clips for every path, in order: a run or export folder (its generated motions; the real clip
+    comes before the first run's), a sweep's export folder (every rank in it), a BVH file (one clip
+    named after the file) or a folder of BVH files that is not a run, e.g. a run's generated/ (every
+    *.bvh in it, sorted, as `<folder>/<stem>`). Every path is checked, and every BVH read, before
+    any run generates: a path that is none of these is a ReviewError, a BVH that does not parse a
+    BVHError, each naming the file. Clips that would share a name get -2, -3, ... after it."""
+    plan = [entry for path in map(Path, paths) for entry in _review_entries(path)]
+    bvh = {k: bvh_clip(path, name) for k, (kind, path, name) in enumerate(plan) if kind == "bvh"}
+    clips, first_run = [], True
+    for k, (kind, run_dir, _) in enumerate(plan):
+        if kind == "bvh":
+            clips.append(bvh[k])
+            continue
         run = load_run(run_dir)
         notes = _notes(run_dir, _metrics(run_dir))
         name = f"{run_dir.parent.name}-{run_dir.name}" if run_dir.name.isdigit() else run_dir.name
-        features = run.generate(length or 2 * run.dataset.features.shape[-1], samples, seed)
-        clips += clips_of_run(run, name, features, notes, with_real=k == 0)
+        features = run.generate(length or 2 * run.dataset.num_frames, samples, seed)
+        clips += clips_of_run(run, name, features, notes, with_real=first_run)
+        first_run = False
+    return _unique_names(clips)
+
+
+def _review_entries(path: Path) -> list[tuple[str, Path, str]]:
+    """What one review path holds: ("run", folder, "") for each run or export, ("bvh", file, clip
+    name) for each BVH file."""
+    if path.is_file():
+        if path.suffix.lower() == ".bvh":
+            return [("bvh", path, rr.escape_entity_path_part(path.stem))]
+        raise ReviewError(f"{path} is not a .bvh file, a run or export folder, or a sweep's export folder")
+    if not path.is_dir():
+        raise ReviewError(f"{path}: no such file or folder")
+    folder = RunDir(path)
+    if folder.checkpoint.is_file():
+        return [("run", path, "")]
+    if folder.config.is_file():
+        raise ReviewError(f"{path} is a run folder without {RunDir.CHECKPOINT} yet: nothing trained to review")
+    ranks = sorted((p for p in path.iterdir() if RunDir(p).checkpoint.is_file()), key=lambda p: p.name)
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() == ".bvh" and p.is_file()), key=lambda p: p.name)
+    if not ranks and not files:
+        raise ReviewError(f"no trained run or export, and no .bvh file, in {path}")
+    part = rr.escape_entity_path_part(path.resolve().name or "bvh")
+    return [("run", p, "") for p in ranks] + [("bvh", p, f"{part}/{rr.escape_entity_path_part(p.stem)}")
+                                              for p in files]
+
+
+def bvh_clip(path: str | Path, name: str) -> Clip:
+    """A BVH file as a clip, read as training reads a clip: the joints of the rig detected from its
+    joint names, about 30 frames a second, contacts labelled by the rig's speed threshold."""
+    skeleton, motion = load_motion(path)
+    if motion.num_frames == 0:
+        raise BVHError(path, None, "no frames to review")
+    positions = motion.joint_positions(skeleton).numpy()
+    contacts = contact_labels(motion, skeleton).numpy() > 0.5
+    notes = f"**{path}**\n\n- rig: {skeleton.rig}\n- {motion.num_frames} frames at {motion.fps:.3g} fps"
+    return Clip(name, positions, contacts, skeleton, notes)
+
+
+def _unique_names(clips: list[Clip]) -> list[Clip]:
+    """Two clips of one name would draw into one entity: later ones get -2, -3, ... after it."""
+    taken: set[str] = set()
+    for clip in clips:
+        name, n = clip.name, 1
+        while name in taken:
+            n += 1
+            name = f"{clip.name}-{n}"
+        clip.name = name
+        taken.add(name)
     return clips
 
 

@@ -47,6 +47,7 @@ class RunDir:
     REVIEW = "review.rrd"
     EVALUATIONS = "evaluations.jsonl"
     METRICS = "metrics.json"
+    TRAJECTORY_RUN = "trajectory-run"
 
     def __init__(self, path):
         self.path = Path(path)
@@ -58,6 +59,7 @@ class RunDir:
         self.review = self.path / self.REVIEW
         self.evaluations = self.path / self.EVALUATIONS
         self.metrics = self.path / self.METRICS
+        self.trajectory_run = self.path / self.TRAJECTORY_RUN
 
     def stage_file(self, stage: int) -> Path:
         """The checkpoint kept at the end of 1-based `stage`."""
@@ -82,6 +84,13 @@ class RunDir:
         own = OmegaConf.merge(cfg, {"data": {"npz_filename": self.DATA}, "util": {"resume": False}})
         self.config.write_text(to_yaml(own))
         dataset.save(self.data)
+
+    def keep_trajectory_run(self, source) -> None:
+        """A conditional run's own copy of the run its trajectories come from (its config, data and
+        checkpoint), so that the folder needs nothing else, wherever it goes."""
+        self.trajectory_run.mkdir()
+        for name in (self.CONFIG, self.DATA, self.CHECKPOINT):
+            shutil.copyfile(RunDir(source).path / name, self.trajectory_run / name)
 
     # ---- checkpoints --------------------------------------------------------------------
 

@@ -25,13 +25,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .config import check_device, npz_filename, stage_levels
+from .config import ConfigError, check_device, npz_filename, stage_levels
 from .dataset import MotionDataset
 from .errors import UserError
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
-from .metrics import Quality, pose_frames, quality
-from .naturalness import Naturalness
-from .networks import FusedPyramid, FusedStack, build_models
+from .metrics import Quality, Scorer
+from .networks import FusedPyramid, FusedStack, GeneratorPyramid, build_models, clip_pyramids
 from .rundir import CHECKPOINT_VERSION, RunDir, checkpoint_fits
 
 
@@ -93,6 +92,16 @@ class TrainResult:
 Outcome = TrainResult | TrainingDiverged  # how a member left the stage loop
 
 
+@dataclass
+class ClipData:
+    """What the stage loop needs of one training clip (a multi-clip run has several), on the device."""
+
+    lengths: list[int]
+    reals: list[torch.Tensor]  # (1, C, length) per level
+    pyramid: GeneratorPyramid  # the run's generators with this clip's noise amplitudes and z*
+    frozen_rec: torch.Tensor | None = None  # the frozen levels' reconstruction, once per stage
+
+
 class FakePool:
     """The original's history of generated motions: half the time the critic sees an older fake."""
 
@@ -127,26 +136,46 @@ class Trainer:
         check_device(cfg.util.device)
         self.device = torch.device(cfg.util.device)
         self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
-        self.lengths = self.dataset.level_lengths
-        self.reals = [lvl[None].to(self.device) for lvl in self.dataset.levels()]
-        self._naturalness: dict[int, Naturalness] = {}  # per validated level
+        self._scorers: dict[int, Scorer] = {}  # per validated level
 
         self.pyramid, self.critics = build_models(cfg, self.dataset)
         self.pyramid.to(self.device)
         self.critics.to(self.device)
+        self.clips = [ClipData(clip.level_lengths, [lvl[None].to(self.device) for lvl in clip.levels()], pyramid)
+                      for clip, pyramid in zip(self.dataset.clips, clip_pyramids(cfg, self.dataset, self.pyramid))]
         o = cfg.optim
         # One fused kernel per optimiser step: 14 steps an iteration, each over a few small tensors.
         self.opt_g = [torch.optim.Adam(g.parameters(), lr=o.lr_g, fused=True) for g in self.pyramid.generators]
         self.opt_d = [torch.optim.Adam(c.parameters(), lr=o.lr_d, fused=True) for c in self.critics]
-        self.pools = [FakePool(o.fake_pool_size) for _ in self.critics]
+        # Per level, one per clip: a multi-clip critic compares fakes with the clip they imitate.
+        self.pools = [[FakePool(o.fake_pool_size) for _ in self.clips] for _ in self.critics]
+        # A conditional run draws the trajectories it learns to follow from a trained run's samples.
+        self.trajectories = None
+        if cfg.model.trajectory_run:
+            from .generate import TrajectorySource
+
+            if len(self.clips) > 1:
+                raise ConfigError("config key 'model.trajectory_run': a conditional run trains on one clip, and "
+                                  f"{npz_filename(cfg)} holds {len(self.clips)}")
+            own = self.run.trajectory_run  # a resumed run's own copy
+            self.trajectories = TrajectorySource.load(own if own.is_dir() else cfg.model.trajectory_run, self.dataset,
+                                                      self.device)
+            cfg.model.trajectory_run = str(Path(cfg.model.trajectory_run).resolve())  # config.yaml outlives the cwd
         self.consistency = ContactConsistency(self.dataset.skeleton, self.dataset.layout).to(self.device)
         self.rng = torch.Generator(self.device).manual_seed(cfg.util.seed)
         self.stage, self.iteration, self.step = 0, 0, 0
-        self.frozen_rec: torch.Tensor | None = None  # the frozen levels' reconstruction, once per stage
         if cfg.tracking.rerun:
             from .review import ValidationRecording
 
             self.callbacks.append(ValidationRecording(self.dataset, self.run_dir))
+
+    @property
+    def lengths(self) -> list[int]:  # the first clip's
+        return self.clips[0].lengths
+
+    @property
+    def reals(self) -> list[torch.Tensor]:
+        return self.clips[0].reals
 
     def fit(self) -> TrainResult:
         """Train every stage; a diverged loss raises TrainingDiverged."""
@@ -167,6 +196,8 @@ class Trainer:
             self.run.keep_history_until(self.step)  # events after the checkpoint will happen again
         else:
             self.run.create(self.cfg, self.dataset)
+            if self.trajectories is not None:
+                self.run.keep_trajectory_run(self.trajectories.run.run_dir)
         self.result = TrainResult(self.run_dir, finished=False)
 
     def begin_stage(self) -> list[int]:
@@ -175,7 +206,9 @@ class Trainer:
             g.train(l >= levels[0])
             g.requires_grad_(l >= levels[0])
         with torch.no_grad():
-            self.frozen_rec = self.pyramid.reconstruct(self.lengths, range(levels[0]))[-1] if levels[0] else None
+            for clip in self.clips:
+                rec = clip.pyramid.reconstruct(clip.lengths, range(levels[0]), conds=self.given(clip.reals))
+                clip.frozen_rec = rec[-1] if levels[0] else None
         self._running: dict[str, list[float]] = {}
         return levels
 
@@ -239,27 +272,33 @@ class Trainer:
             stop = bool(callback(event)) or stop
         return stop
 
+    def given(self, levels: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """`levels` as a conditional run's conditions (None for an unconditional run)."""
+        return levels if self.trajectories is not None else None
+
     @torch.no_grad()
     def validate(self, levels: list[int]) -> tuple[dict[str, float], torch.Tensor]:
-        """Reconstruction error per level, and random samples at the stage's top level with their
-        quality, drawn as the final evaluation draws them (scheduling.validation_*)."""
+        """Reconstruction error per level (the clips' mean), and random samples at the stage's top
+        level with their quality against every clip, drawn as the final evaluation draws them
+        (scheduling.validation_*)."""
         top = levels[-1]
         out = {}
-        for l, rec in enumerate(self.pyramid.reconstruct(self.lengths, range(top + 1))):
-            if l >= levels[0]:
-                out[f"{l}/rec_error"] = reconstruction_loss(rec, self.reals[l]).item()
+        for clip in self.clips:
+            for l, rec in enumerate(clip.pyramid.reconstruct(clip.lengths, range(top + 1), conds=self.given(clip.reals))):
+                if l >= levels[0]:
+                    error = reconstruction_loss(rec, clip.reals[l]).item() / len(self.clips)
+                    out[f"{l}/rec_error"] = out.get(f"{l}/rec_error", 0.0) + error
         sched = self.cfg.scheduling
-        lengths = self.dataset.generation_lengths(round(self.lengths[-1] * sched.validation_length))
+        lengths = self.dataset.generation_lengths(round(self.dataset.num_frames * sched.validation_length))
         # Its own generator, seeded by the step, so validating never shifts the training noise.
         rng = torch.Generator(self.device).manual_seed(self.cfg.util.seed * 1_000_003 + self.step)
+        conds = self.trajectories(lengths, sched.validation_samples, rng) if self.trajectories else None
         samples = self.pyramid.sample(lengths, sched.validation_samples, rng, range(top + 1),
-                                      detail_noise=sched.validation_detail_noise).cpu()
+                                      detail_noise=sched.validation_detail_noise, conds=conds).cpu()
         if samples.shape[0]:
-            real = self.reals[top][0].cpu()
-            out.update(quality(pose_frames(samples, self.dataset.layout), pose_frames(real, self.dataset.layout)))
-            if top not in self._naturalness:  # the level's clip measured once
-                self._naturalness[top] = Naturalness(self.dataset, real)
-            out.update({k: v.mean().item() for k, v in self._naturalness[top](samples).items()})
+            if top not in self._scorers:  # the clips at this level measured once
+                self._scorers[top] = Scorer(self.dataset, top)
+            out.update({k: v.mean().item() for k, v in self._scorers[top](samples).items()})
         return out, samples
 
     # ---- state ------------------------------------------------------------------------------
@@ -275,17 +314,21 @@ class Trainer:
             "pyramid": self.pyramid.state_dict(),
             "critics": keep([c.state_dict() for c in self.critics]),
             "opt_g": keep([o.state_dict() for o in self.opt_g]), "opt_d": keep([o.state_dict() for o in self.opt_d]),
-            "pools": keep([p.items for p in self.pools]), "rng": self.rng.get_state(),
+            "pools": keep([[p.items for p in per_clip] for per_clip in self.pools]), "rng": self.rng.get_state(),
         }
 
     def load_state(self, state: dict) -> None:
         self.pyramid.load_state_dict(state["pyramid"])
-        for l, (critic, opt_g, opt_d, pool) in enumerate(zip(self.critics, self.opt_g, self.opt_d, self.pools)):
+        for l, (critic, opt_g, opt_d, pools) in enumerate(zip(self.critics, self.opt_g, self.opt_d, self.pools)):
             if state["critics"][l] is not None:
                 critic.load_state_dict(state["critics"][l])
                 opt_g.load_state_dict(state["opt_g"][l])
                 opt_d.load_state_dict(state["opt_d"][l])
-                pool.items = [t.to(self.device) for t in state["pools"][l]]
+                saved = state["pools"][l]
+                if not saved or torch.is_tensor(saved[0]):  # a checkpoint from before multi-clip runs
+                    saved = [saved]
+                for pool, items in zip(pools, saved):
+                    pool.items = [t.to(self.device) for t in items]
         for opts, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in (g for opt in opts for g in opt.param_groups):
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
@@ -366,13 +409,21 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
 
     Each member draws noise from its own generator in the order a lone run does and steps only
     its own optimisers, so training K members together is training each alone. A lone trainer is
-    a population of one."""
+    a population of one. A multi-clip run does the iteration on each clip in turn, its losses
+    the clips' mean (the original steps every clip in each of the seven sub-steps: as many
+    updates, in another order)."""
     losses: list[dict[str, float]] = [{} for _ in members]
-    pyramid = FusedPyramid([m.pyramid for m in members])
-    base, fakes, noise = _draw(members, levels, pyramid)
-    _critic_phase(members, levels, fakes, losses)
-    _adversarial_phase(members, levels, pyramid, base, noise, losses)
-    _reconstruction_phase(members, levels, pyramid, losses)
+    clips = len(members[0].clips)
+    for k in range(clips):
+        pyramid = FusedPyramid([m.clips[k].pyramid for m in members])
+        clip_losses: list[dict[str, float]] = [{} for _ in members]
+        base, fakes, noise, conds = _draw(members, k, levels, pyramid)
+        _critic_phase(members, k, levels, fakes, clip_losses)
+        _adversarial_phase(members, k, levels, pyramid, base, noise, conds, clip_losses)
+        _reconstruction_phase(members, k, levels, pyramid, clip_losses)
+        for total, part in zip(losses, clip_losses):
+            for key, value in part.items():
+                total[key] = total.get(key, 0.0) + value / clips
     return losses
 
 
@@ -380,29 +431,36 @@ def _per_member(members: list[Trainer], key: str) -> torch.Tensor:
     return torch.tensor([m.cfg.optim[key] for m in members], device=members[0].device)
 
 
-def _draw(members: list[Trainer], levels: list[int], pyramid: FusedPyramid):
+def _draw(members: list[Trainer], clip: int, levels: list[int], pyramid: FusedPyramid):
     """Every random sub-step (n critic steps, then the adversarial one) draws a fresh chain, as the
     original does: the frozen levels run once for all of them, batched, without autograd. Rows of a
     member with fewer critic steps are zero padding, run but never used. Returns the frozen
     levels' output (None at stage 1), the critic steps' fakes at each level of the stage, and the
-    noise of every level (members side by side)."""
-    lo, lengths = levels[0], members[0].lengths
+    noise of every level (members side by side), and a conditional run's conditions of every
+    level (None otherwise): trajectories drawn from its trained run, one for each chain."""
+    lo, top, lengths = levels[0], levels[-1], members[0].clips[clip].lengths
     steps = [m.cfg.optim.critic_steps for m in members]
     n = max(steps)
 
-    def draws(m, n_m, level):
-        z = m.pyramid.noise(level, n_m + 1, lengths[level], m.rng)
+    def padded(z, n_m):  # rows n_m..n-1 are the padding of a member with fewer critic steps
         return torch.cat([z[:n_m], z.new_zeros(n - n_m, *z.shape[1:]), z[n_m:]])
 
-    noise = [[draws(m, n_m, l) for l in range(levels[-1] + 1)] for m, n_m in zip(members, steps)]
+    noise = [[padded(m.clips[clip].pyramid.noise(l, n_m + 1, lengths[l], m.rng), n_m) for l in range(top + 1)]
+             for m, n_m in zip(members, steps)]
     noise = [torch.cat(level, dim=1) for level in zip(*noise)]
+    conds = None
     with torch.no_grad():
-        base = pyramid.run(range(lo), lengths, None, noise[:lo])[-1] if lo else None
-        fakes = pyramid.run(range(lo, levels[-1] + 1), lengths, base[:n] if lo else None, [z[:n] for z in noise[lo:]])
-    return base, fakes, noise
+        if members[0].trajectories is not None:
+            conds = [[padded(c, n_m) for c in m.trajectories(lengths, n_m + 1, m.rng)[:top + 1]]
+                     for m, n_m in zip(members, steps)]
+            conds = [torch.cat(level, dim=1) for level in zip(*conds)]
+        base = pyramid.run(range(lo), lengths, None, noise[:lo], conds and conds[:lo])[-1] if lo else None
+        fakes = pyramid.run(range(lo, top + 1), lengths, base[:n] if lo else None, [z[:n] for z in noise[lo:]],
+                            conds and [c[:n] for c in conds[lo:]])
+    return base, fakes, noise, conds
 
 
-def _critic_phase(members: list[Trainer], levels: list[int], fakes: list[torch.Tensor], losses) -> None:
+def _critic_phase(members: list[Trainer], clip: int, levels: list[int], fakes: list[torch.Tensor], losses) -> None:
     """`critic_steps` WGAN-GP updates of every level's critic; members with fewer critic steps
     leave the fused critic calls once theirs are done."""
     K, first = len(members), members[0]
@@ -416,10 +474,10 @@ def _critic_phase(members: list[Trainer], levels: list[int], fakes: list[torch.T
             if len(active) < K:
                 fresh = torch.cat([fresh[:, i * channels:(i + 1) * channels] for i in active], dim=1)
             alphas = [torch.rand((), generator=members[i].rng, device=first.device) for i in active]
-            shown = [members[i].pools[l].query(fresh[:, a * channels:(a + 1) * channels], members[i].rng)
+            shown = [members[i].pools[l][clip].query(fresh[:, a * channels:(a + 1) * channels], members[i].rng)
                      for a, i in enumerate(active)]
             critic = FusedStack([members[i].critics[l].net for i in active])
-            loss, w, gp = critic_loss(critic, first.reals[l], torch.cat(shown, dim=1), fresh,
+            loss, w, gp = critic_loss(critic, first.clips[clip].reals[l], torch.cat(shown, dim=1), fresh,
                                       torch.stack(alphas), lambda_gp[active], len(active))
             total = total + loss.sum()
             for i, w_i, gp_i in zip(active, w.detach().tolist(), gp.detach().tolist()):
@@ -427,17 +485,18 @@ def _critic_phase(members: list[Trainer], levels: list[int], fakes: list[torch.T
         _step([members[i].opt_d[l] for i in active for l in levels], total)
 
 
-def _adversarial_phase(members: list[Trainer], levels: list[int], pyramid: FusedPyramid, base, noise, losses) -> None:
+def _adversarial_phase(members: list[Trainer], clip: int, levels: list[int], pyramid: FusedPyramid, base, noise,
+                       conds, losses) -> None:
     """One generator update against the critics, with the contact consistency loss; each level
     learns only from its own losses, as in the original."""
     K, n = len(members), max(m.cfg.optim.critic_steps for m in members)
-    lo, lengths = levels[0], members[0].lengths
+    lo, lengths = levels[0], members[0].clips[clip].lengths
     for m in members:
         m.critics.requires_grad_(False)
     lambda_consistency = _per_member(members, "lambda_consistency")
     prev, total = base[n:] if lo else None, 0.0
     for l, z in zip(levels, (z[n:] for z in noise[lo:])):
-        fake = pyramid.run(range(l, l + 1), lengths, prev, [z])[0]
+        fake = pyramid.run(range(l, l + 1), lengths, prev, [z], conds and [conds[l][n:]])[0]
         adversarial = generator_adversarial_loss(FusedStack([m.critics[l].net for m in members]), fake, K)
         contact = members[0].consistency(fake, K)
         total = total + (adversarial + lambda_consistency * contact).sum()
@@ -449,13 +508,15 @@ def _adversarial_phase(members: list[Trainer], levels: list[int], pyramid: Fused
         m.critics.requires_grad_(True)
 
 
-def _reconstruction_phase(members: list[Trainer], levels: list[int], pyramid: FusedPyramid, losses) -> None:
+def _reconstruction_phase(members: list[Trainer], clip: int, levels: list[int], pyramid: FusedPyramid,
+                          losses) -> None:
     """One generator update towards the clip from z*, on top of the frozen levels' reconstruction."""
-    K, first = len(members), members[0]
+    K, first = len(members), members[0].clips[clip]
     lambda_rec = _per_member(members, "lambda_rec")
-    prev, total = torch.cat([m.frozen_rec for m in members], dim=1) if levels[0] else None, 0.0
+    prev, total = torch.cat([m.clips[clip].frozen_rec for m in members], dim=1) if levels[0] else None, 0.0
     for l in levels:
-        rec = pyramid.reconstruct(first.lengths, range(l, l + 1), prev)[0]
+        given = members[0].given([first.reals[l].repeat(1, K, 1)])
+        rec = pyramid.reconstruct(first.lengths, range(l, l + 1), prev, given)[0]
         loss = reconstruction_loss(rec, first.reals[l], K)
         total = total + (lambda_rec * loss).sum()
         for i, r_i in enumerate(loss.detach().tolist()):

@@ -56,6 +56,7 @@ class SweepConfig:
     export_dir: str = "exports"
     export_samples: int = 5  # BVH samples written per export
     export_length: int = 0  # frames per sample; 0: twice the clip
+    export_fix_contact: bool = False  # also each sample with its feet pinned in contact (<name>-fixed.bvh)
     eval_samples: int = 200  # samples the exported metrics average over (the original: 200)
 
 

@@ -92,32 +92,39 @@ def retrain_and_export(rows: list[TrialRow], setup: TrialSetup, cfg, objective: 
         for out in seeds.values():
             out["metrics"]["score"] = objective.score(Quality.from_dict(out["metrics"]))
         seed = max(seeds, key=lambda s: seeds[s]["metrics"]["score"])
-        path = _write_export(sweep_dir / str(rank), seeds[seed]["files"], cfg)
+        path, fixed = _write_export(sweep_dir / str(rank), seeds[seed]["files"], cfg)
         metrics = {"rank": rank, "trial_id": row.trial_id, "params": row.params, "seed": seed,
                    "clearml_task": seeds[seed]["task_id"],
                    **seeds[seed]["metrics"], "sweep_metrics": {k: cell(row, k) for k in SUMMARY_METRICS},
-                   "seeds": {str(s): out["metrics"] for s, out in seeds.items()}}
+                   "seeds": {str(s): out["metrics"] for s, out in seeds.items()}, **fixed}
         RunDir(path).metrics.write_text(json.dumps(metrics, indent=2) + "\n")
         row.export = str(path)
         exports.append(Export(rank, row, path, metrics))
     return exports
 
 
-def _write_export(path: Path, files: dict, cfg) -> Path:
-    """Written beside the target and renamed into place, so an export is whole or absent."""
+def _write_export(path: Path, files: dict, cfg) -> tuple[Path, dict]:
+    """Written beside the target and renamed into place, so an export is whole or absent. With
+    export_fix_contact, the samples' foot-contact clean-up too, and its record for metrics.json."""
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, blob in files.items():
         (tmp / name).write_bytes(blob)
     run = load_run(tmp)
-    length = cfg.export_length or 2 * run.dataset.features.shape[-1]
+    length = cfg.export_length or 2 * run.dataset.num_frames
+    fixed = {}
     if cfg.export_samples:
-        run.write(run.generate(length, cfg.export_samples, seed=0), RunDir(tmp).samples)
+        samples = run.generate(length, cfg.export_samples, seed=0)
+        run.write(samples, RunDir(tmp).samples)
+        if cfg.export_fix_contact:
+            _, fix = run.write_fixed(samples, RunDir(tmp).samples)
+            fixed = {"contact_fix": {"foot_skating_before": fix.skating_before, "foot_skating_after": fix.skating_after,
+                                     "unit": "m/s"}}
     if path.exists():  # an export of this sweep's earlier run is replaced; anything else is kept
         if not RunDir(path).checkpoint.is_file() or not RunDir(path).metrics.is_file():
             shutil.rmtree(tmp)
             raise FileExistsError(f"{path} exists and is not an export of this sweep: it is left as it is")
         shutil.rmtree(path)
     tmp.rename(path)
-    return path
+    return path, fixed

@@ -8,6 +8,7 @@ import torch
 from ganimator.bvh import write_bvh
 from ganimator.dataset import DatasetError, MotionDataset
 from ganimator.features import load_motion, motion_to_bvh
+from ganimator.kinematics import forward_kinematics
 from ganimator.procedural import procedural_dance
 from ganimator.pyramid import noise_amplitudes
 from ganimator.skeleton import MIXAMO_JOINTS
@@ -156,6 +157,42 @@ def test_joint_positions_match_the_files_forward_kinematics(salsa, clip):
     assert np.allclose(salsa.motion.joint_positions(salsa.skeleton).numpy(), expected, atol=1e-6)
 
 
+def plain_forward_kinematics(rotations, translations, parents):
+    """The obvious way, frame-first, indexing and @: what kinematics.forward_kinematics, written
+    for speed under autograd, must equal."""
+    translations = translations.expand(*rotations.shape[:-2], 3)
+    rot, pos = [rotations[..., 0, :, :]], [translations[..., 0, :]]
+    for j in range(1, len(parents)):
+        pos.append(pos[parents[j]] + (rot[parents[j]] @ translations[..., j, :, None])[..., 0])
+        rot.append(rot[parents[j]] @ rotations[..., j, :, :])
+    return torch.stack(pos, dim=-2)
+
+
+@pytest.mark.parametrize("case", ["salsa batch", "random tree, shared translations", "one pose"])
+def test_forward_kinematics_equals_the_plain_way_in_values_and_gradients(salsa, case):
+    g = torch.Generator().manual_seed(0)
+    if case == "salsa batch":  # (2, T, J): decoded rotations come with their 3x3 blocks transposed in memory
+        parents = salsa.skeleton.parents
+        rotations = salsa.decode(torch.stack([salsa.features[:, :40], salsa.features[:, 300:340]]).double())[0].rotations
+        translations = torch.randn(*rotations.shape[:-2], 3, generator=g, dtype=torch.float64)
+    else:
+        parents = [-1] + [int(torch.randint(j, (), generator=g)) for j in range(1, 30)]
+        shape = (7, 30) if case.startswith("random") else (30,)
+        rotations = roma.rotvec_to_rotmat(2 * torch.randn(*shape, 3, generator=g, dtype=torch.float64))
+        translations = torch.randn(30, 3, generator=g, dtype=torch.float64)  # (J, 3): the same in every frame
+    weights = torch.randn(*torch.broadcast_shapes(rotations.shape[:-3], translations.shape[:-2]), len(parents), 3,
+                          generator=g, dtype=torch.float64)
+    results = []
+    for fk in (forward_kinematics, plain_forward_kinematics):
+        r, t = rotations.clone().requires_grad_(True), translations.clone().requires_grad_(True)
+        positions = fk(r, t, parents)
+        (positions * weights).sum().backward()
+        results.append((positions.detach(), r.grad, t.grad))
+    assert results[0][0].shape == weights.shape and results[0][0].is_contiguous()
+    for ours, plain in zip(*results):
+        assert torch.allclose(ours, plain, rtol=0, atol=1e-12)
+
+
 def test_contacts_are_the_originals_labels(salsa, clip):
     """The original's rule (models/contact.py, skeleton_database.py), recomputed from the file: a
     contact joint is in contact where it moved under 0.018 m since the previous 30 fps frame;
@@ -210,10 +247,11 @@ def rewrite(src, dst, **changes):
     ({"format_version": np.int64(1), "coarsest_ratio": None},  # format 1 had no coarsest_ratio
      "'format_version' is 1; .* run ganimator-preprocess on the BVH again"),
     ({"parents": np.arange(-1, 2)}, r"key 'parents' has shape \(3,\)"),
-    ({"level_lengths": np.array([], np.int64)}, "'level_lengths' .* must increase"),
-    ({"level_lengths": np.array([129, 172, 229, 305, 406, 541, 600])}, "must increase up to the 648 frames"),
-    ({"noise_amplitudes": np.array([np.nan] * 7, np.float32)}, "'noise_amplitudes' holds NaN"),
-    ({"level_lengths": np.array([1.5, 2.5])}, "key 'level_lengths' has dtype float64"),
+    ({"level_lengths": np.zeros((1, 0), np.int64)}, "'level_lengths' .* must increase"),
+    ({"level_lengths": np.array([[129, 172, 229, 305, 406, 541, 600]])}, r"must increase up to each clip's frames, \[648\]"),
+    ({"clip_frames": np.array([600, 40])}, r"'clip_frames' \[600, 40\] must count the 648 frames"),
+    ({"noise_amplitudes": np.array([[np.nan] * 7], np.float32)}, "'noise_amplitudes' holds NaN"),
+    ({"level_lengths": np.array([[1.5, 2.5]])}, "key 'level_lengths' has dtype float64"),
 ])
 def test_bad_npz_is_a_clear_error(salsa, tmp_path, changes, message):
     salsa.save(tmp_path / "good.npz")
@@ -253,3 +291,16 @@ def test_procedural_clip_is_a_mixamo_dance(tmp_path):
     assert -0.05 < data.motion.joint_positions(data.skeleton)[..., 1].min() < 0.1  # feet reach the floor
     assert 0.0 < data.contacts.mean() < 1.0
     assert roma.rotmat_geodesic_distance(data.motion.rotations[:-1], data.motion.rotations[1:]).max() < 0.5
+
+
+def test_a_version_2_file_of_one_clip_still_loads(salsa, tmp_path):
+    """Run folders and exports made before multi-clip files hold version 2: one clip, no clip axis."""
+    salsa.save(tmp_path / "v3.npz")
+    with np.load(tmp_path / "v3.npz") as npz:
+        v3 = {k: npz[k] for k in npz.files}
+    old = rewrite(tmp_path / "v3.npz", tmp_path / "v2.npz", format_version=np.int64(2), clip_frames=None,
+                  **{k: v3[k][0] for k in ("begin_xz", "level_lengths", "noise_amplitudes", "source")})
+    loaded = MotionDataset.load(old)
+    assert len(loaded.clips) == 1 and loaded.source == "Salsa-Dancing-6.bvh"
+    assert loaded.level_lengths == salsa.level_lengths and torch.equal(loaded.features, salsa.features)
+    assert torch.equal(loaded.z_star, salsa.z_star) and torch.equal(loaded.begin_xz, salsa.begin_xz)

@@ -148,7 +148,7 @@ def test_every_npz_field_is_validated_before_training(tiny, tmp_path, run_cli, k
         data = {k: npz[k] for k in npz.files}
     if value is None:
         value = data[key].copy()
-        value[1] = {"rotation_orders": "XXZ", "noise_amplitudes": -1.0, "joint_names": value[0]}[key]
+        value.reshape(-1)[1] = {"rotation_orders": "XXZ", "noise_amplitudes": -1.0, "joint_names": value[0]}[key]
     np.savez(tmp_path / "bad.npz", **{**data, key: value})
     before = snapshot(tmp_path)
     refused(run_cli("train", "npz_filename=bad.npz", "run_dir=run", *TINY, cwd=tmp_path), "bad.npz", message)

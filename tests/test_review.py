@@ -1,4 +1,5 @@
 """Rerun review recordings, read back with Rerun's own reader."""
+import shutil
 import subprocess
 
 import numpy as np
@@ -6,9 +7,13 @@ import pytest
 import rerun as rr
 from rerun.chunk import RrdReader
 
+from ganimator.bvh import BVHError, write_bvh
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
-from ganimator.review import CONTACT, features_clip, log_clips
+from ganimator.errors import UserError
+from ganimator.features import Motion, contact_labels, load_motion, motion_to_bvh
+from ganimator.generate import load_run
+from ganimator.review import CONTACT, features_clip, log_clips, review_dirs, write_recording
 from ganimator.trainer import Trainer
 
 MIXAMO_PARENTS = [-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 13, 16, 17, 18, 13, 20, 21, 22]
@@ -16,16 +21,18 @@ MIXAMO_PARENTS = [-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 13, 16, 1
 
 def read(path) -> dict:
     """entity path -> (rows over the frame timeline, points per row, annotation context, per-frame
-    colours in frame order, text documents as (media type, text))"""
+    colours and positions in frame order, text documents as (media type, text))"""
     out = {}
     for chunk in RrdReader(str(path)).stream().to_chunks():
         batch = chunk.to_record_batch()
         entry = out.setdefault(chunk.entity_path, {"frames": 0, "points": set(), "context": None, "colors": {},
-                                                   "text": []})
+                                                   "positions": {}, "text": []})
         if "frame" in chunk.timeline_names and "Points3D:positions" in batch.schema.names:
             entry["frames"] += chunk.num_rows
             entry["points"] |= {len(p) for p in batch.column("Points3D:positions").to_pylist()}
-            entry["colors"].update(zip(batch.column("frame").to_pylist(), batch.column("Points3D:colors").to_pylist()))
+            frames = batch.column("frame").to_pylist()
+            entry["colors"].update(zip(frames, batch.column("Points3D:colors").to_pylist()))
+            entry["positions"].update(zip(frames, batch.column("Points3D:positions").to_pylist()))
         if "AnnotationContext:context" in batch.schema.names:
             entry["context"] = batch.column("AnnotationContext:context").to_pylist()[0][0]  # row 0, its classes
         if "TextDocument:text" in batch.schema.names:
@@ -33,6 +40,7 @@ def read(path) -> dict:
                                                            batch.column("TextDocument:text").to_pylist())]
     for entry in out.values():
         entry["colors"] = [entry["colors"][f] for f in sorted(entry["colors"])]
+        entry["positions"] = [entry["positions"][f] for f in sorted(entry["positions"])]
     return out
 
 
@@ -51,10 +59,13 @@ def runs(clip, tmp_path_factory):
 
 def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
     tmp, dirs = runs
-    out = subprocess.run(["ganimator-review", *map(str, dirs), "--length", "90", "--save", str(tmp_path / "r.rrd")],
-                         capture_output=True, text=True)
+    run = load_run(dirs[0])  # and what an application writes from a run, in a folder of BVH files
+    run.write(run.generate(30, 1, seed=0), tmp_path / "generated")
+    out = subprocess.run(["ganimator-review", *map(str, dirs), str(tmp_path / "generated"), "--length", "90",
+                          "--save", str(tmp_path / "r.rrd")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     rec = read(tmp_path / "r.rrd")
+    assert rec["/skeletons/generated/sample-000"]["frames"] == 30
     walk = MotionDataset.load(tmp / "walk.npz")
     real = walk.features.shape[-1]
     assert rec["/skeletons/real"]["frames"] == real
@@ -66,7 +77,7 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
         assert media_type == "text/markdown" and name in notes and other not in notes
     assert rec["/skeletons/real"]["points"] == {24}
 
-    (context,) = rec["/"]["context"]
+    (context,) = rec["/"]["context"]  # one skeleton, one class: the runs' and the BVH file's
     description = context["class_description"]
     assert [a["label"] for a in description["keypoint_annotations"]][:3] == ["Hips", "LeftUpLeg", "LeftLeg"]
     bones = {(c["keypoint0"], c["keypoint1"]) for c in description["keypoint_connections"]}
@@ -99,3 +110,80 @@ def test_other_rigs_draw_with_their_own_tree(clip, tmp_path):
 def test_review_of_nothing_is_a_clear_error(tmp_path):
     out = subprocess.run(["ganimator-review", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2 and "no trained run or export" in out.stderr
+
+
+def test_review_of_a_bvh_file_and_a_folder_of_them(clip, tmp_path):
+    """What the applications write (RUN/generated/*.bvh) reviewed beside a real clip: each file one
+    skeleton of its own length, at the joint positions our loader's forward kinematics gives."""
+    walk = clip("Walk-In-Circle.bvh")  # Mixamo, 753 frames at 60 fps
+    skeleton, motion = load_motion(walk)
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    # a sample as the applications write one (our writer, the Mixamo subset, 30 fps), and a clip of another rig
+    write_bvh(generated / "sample-000.bvh", motion_to_bvh(Motion(motion.rotations[:40], motion.root_positions[:40],
+                                                                 motion.fps), skeleton))
+    shutil.copy(clip("proud.bvh"), generated / "proud.bvh")  # Xia, 326 frames at 120 fps
+    (generated / "notes.txt").write_text("not a clip")
+    # as ganimator-review does it (in this process: a command's start-up costs seconds)
+    write_recording(review_dirs([str(walk), str(generated)], 1, 0, 0), "save", tmp_path / "r.rrd").disconnect()
+    rec = read(tmp_path / "r.rrd")
+
+    # side by side in path order, the folder's files sorted; read at about 30 fps as training reads a clip
+    shown = [("Walk-In-Circle", walk, len(range(0, 753, 2))), ("generated/proud", generated / "proud.bvh",
+             len(range(0, 326, 4))), ("generated/sample-000", generated / "sample-000.bvh", 40)]
+    for index, (name, path, frames) in enumerate(shown):
+        entry = rec[f"/skeletons/{name}"]
+        file_skeleton, file_motion = load_motion(path)
+        assert entry["frames"] == frames and entry["points"] == {file_skeleton.num_joints}
+        fk = file_motion.joint_positions(file_skeleton).numpy()
+        positions = np.array(entry["positions"]) - [1.5 * index, 0.0, 0.0]
+        for f in (0, 1, frames // 2, frames - 1):
+            np.testing.assert_allclose(positions[f], fk[f], atol=1e-5, err_msg=f"{name} frame {f}")
+        ((_, notes),) = rec[f"/skeletons/{name}/info"]["text"]
+        assert str(path) in notes
+    # the written sample reads back as the frames of the walk it was written from
+    sample = np.array(rec["/skeletons/generated/sample-000"]["positions"]) - [3.0, 0.0, 0.0]
+    np.testing.assert_allclose(sample, motion.joint_positions(skeleton).numpy()[:40], atol=1e-4)
+
+    # one annotation class per skeleton: the walk and the sample written from it share the Mixamo one
+    assert [c["class_description"]["info"]["label"] for c in rec["/"]["context"]] == ["mixamo", "xia"]
+    assert rec["/skeletons/Walk-In-Circle"]["points"] == {24}
+    # the walk's contact joints red exactly where contact_labels says
+    red = np.array(rec["/skeletons/Walk-In-Circle"]["colors"], dtype=np.uint64) == int.from_bytes(bytes(CONTACT), "big")
+    expected = np.zeros_like(red)
+    expected[:, skeleton.contacts] = contact_labels(motion, skeleton).numpy() > 0.5
+    assert expected.any() and np.array_equal(red, expected)
+
+
+def test_review_paths_that_hold_nothing_to_show_name_the_path(clip, tmp_path):
+    garbage = tmp_path / "broken.bvh"
+    garbage.write_text("this is not a BVH file\n")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    in_progress = tmp_path / "run"
+    in_progress.mkdir()
+    (in_progress / "config.yaml").write_text("seed: 0\n")
+    folder = tmp_path / "generated"
+    folder.mkdir()
+    shutil.copy(garbage, folder / "sample-001.bvh")
+    cases = [(tmp_path / "missing", "no such file or folder"), (text, "is not a .bvh file"),
+             (in_progress, "without checkpoint.pt"), (garbage, "expected 'HIERARCHY'"),
+             (folder, "expected 'HIERARCHY'")]
+    for path, why in cases:
+        with pytest.raises(UserError) as error:
+            review_dirs([clip("proud.bvh"), path], 1, 0, 0)
+        named = folder / "sample-001.bvh" if path == folder else path
+        assert str(named) in str(error.value) and why in str(error.value), (path, error.value)
+    with pytest.raises(BVHError):
+        review_dirs([garbage], 1, 0, 0)
+
+    # the command: one line, exit status 2, no traceback; a good path beside it changes nothing
+    out = subprocess.run(["ganimator-review", str(clip("proud.bvh")), str(garbage), "--save", str(tmp_path / "r.rrd")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == f"error: {garbage}:1: expected 'HIERARCHY' on the first line\n"
+    assert not (tmp_path / "r.rrd").exists()
+
+
+def test_clips_of_one_name_get_their_own_entities(clip):
+    proud = clip("proud.bvh")
+    assert [c.name for c in review_dirs([proud, proud, proud], 1, 0, 0)] == ["proud", "proud-2", "proud-3"]

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from ganimator.bvh import read_bvh
 from ganimator.config import load_config, qualify
+from ganimator.dataset import MotionDataset
 from ganimator.generate import load_run
 from ganimator.metrics import Quality
 from sweeps.compare import row_from_task
@@ -224,8 +225,12 @@ def test_trials_as_clearml_holds_them_rank_as_the_study(sweep):
         assert row.params == pytest.approx({k: float(local[k]) for k in KEYS})
 
 
-def test_pareto_mode_searches_coverage_diversity_and_naturalness(npz, tmp_path):
-    out = run_sweep(npz, tmp_path, "name=pareto", "objective=pareto", "num_samples=3", *EXPORT)
+def test_pareto_mode_searches_coverage_diversity_and_naturalness(clip, tmp_path):
+    """On two clips mixed (proud and normal): scored against both, exported with feet pinned."""
+    npz = tmp_path / "mix.npz"
+    MotionDataset.from_bvhs([clip("proud.bvh"), clip("normal.bvh")]).save(npz)
+    out = run_sweep(npz, tmp_path, "name=pareto", "objective=pareto", "num_samples=3", "export_fix_contact=true",
+                    *EXPORT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "objective=pareto trains every configuration to the end" in out.stderr
     study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{tmp_path / 'results' / 'pareto' / 'optuna.db'}")
@@ -245,6 +250,13 @@ def test_pareto_mode_searches_coverage_diversity_and_naturalness(npz, tmp_path):
     assert told == {tuple(values(r)) for r in rows}  # the study was told exactly these
     assert (tmp_path / "exports" / "pareto" / "1" / "checkpoint.pt").is_file()
     assert (tmp_path / "exports" / "pareto" / "plots" / "pareto-front.html").is_file()
+    export = tmp_path / "exports" / "pareto" / "1"
+    assert len(load_run(export).dataset.clips) == 2
+    metrics = json.loads((export / "metrics.json").read_text())
+    assert metrics["length"] == 2 * (82 + 90)  # evaluated as the original does: twice both clips
+    fixed = sorted(p.name for p in (export / "samples").glob("*-fixed.bvh"))
+    assert fixed == ["sample-000-fixed.bvh", "sample-001-fixed.bvh"]
+    assert len(metrics["contact_fix"]["foot_skating_after"]) == 2
 
 
 def test_a_diverging_configuration_fails_at_once_with_its_reason_and_the_sweep_goes_on(npz, tmp_path):
