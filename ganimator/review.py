@@ -207,11 +207,7 @@ class ReviewServer:
     def wait(self) -> None:
         """Block until the web viewer ends (an error: ServeError); Ctrl-C or a signal handler ends it sooner."""
         assert self.web is not None
-        # Polled rather than one blocking waitpid: the kernel may hand Ctrl-C to another thread (Rerun's,
-        # torch's), which does not interrupt the main thread's waitpid, and the command would wait for
-        # the viewer forever; between polls Python raises the KeyboardInterrupt it has noted.
-        while self.web.poll() is None:
-            time.sleep(0.2)
+        self.web.wait()
         self._web_exited()
 
     def close(self) -> None:
