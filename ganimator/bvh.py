@@ -16,6 +16,7 @@ import roma
 import torch
 
 from .errors import UserError
+from .files import atomic_write_text
 
 POSITION_CHANNELS = ("Xposition", "Yposition", "Zposition")
 ROTATION_CHANNELS = ("Xrotation", "Yrotation", "Zrotation")
@@ -81,6 +82,21 @@ def _tokens(lines, i):
             return i, tokens
         i += 1
     return i, None
+
+
+def frame_header(path: str | os.PathLike) -> tuple[int, float] | None:
+    """(frames, frame time) from a BVH's MOTION header, read line by line: what reading the whole
+    file would cost can be judged before it is read. None where the header is not as expected
+    (read_bvh then says where)."""
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if line.startswith("Frames:"):
+                    frames, time = line.split()[1:2], next(f, "").split()[2:3]
+                    return int(frames[0]), float(time[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def read_bvh(path: str | os.PathLike) -> BVH:
@@ -246,10 +262,3 @@ def write_bvh(path: str | os.PathLike, bvh: BVH) -> None:
     out.write(f"MOTION\nFrames: {bvh.num_frames}\nFrame Time: {bvh.frame_time:.6f}\n")
     np.savetxt(out, bvh.motion, fmt="%.6f", delimiter=" ")
     atomic_write_text(path, out.getvalue())
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -46,10 +46,11 @@ def preprocess() -> None:
     args = p.parse_args()
 
     def main():
-        if Path(args.out).suffix.lower() == ".bvh":  # `a.bvh b.bvh` without an output would overwrite b
-            raise UserError(f"{args.out} is a BVH file, not the npz to write: name the output last")
+        replacing = _check_npz_output(args.out, args.bvh)
         rig = None if args.rig == "auto" else next(r for r in RIGS if r.name == args.rig)
         data = MotionDataset.from_bvhs(args.bvh, rig, seed=args.seed, ratio=args.ratio)
+        if replacing:
+            print(f"note: replacing {args.out}, an earlier ganimator-preprocess output", file=sys.stderr)
         data.save(args.out)
         s = data.skeleton
         print(f"rig {s.rig}, {s.num_joints} joints, {len(s.contacts)} contacts, {data.layout.channels} channels, "
@@ -59,6 +60,36 @@ def preprocess() -> None:
         print(f"wrote {args.out}")
 
     _run(main)
+
+
+def _check_npz_output(out: str, inputs: list[str]) -> bool:
+    """Refuse an output that would destroy something: an input, a BVH (`a.bvh b.bvh` with the npz
+    forgotten), any file that is not an earlier output. Returns whether an earlier npz is replaced."""
+    path = Path(out)
+    if path.suffix.lower() == ".bvh":
+        raise UserError(f"{out} is a BVH file, not the npz to write: name the output last")
+    duplicate = next((a for i, a in enumerate(inputs) if any(_same_file(a, b) for b in inputs[:i])), None)
+    if duplicate:
+        raise UserError(f"{duplicate} is given twice: mixing a clip with itself only weighs it double")
+    if any(_same_file(out, a) for a in inputs):
+        raise UserError(f"{out} is one of the input clips, not the npz to write: name a new output last")
+    if not path.exists():
+        return False
+    if path.is_dir():
+        raise IsADirectoryError(f"{out} is a folder: name the npz file to write")
+    try:
+        MotionDataset.load(path)
+    except UserError:
+        raise UserError(f"{out} exists and is not a ganimator-preprocess npz: it is left alone; name a new "
+                        "output") from None
+    return True
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:  # one does not exist: not the same
+        return False
 
 
 def _ratio(text: str) -> float:
@@ -159,6 +190,9 @@ def generate() -> None:
             raise GenerationError(f"--samples {samples} from one {'key-frame file' if args.keyframes else 'content clip'} "
                                   "without --detail-noise would be one motion repeated: add --detail-noise 1")
         run = load_run(args.run_dir)
+        if args.fix_contact and not run.dataset.skeleton.contacts:  # before anything is written
+            raise GenerationError(f"--fix-contact: {args.run_dir}'s rig ({run.dataset.skeleton.rig}) has no contact "
+                                  "joints, so there are no feet to pin")
         if args.write_keyframes:
             if Path(args.write_keyframes).exists():
                 raise FileExistsError(f"--write-keyframes {args.write_keyframes} exists: choose a new file")
@@ -262,10 +296,10 @@ def review() -> None:
 
         from .review import ReviewServer, ServeError
 
-        def stop(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, stop)  # a service manager's stop ends it as Ctrl-C does
+        # _run made SIGINT and SIGTERM raise KeyboardInterrupt, even where SIGINT came ignored.
+        if not _is_loopback(args.host):
+            print(f"warning: --host {args.host} serves the recording to every machine that can reach this one, "
+                  "without authentication", file=sys.stderr)
         try:
             server = ReviewServer(clips, args.host, args.grpc_port, args.web_port)
         except ServeError as e:
@@ -286,3 +320,12 @@ def review() -> None:
             server.close()
 
     _run(main)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

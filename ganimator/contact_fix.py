@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 import roma
 import torch
+from tqdm.auto import tqdm
 
 from .dataset import MotionDataset
+from .errors import UserError
 from .features import Motion, decode
 from .kinematics import forward_kinematics
 from .naturalness import CONTACT, skating
@@ -42,6 +44,10 @@ ITERATIONS = 500
 LEARNING_RATE = 1e-3
 ROTATION_WEIGHT = 0.1  # MSE of the 6D rotations against the input's
 VELOCITY_WEIGHT = 0.01  # MSE of the root's velocity representation against the input's
+
+
+class ContactFixError(UserError, ValueError):
+    """Motion whose feet cannot be pinned; the message says why."""
 
 
 @dataclass
@@ -119,11 +125,14 @@ def _rows_to_matrices(rows6d: torch.Tensor) -> torch.Tensor:
     return roma.special_gramschmidt(rows.transpose(-1, -2)).transpose(-1, -2)
 
 
-def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iterations: int = ITERATIONS) -> Motion:
+def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iterations: int = ITERATIONS,
+                progress: str | None = None) -> Motion:
     """`motion` with its planted feet held still by inverse kinematics (see the module docstring).
 
     contacts: (T, C) the sample's predicted contact channels (dataset.decode's second output); a
     joint is planted where its channel exceeds 0.5. Returns a new float64 Motion on the CPU, same fps.
+    `progress`: a progress bar's label (a long motion takes minutes: each step runs its whole
+    forward kinematics), none when None.
     """
     if motion.rotations.dim() != 4:
         raise ValueError(f"fix_contact takes one motion, rotations (T, J, 3, 3); got shape {tuple(motion.rotations.shape)}")
@@ -156,7 +165,7 @@ def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iter
     rows6d, velocity = rows0.clone().requires_grad_(True), velocity0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([rows6d, velocity], lr=LEARNING_RATE, betas=(0.9, 0.999))
     mse = torch.nn.functional.mse_loss
-    for _ in range(iterations):
+    for _ in tqdm(range(iterations), desc=progress, disable=progress is None, unit="step", leave=False):
         optimizer.zero_grad()
         loss = (mse(positions(rows6d, velocity), targets) + ROTATION_WEIGHT * mse(rows6d, rows0)
                 + VELOCITY_WEIGHT * mse(velocity, velocity0))
@@ -168,7 +177,7 @@ def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iter
 
 
 def fix_samples(dataset: MotionDataset, features: torch.Tensor, iterations: int = ITERATIONS,
-                begin_xz: torch.Tensor | None = None) -> ContactFix:
+                begin_xz: torch.Tensor | None = None, progress: bool = False) -> ContactFix:
     """Decode each (C, T) sample of a (N, C, T) batch (its root starting at `begin_xz`, default
     the clip's start), fix its foot contact, and measure its foot skating before and after, both
     on the sample's own predicted contacts, at the clip's fps."""
@@ -176,11 +185,15 @@ def fix_samples(dataset: MotionDataset, features: torch.Tensor, iterations: int 
         raise ValueError(f"fix_samples takes a batch (N, channels, T), got shape {tuple(features.shape)}")
     skeleton, fps = dataset.skeleton, dataset.motion.fps
     result = ContactFix([], [], [])
-    for sample in features.detach().cpu():
+    if not skeleton.contacts:
+        raise ContactFixError(f"{dataset.source or 'the data'}'s rig ({skeleton.rig}) has no contact joints: there "
+                              "are no feet to pin")
+    for k, sample in enumerate(features.detach().cpu()):
         start = dataset.begin_xz if begin_xz is None else begin_xz
         motion, contacts = decode(sample.double(), dataset.layout, start)  # float64, as naturalness measures
         motion.fps = fps
-        fixed = fix_contact(motion, contacts, skeleton, iterations)
+        label = f"pinning feet, motion {k + 1}/{len(features)}" if progress else None
+        fixed = fix_contact(motion, contacts, skeleton, iterations, label)
         planted = contacts > CONTACT
         for out, m in ((result.skating_before, motion), (result.skating_after, fixed)):
             out.append(skating(m.joint_positions(skeleton), planted, skeleton.contacts, fps).item())

@@ -6,7 +6,6 @@ self-contained: training, generation and BVH export read nothing else.
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from .bvh import BVHError
+from .files import atomic_write_bytes
 from .errors import UserError
 from .features import TARGET_FPS, FeatureLayout, Motion, contact_labels, decode, encode, load_motion
 from .pyramid import COARSEST_RATIO, MIN_LEVEL_FRAMES, build_pyramid, noise_amplitudes, pyramid_lengths, scaled_lengths
@@ -215,10 +215,7 @@ class MotionDataset:
         }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path) -> "MotionDataset":

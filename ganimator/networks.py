@@ -235,14 +235,54 @@ class FusedPyramid:
     reconstruct = GeneratorPyramid.reconstruct
 
 
+# Bytes training keeps per network weight: the weight, its skeleton mask, its gradient and Adam's two moments.
+TRAIN_BYTES_PER_WEIGHT = 5 * 4
+# Bytes one iteration's activations take per channel and frame of the networks' layers at the
+# longest level: generator and critic, forward, backward and the gradient penalty's double backward.
+ACTIVATION_BYTES = 4 * 24
+
+
+def training_bytes(cfg, dataset) -> int:
+    """About how much memory training `cfg`'s networks on `dataset` takes: the weights and their
+    optimiser state at every level, and one iteration's activations."""
+    longest = max(c.level_lengths[-1] for c in dataset.clips)
+    total = 0
+    for out in (dataset.layout.channels, 1):  # a generator and a critic at each level
+        widths = channel_widths(cfg.model, dataset.layout, out)
+        weights = sum(a * b * cfg.model.kernel_size + b for a, b in zip(widths, widths[1:]))
+        total += dataset.num_levels * weights * TRAIN_BYTES_PER_WEIGHT + sum(widths) * longest * ACTIVATION_BYTES
+    return total
+
+
+def check_kernel(cfg, dataset) -> None:
+    coarsest, k = min(c.level_lengths[0] for c in dataset.clips), cfg.model.kernel_size
+    if k // 2 >= coarsest:  # padding reads kernel_size // 2 frames each side
+        raise ConfigError(f"config key 'model.kernel_size' is {k}: it needs a coarsest level of more than "
+                          f"{k // 2} frames, and {dataset.source or 'the data'}'s has {coarsest}")
+
+
+def check_fits(cfg, dataset, device: torch.device) -> None:
+    """Refuse networks the device cannot hold before allocating them, naming the keys that size them."""
+    import psutil
+
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = psutil.virtual_memory().available
+    need = training_bytes(cfg, dataset)
+    if need > 0.8 * free:
+        m = cfg.model
+        raise ConfigError(f"config keys 'model.hidden_channels' {list(m.hidden_channels)} and 'model.kernel_size' "
+                          f"{m.kernel_size}: training these networks on {dataset.source or 'the data'} needs about "
+                          f"{need / 2**30:.1f} GiB, and {device.type} has {free / 2**30:.1f} GiB free")
+
+
 def build_models(cfg, dataset) -> tuple[GeneratorPyramid, nn.ModuleList]:
     """Generators and critics for every level of `dataset`, initialised from `cfg.util.seed`
     without touching the global RNG; each stage's levels get its noise amplitude scale. The
     pyramid carries the first clip's amplitudes and z* (`clip_pyramids` gives every clip's)."""
-    m, coarsest = cfg.model, min(c.level_lengths[0] for c in dataset.clips)
-    if m.kernel_size // 2 >= coarsest:  # padding reads kernel_size // 2 frames each side
-        raise ConfigError(f"config key 'model.kernel_size' is {m.kernel_size}: it needs a coarsest level of more than "
-                          f"{m.kernel_size // 2} frames, and {dataset.source or 'the data'}'s has {coarsest}")
+    check_kernel(cfg, dataset)
+    m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.util.seed)
         gens = [Generator(build_stacks(m, dataset.layout, dataset.skeleton, dataset.layout.channels))

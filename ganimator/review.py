@@ -137,6 +137,7 @@ def write_recording(clips: list[Clip], mode: str = "save", path: str | Path = "r
     the data is served only while its recording stream lives."""
     rec = rr.RecordingStream("ganimator-review")
     if mode == "save":
+        _check_writable(Path(path))
         rec.save(path)
     elif mode == "spawn":
         rec.spawn()
@@ -145,6 +146,15 @@ def write_recording(clips: list[Clip], mode: str = "save", path: str | Path = "r
     log_clips(rec, clips)
     rec.flush()
     return rec
+
+
+def _check_writable(path: Path) -> None:
+    """An OSError naming `path` if it cannot be written: Rerun's own is a RuntimeError without the reason."""
+    existed = path.exists()
+    with open(path, "ab"):
+        pass
+    if not existed:
+        path.unlink()
 
 
 DEFAULT_HOST, DEFAULT_GRPC_PORT, DEFAULT_WEB_PORT = "127.0.0.1", 9876, 9090

@@ -11,12 +11,14 @@
       validation.rrd   every validation's samples (tracking.rerun=true)
       evaluations.jsonl  one line per ganimator-evaluate
       metrics.json     an export's rank, parameters and per-seed evaluation (sweeps/export.py)
+      .lock            held by the process training in it, with its PID
 
 Every name lives here, so that the trainer, generation, review, tracking and the sweep agree.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -24,11 +26,12 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .bvh import atomic_write_text
+from .files import atomic_write_text, replace_atomically
 from .errors import UserError
 
 CHECKPOINT_VERSION = 3  # 3: the original's channel layout and skeleton-aware networks
@@ -36,6 +39,10 @@ CHECKPOINT_VERSION = 3  # 3: the original's channel layout and skeleton-aware ne
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint or history that cannot be read; the message names the file."""
+
+
+class RunInUse(UserError, RuntimeError):
+    """Another live process trains in the run folder."""
 
 
 class RunDir:
@@ -48,6 +55,7 @@ class RunDir:
     EVALUATIONS = "evaluations.jsonl"
     METRICS = "metrics.json"
     TRAJECTORY_RUN = "trajectory-run"
+    LOCK = ".lock"  # held by the process training in the folder (RunDir.hold)
 
     def __init__(self, path):
         self.path = Path(path)
@@ -97,10 +105,10 @@ class RunDir:
     def save(self, state: dict, stage: int | None = None) -> Path:
         """`state` as checkpoint.pt, and as stage-K.pt too at the end of 1-based `stage`; returns
         the file that holds exactly this state (the stage file when there is one)."""
-        _replace(self.checkpoint, lambda tmp: torch.save(state, tmp))
+        replace_atomically(self.checkpoint, lambda tmp: torch.save(state, tmp))
         if stage is None:
             return self.checkpoint
-        _replace(self.stage_file(stage), lambda tmp: shutil.copyfile(self.checkpoint, tmp))
+        replace_atomically(self.stage_file(stage), lambda tmp: shutil.copyfile(self.checkpoint, tmp))
         return self.stage_file(stage)
 
     def newest_state(self) -> tuple[Path, dict]:
@@ -115,10 +123,33 @@ class RunDir:
             except CheckpointError as e:
                 errors.append(str(e))
                 continue
-            if errors:
-                print(f"warning: {'; '.join(errors)}; resuming from {path}", file=sys.stderr)
+            if errors:  # a finished run trains no further: checkpoint.pt must be whole for generation now
+                replace_atomically(self.checkpoint, lambda tmp: shutil.copyfile(path, tmp))
+                print(f"warning: {'; '.join(errors)}; resuming from {path} (now also {self.CHECKPOINT})",
+                      file=sys.stderr)
             return path, state
         raise CheckpointError("; ".join(errors) + f" (and no readable stage checkpoint in {self.path})")
+
+    # ---- one process at a time -----------------------------------------------------------
+
+    def hold(self) -> IO:
+        """Hold the folder for this process until the returned file is closed: a second process
+        training or resuming in it meanwhile is refused. The kernel drops the lock when its holder
+        dies, so the folder of a killed run is free again at once."""
+        f = open(self.path / self.LOCK, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise RunInUse(f"run_dir {self.path} is in use by {f'process {holder}' if holder else 'another process'}"
+                           " training in it: wait for it to end, or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
 
     # ---- history ------------------------------------------------------------------------
 
@@ -134,13 +165,6 @@ class RunDir:
         if self.history.exists():
             kept = [line for line, event in read_history(self.history) if event["step"] <= step]
             atomic_write_text(self.history, "".join(kept))
-
-
-def _replace(path: Path, write) -> None:
-    """Write beside `path` and rename into place, so a crash never leaves half a file under its name."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def new_or_empty(folder: Path) -> bool:

@@ -30,7 +30,7 @@ from .dataset import MotionDataset
 from .errors import UserError
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import Quality, Scorer
-from .networks import FusedPyramid, FusedStack, GeneratorPyramid, build_models, clip_pyramids
+from .networks import FusedPyramid, FusedStack, GeneratorPyramid, build_models, check_fits, clip_pyramids
 from .rundir import CHECKPOINT_VERSION, RunDir, checkpoint_fits
 
 
@@ -129,6 +129,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.run = RunDir(cfg.util.run_dir)
         self.run_dir = self.run.path
+        self._held = None  # the run folder's lock file while fit runs (RunDir.hold)
         if dataset is None:  # a resumed run trains on its own copy of the data
             own = self.run.data
             dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
@@ -138,6 +139,7 @@ class Trainer:
         self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
         self._scorers: dict[int, Scorer] = {}  # per validated level
 
+        check_fits(cfg, self.dataset, self.device)
         self.pyramid, self.critics = build_models(cfg, self.dataset)
         self.pyramid.to(self.device)
         self.critics.to(self.device)
@@ -190,15 +192,24 @@ class Trainer:
         if self.cfg.util.num_threads > 0:
             torch.set_num_threads(self.cfg.util.num_threads)
         if self.cfg.util.resume:
+            if self.run.path.is_dir():  # else newest_state says there is nothing to resume
+                self._held = self.run.hold()
             path, state = self.run.newest_state()
             with checkpoint_fits(path):
                 self.load_state(state)
             self.run.keep_history_until(self.step)  # events after the checkpoint will happen again
         else:
             self.run.create(self.cfg, self.dataset)
+            self._held = self.run.hold()
             if self.trajectories is not None:
                 self.run.keep_trajectory_run(self.trajectories.run.run_dir)
         self.result = TrainResult(self.run_dir, finished=False)
+
+    def release(self) -> None:
+        """Let another process train in the run folder (fit's end, whatever ended it)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     def begin_stage(self) -> list[int]:
         levels = self.stages[self.stage]
@@ -351,6 +362,14 @@ def fit(members: list[Trainer], after_stage: Callable[[int, list[Trainer]], None
     go on; `first_iteration` runs each stage's first iteration in place of `train_iteration` (the
     population measures memory there). Returns each member's TrainResult, or the TrainingDiverged
     error that ended it."""
+    try:
+        return _fit(members, after_stage, on_leave, first_iteration)
+    finally:
+        for m in members:
+            m.release()
+
+
+def _fit(members: list[Trainer], after_stage, on_leave, first_iteration) -> list[Outcome]:
     for m in members:
         m.begin()
     positions = {(m.stage, m.iteration) for m in members}

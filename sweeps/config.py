@@ -104,6 +104,21 @@ def hide_password(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed and parsed.password else url
 
 
+def check_reachable(url: str) -> None:
+    """A database server that cannot be reached is one line naming it (password masked), before
+    the sweep starts anything; SQLAlchemy's own error is a long traceback that may hold the URL."""
+    if url.startswith("sqlite:"):
+        return
+    try:
+        sqlalchemy.create_engine(url).connect().close()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        parsed = _database_url(url)
+        if parsed is not None and parsed.password:
+            reason = reason.replace(parsed.password, "***")
+        raise ConfigError(f"optuna_storage {hide_password(url)} cannot be reached: {reason}") from None
+
+
 def drop_password(url: str) -> str:
     """A database URL as it may be saved for resume: without its password, which PostgreSQL's
     client then takes from PGPASSWORD or ~/.pgpass (or from optuna_storage= given again)."""

@@ -28,6 +28,7 @@ BATCH = "batch"  # user attribute: that Ray trial's batch index
 METRICS = "metrics"  # user attribute: the newest stage end's quality, stages_done and step
 FAILURE = "failure"  # user attribute: why the configuration failed
 STAGE_SCORES = "stage_scores"  # user attribute: the score at each stage end, in order
+EXPORTED = "exported"  # study attribute: where the finished sweep exported and summarised its results
 
 
 class Status(Enum):

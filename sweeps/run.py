@@ -30,19 +30,24 @@ from ganimator.dataset import MotionDataset
 from ganimator.errors import run_command
 from ganimator.rundir import new_or_empty
 from sweeps import trust
-from sweeps.config import ARGS, STUDY_DB, SweepConfig, drop_password, hide_password, load_sweep_config
+from sweeps.config import (ARGS, STUDY_DB, SweepConfig, check_reachable, drop_password, hide_password,
+                           load_sweep_config)
 from sweeps.export import retrain_and_export
 from sweeps.objective import Objective
 from sweeps.plots import comparison_figures, write_figures
 from sweeps.report import TASK_ID, SweepTask
-from sweeps.results import (Status, close_orphans, counts, importances, learned_lines, rung_correlations, study_rows,
+from sweeps.results import (EXPORTED, Status, close_orphans, counts, importances, learned_lines, rung_correlations, study_rows,
                             write_summary)
 from sweeps.search import StudySpec
-from sweeps.space import load_space
+from sweeps.space import check_on_data, load_space
 from sweeps.trainable import TrialSetup, batches, check_space_fusable, train_trial
 
 # Tiny test sweeps checkpoint every second or so; real stages take minutes.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's own Ctrl-C handler ends `fit()` as if the sweep were done, and the driver would go on to
+# export a half-run sweep. Without it, SIGINT is a KeyboardInterrupt as SIGTERM is (run_command):
+# the driver stops at once, and resume=true continues from Tune's last saved state.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 
 def connect(cfg) -> None:
@@ -94,13 +99,23 @@ def main(argv: list[str]) -> int:
     if cfg.objective == "pareto" and cfg.early_stopping:
         print("note: objective=pareto trains every configuration to the end (Optuna prunes single-objective "
               "studies only)", file=sys.stderr)
-    # A bad npz or stages that do not fit it fail here, not in every trial.
-    num_stages = len(stage_levels(base.model, MotionDataset.load(base.data.npz_filename).num_levels,
-                                  base.data.npz_filename))
+    # A bad npz, stages or space values that do not fit it fail here, not in every trial.
+    dataset = MotionDataset.load(base.data.npz_filename)
+    num_stages = len(stage_levels(base.model, dataset.num_levels, base.data.npz_filename))
+    if cfg.export_fix_contact and not dataset.skeleton.contacts:
+        raise ConfigError(f"export_fix_contact=true: {base.data.npz_filename}'s rig ({dataset.skeleton.rig}) has no "
+                          "contact joints, so there are no feet to pin")
+    local = not (cfg.address or os.environ.get("RAY_ADDRESS")) and cfg.gpus_per_trial == 0  # trials use this memory
+    check_on_data(space, trainer_overrides, dataset, check_memory=local)
     results_dir = cfg.results_dir if "://" in cfg.results_dir else str(Path(cfg.results_dir).resolve())
     sweep_path = f"{results_dir}/{cfg.name}"
     storage = cfg.optuna_storage or f"sqlite:///{Path(sweep_path) / STUDY_DB}"
+    check_reachable(storage)
     _check_new_or_resume(cfg, sweep_path, storage)
+    if cfg.resume and (exported := optuna.load_study(study_name=cfg.name, storage=storage).user_attrs.get(EXPORTED)):
+        # Exporting again would replace what the user may have added to the exports since.
+        print(f"sweep {cfg.name} is finished: its exports and summary are in {exported}; nothing to resume")
+        return 0
 
     setup_dir = Path(sweep_path) if "://" not in sweep_path else None  # where resume finds its study and arguments
     if not cfg.resume:
@@ -150,6 +165,7 @@ def main(argv: list[str]) -> int:
         figures = comparison_figures(study, objective)
         plots = write_figures(figures, out_dir / "plots")
         sweep_task.report(rows, exports, list(space), objective, figures, [csv_path, md_path])
+    spec.load().set_user_attr(EXPORTED, str(out_dir))
     _print_summary(cfg, rows, exports, md_path, storage)
     print(f"comparison plots: {out_dir / 'plots'}" if plots else "comparison plots: none (no finished trial)")
     return 0

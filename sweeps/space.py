@@ -26,6 +26,11 @@ class Param:
     distribution: optuna.distributions.BaseDistribution
     default: object
 
+    def extremes(self) -> list:
+        """The values that bound what a trial may get: every choice, or a range's ends."""
+        d = self.distribution
+        return list(d.choices) if isinstance(d, optuna.distributions.CategoricalDistribution) else [d.low, d.high]
+
     def override(self, value) -> str:
         return f"{self.key}={value}"
 
@@ -110,3 +115,24 @@ def _param(key: str, spec, base, trainer_overrides: list[str]) -> Param:
 def _current(base, key: str):
     """The trainer's value for `key`, the default of an entry that names none."""
     return OmegaConf.select(base, qualify(key))
+
+
+def check_on_data(space: SearchSpace, trainer_overrides: list[str], dataset, check_memory: bool) -> None:
+    """What the trainer checks against the clip (stages, a kernel wider than the coarsest level,
+    networks too large for this machine's memory), for every choice and range end of the space:
+    refused here, naming the entry, instead of in each trial on the cluster."""
+    import torch
+
+    from ganimator.config import stage_levels
+    from ganimator.networks import check_fits, check_kernel
+
+    for key, param in space.items():
+        for value in param.extremes():
+            cfg = load_config([*trainer_overrides, f"{key}={value}"])
+            try:
+                stage_levels(cfg.model, dataset.num_levels, dataset.source or "the data")
+                check_kernel(cfg, dataset)
+                if check_memory:
+                    check_fits(cfg, dataset, torch.device("cpu"))
+            except ConfigError as e:
+                raise ConfigError(f"search space key {key!r}, value {value!r}: {e}") from None

@@ -6,11 +6,14 @@ installed scripts, without a second torch import per case); sweeps/run.py runs a
 Covered elsewhere: review --serve on loopback (test_review_serve.py), Ray's ports and token
 (test_ray_exposure.py), a crafted tuner.pkl (test_resume_trust.py), PostgreSQL (test_postgres.py).
 """
+import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,8 @@ from ganimator.pyramid import min_clip_frames
 
 from conftest import ROOT, clean_env
 
-TOOLS = {"preprocess": cli.preprocess, "train": cli.train, "generate": cli.generate, "evaluate": cli.evaluate}
+TOOLS = {"preprocess": cli.preprocess, "train": cli.train, "generate": cli.generate, "evaluate": cli.evaluate,
+         "review": cli.review}
 TINY = ["hidden_channels=[16,32,32]", "train_data_iter=1", "validation_samples=0", "clearml=off", "progress=false"]
 
 
@@ -343,3 +347,138 @@ def test_a_sweep_that_failed_before_training_leaves_its_name_free(sweep_dir):
     again = sweep(*args, cwd=sweep_dir)  # not "already exists": the name is taken over
     assert "failed before it began training; starting it afresh" in again.stderr
     sweep_refused(again, "ClearML could not start a task")
+
+
+# ---- outputs that would destroy input ---------------------------------------------------------
+
+def test_preprocess_never_writes_over_an_input_or_a_file_it_did_not_write(proud, tmp_path, run_cli, clip):
+    shutil.copy(clip("proud.bvh"), tmp_path / "clip")  # a BVH without the suffix
+    shutil.copy(clip("normal.bvh"), tmp_path / "normal.bvh")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    (tmp_path / "folder").mkdir()
+    before = snapshot(tmp_path)
+    refused(run_cli("preprocess", "clip", "normal.bvh", "clip", cwd=tmp_path), "clip is one of the input clips")
+    refused(run_cli("preprocess", "normal.bvh", "./normal.bvh", "mix.npz", cwd=tmp_path), "given twice")
+    refused(run_cli("preprocess", "normal.bvh", "notes.txt", cwd=tmp_path), "notes.txt exists and is not a "
+            "ganimator-preprocess npz")
+    refused(run_cli("preprocess", "normal.bvh", "folder", cwd=tmp_path), "folder is a folder")
+    assert snapshot(tmp_path) == before  # no stray .folder.tmp either
+    # An earlier output is replaced, and says so.
+    assert run_cli("preprocess", "normal.bvh", "n.npz", cwd=tmp_path)[0] == 0
+    code, err = run_cli("preprocess", "normal.bvh", "--seed", "1", "n.npz", cwd=tmp_path)
+    assert code == 0 and "note: replacing n.npz" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "folder", "n.npz", "normal.bvh", "notes.txt"]
+
+
+def test_review_save_into_a_folder_that_cannot_be_written_is_one_line(tiny, tmp_path, run_cli):
+    shutil.copytree(tiny / "run", tmp_path / "run")
+    target = Path("/sys/ganimator-test/r.rrd") if os.geteuid() == 0 else tmp_path / "locked" / "r.rrd"
+    if os.geteuid() != 0:
+        target.parent.mkdir(mode=0o555)
+    before = snapshot(tmp_path)
+    refused(run_cli("review", "run", "--length", "30", "--save", target, cwd=tmp_path), str(target))
+    assert snapshot(tmp_path) == before
+
+
+def test_an_input_clip_too_large_for_memory_is_refused_before_it_is_read(tiny, tmp_path, run_cli):
+    shutil.copytree(tiny / "run", tmp_path / "run")
+    head, frames = (tiny / "clip.bvh").read_text().split("Frames:", 1)
+    lines = frames.splitlines()
+    # What the header claims is what reading the file would cost: 2.4 million frames, as the 2.2 GB
+    # clip that took 6.6 GB before failing, refused from its header alone.
+    (tmp_path / "big.bvh").write_text(head + "Frames: 2400000\n" + "\n".join(lines[1:]) + "\n")
+    before = snapshot(tmp_path)
+    for flag in ("--content", "--keyframes"):
+        refused(run_cli("generate", "run", flag, "big.bvh", cwd=tmp_path), "big.bvh: reading its 2400000 frames",
+                "GiB are free")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("hidden", ["[100000000,1,1]", "[20000,20000,20000]"])
+def test_networks_larger_than_memory_are_refused_before_allocation(tiny, tmp_path, run_cli, hidden):
+    shutil.copy(tiny / "clip.npz", tmp_path)
+    before = snapshot(tmp_path)
+    args = [a for a in TINY if not a.startswith("hidden_channels")]
+    refused(run_cli("train", "npz_filename=clip.npz", "run_dir=run", f"hidden_channels={hidden}", *args,
+                    cwd=tmp_path), "'model.hidden_channels'", "GiB free")
+    assert snapshot(tmp_path) == before and not (tmp_path / "run").exists()
+
+
+def test_a_truncated_checkpoint_is_healed_by_resume_so_generation_works(tiny, tmp_path, run_cli):
+    run = tmp_path / "run"
+    shutil.copytree(tiny / "run", run)
+    whole = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(whole[: len(whole) // 2])
+    code, err = run_cli("train", "run_dir=run", "resume=true", cwd=tmp_path)
+    assert code == 0 and "resuming from" in err and "Traceback" not in err
+    assert run_cli("generate", "run", "--samples", "1", "--length", "60", cwd=tmp_path)[0] == 0
+    assert (run / "generated" / "sample-000.bvh").is_file()
+
+
+def test_fix_contact_on_a_rig_without_contact_joints_is_refused(tmp_path, run_cli):
+    dance = procedural_dance(4.0)
+    generic = dataclasses.replace(dance, names=[f"bone{j}" for j in range(len(dance.names))])  # no rig matches
+    MotionDataset.from_bvh(_write(tmp_path / "generic.bvh", generic)).save(tmp_path / "generic.npz")
+    assert run_cli("train", "npz_filename=generic.npz", "run_dir=run", *TINY, cwd=tmp_path)[0] == 0
+    before = snapshot(tmp_path)
+    refused(run_cli("generate", "run", "--fix-contact", cwd=tmp_path), "has no contact joints")
+    assert snapshot(tmp_path) == before
+    sweep_refused(sweep("npz_filename=generic.npz", "name=feet", "export_fix_contact=true", cwd=tmp_path),
+                  "export_fix_contact=true", "no contact joints")
+
+
+# ---- a process per run folder, and output cut short ---------------------------------------------
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout=120.0, what="it") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"exited {proc.returncode} before {what}: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+def test_a_live_run_folder_is_refused_and_a_killed_runs_folder_is_taken_over(tiny, tmp_path, run_cli):
+    shutil.copy(tiny / "clip.npz", tmp_path)
+    args = [a if not a.startswith("train_data_iter") else "train_data_iter=100000" for a in TINY]
+    first = subprocess.Popen([sys.executable, "-c", "from ganimator.cli import train; train()", "npz_filename=clip.npz",
+                              "run_dir=run", "checkpoint_every=5", *args], cwd=tmp_path, env=clean_env(tmp_path),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (tmp_path / "run" / "checkpoint.pt").exists(), first, what="a first checkpoint")
+        refused(run_cli("train", "run_dir=run", "resume=true", cwd=tmp_path),
+                f"run_dir run is in use by process {first.pid}")
+    finally:
+        first.kill()  # SIGKILL: no cleanup, the lock file stays behind
+        first.wait()
+    assert (tmp_path / "run" / ".lock").read_text().strip() == str(first.pid)
+    from ganimator.rundir import RunDir
+
+    RunDir(tmp_path / "run").hold().close()  # the dead process's lock is free: the kernel dropped it
+
+
+def test_output_to_a_reader_that_left_is_not_a_traceback(tiny, tmp_path):
+    shutil.copytree(tiny / "run", tmp_path / "run")
+    proc = subprocess.run(["bash", "-c", f"'{sys.executable}' -c 'from ganimator.cli import generate; generate()' "
+                                         "run --samples 3 --length 60 | true; echo \"status ${PIPESTATUS[0]}\" >&2"],
+                          cwd=tmp_path, capture_output=True, text=True, env=clean_env(tmp_path), timeout=300)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] in ("status 141", "status 0"), proc.stderr
+
+
+# ---- sweeps that would fail only on the cluster -----------------------------------------------
+
+def test_an_unreachable_database_is_one_line_with_the_password_masked(sweep_dir):
+    before = snapshot(sweep_dir)
+    proc = sweep("npz_filename=clip.npz", "name=pg", "optuna_storage=postgresql://u:secretpw@127.0.0.1:1/db",
+                 cwd=sweep_dir)
+    line = sweep_refused(proc, "127.0.0.1", "port 1", "cannot be reached")
+    assert "secretpw" not in proc.stderr + proc.stdout and "***" in line
+    assert snapshot(sweep_dir) == before and not (sweep_dir / "results").exists()
+
+
+def test_a_space_value_the_clip_cannot_train_is_refused_before_ray(sweep_dir):
+    (sweep_dir / "space.yaml").write_text("kernel_size: {type: categorical, choices: [5, 61]}\n")
+    before = snapshot(sweep_dir)
+    proc = sweep("npz_filename=clip.npz", "name=wide", "space=space.yaml", cwd=sweep_dir)
+    sweep_refused(proc, "search space key 'kernel_size', value 61", "coarsest level")
+    assert snapshot(sweep_dir) == before and not (sweep_dir / "results").exists()

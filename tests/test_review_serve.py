@@ -35,14 +35,21 @@ def run(clip, tmp_path_factory):
     return Trainer(cfg).fit().run_dir, MotionDataset.load(tmp / "walk.npz")
 
 
+def ignore_sigint() -> None:
+    """How a non-interactive shell starts `cmd &` (and some supervisors start services): SIGINT
+    ignored, inherited through exec. The command must still stop on SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Served:
-    """`ganimator-review --serve` in a subprocess; every process of it is killed by PID at the end."""
+    """`ganimator-review --serve` in a subprocess started with SIGINT ignored; every process of it is
+    killed by PID at the end."""
 
     def __init__(self, run_dir, tmp_path, *args):
         self.out, self.err = tmp_path / "serve.out", tmp_path / "serve.err"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(["ganimator-review", str(run_dir), "--serve", "--length", str(LENGTH), *args],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=ignore_sigint)
         self.procs = {self.proc.pid: psutil.Process(self.proc.pid)}
 
     def wait_served(self, timeout=240.0) -> tuple[int, int]:
@@ -178,12 +185,19 @@ def test_serve_on_loopback_until_sigint(run, serve, tmp_path):
 
     pids = set(server.pids)
     assert len(pids) == 2, pids  # the command and its web viewer
+    assert _ignored(server.proc.pid, signal.SIGINT) is False  # it came ignored; the command handles it
     server.proc.send_signal(signal.SIGINT)
-    assert server.proc.wait(60) == 0
+    assert server.proc.wait(20) == 0
     err = server.err.read_text()
     assert err.strip() == "stopped serving", err
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in server.procs.values()), pids
     assert refused("127.0.0.1", web) and refused("127.0.0.1", grpc)
+
+
+def _ignored(pid: int, sig: int) -> bool:
+    """Whether process `pid` ignores `sig` (its SigIgn mask in /proc)."""
+    mask = next(line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) >> (sig - 1) & 1)
 
 
 def test_serve_on_another_address_until_sigterm(serve):
@@ -195,7 +209,7 @@ def test_serve_on_another_address_until_sigterm(serve):
     assert fetch(f"http://127.0.0.2:{web}/")[0] == 200
     assert refused("127.0.0.1", web) and refused("127.0.0.1", grpc)
     server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(60) == 0
+    assert server.proc.wait(20) == 0
     assert server.err.read_text().strip() == "stopped serving"
 
 

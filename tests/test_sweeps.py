@@ -225,6 +225,24 @@ def test_trials_as_clearml_holds_them_rank_as_the_study(sweep):
         assert row.params == pytest.approx({k: float(local[k]) for k in KEYS})
 
 
+def test_resuming_a_finished_sweep_changes_nothing(sweep, npz):
+    """A finished sweep's exports are the user's: resume says it is finished and leaves them (and
+    anything added to them, such as ganimator-evaluate's evaluations.jsonl) as they are."""
+    exports = sweep.tmp / "exports" / "six"
+    added = [exports / "1" / "evaluations.jsonl", exports / "1" / "my-notes.txt"]
+    try:
+        for path in added:
+            path.write_text("the user's\n")
+        before = {p: p.read_bytes() for p in sorted((sweep.tmp / "exports").rglob("*")) if p.is_file()}
+        out = run_sweep(npz, sweep.tmp, "name=six", "resume=true", timeout=300, env=clean_env(sweep.tmp))
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"sweep six is finished: its exports and summary are in {exports}" in out.stdout
+        assert {p: p.read_bytes() for p in sorted((sweep.tmp / "exports").rglob("*")) if p.is_file()} == before
+    finally:
+        for path in added:
+            path.unlink(missing_ok=True)
+
+
 def test_pareto_mode_searches_coverage_diversity_and_naturalness(clip, tmp_path):
     """On two clips mixed (proud and normal): scored against both, exported with feet pinned."""
     npz = tmp_path / "mix.npz"
