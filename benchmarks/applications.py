@@ -37,7 +37,8 @@ from ganimator.dataset import MotionDataset  # noqa: E402
 from ganimator.features import motion_to_bvh  # noqa: E402
 from ganimator.generate import load_run  # noqa: E402
 from ganimator.metrics import Scorer  # noqa: E402
-from ganimator.naturalness import kinematics, skating  # noqa: E402
+from ganimator.contact_fix import skating  # noqa: E402
+from ganimator.naturalness import CONTACT, kinematics  # noqa: E402
 from ganimator.trainer import Trainer  # noqa: E402
 
 
@@ -144,7 +145,7 @@ def contact(out, clips, iters, samples) -> list[str]:
     for name, clip in (("walk", "Walk-In-Circle.bvh"), ("proud", "proud.bvh")):
         run = trained(out, name, MotionDataset.from_bvh(clips / clip), iters)
         d = run.dataset
-        positions, planted = kinematics(d.features.double(), d)
+        positions, planted = kinematics(d.features.double(), d), d.decode(d.features.double())[1] > CONTACT
         own = skating(positions, planted, d.skeleton.contacts, d.motion.fps).item()
         start = time.perf_counter()
         fix = fix_samples(d, run.generate(2 * d.num_frames, samples))

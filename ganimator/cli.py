@@ -251,7 +251,8 @@ def evaluate() -> None:
             f.write(json.dumps(metrics) + "\n")
         print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
               f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['rec_error']:.4f}  "
-              f"jitter {metrics['jitter']:.2f}x  foot skating {metrics['foot_skating']:.2f}x (of the clip's)")
+              f"jitter {metrics['jitter']:.2f}x  foot skating {metrics['foot_skating']:.2f}x (of the clip's)  "
+              f"penetration {metrics['penetration']:.2f} (contact bands below the clip's floor)")
 
     _run(main)
 

@@ -36,7 +36,7 @@ from .dataset import MotionDataset
 from .errors import UserError
 from .features import Motion, decode
 from .kinematics import forward_kinematics
-from .naturalness import CONTACT, skating
+from .naturalness import CONTACT
 from .skeleton import Skeleton
 
 BLEND_FRAMES = 5  # the original's L: frames before and after a contact run eased towards it
@@ -46,13 +46,24 @@ ROTATION_WEIGHT = 0.1  # MSE of the 6D rotations against the input's
 VELOCITY_WEIGHT = 0.01  # MSE of the root's velocity representation against the input's
 
 
+def skating(positions: torch.Tensor, contacts: torch.Tensor, contact_joints: list[int], fps: float) -> torch.Tensor:
+    """Mean horizontal speed (m/s) of the contact joints over steps where both ends are labelled in
+    contact (0 when none is), one value per leading index: what the fix pins, so its report. Not a
+    quality measure: the labels are the model's own (evaluation uses naturalness.Ground.sliding)."""
+    feet = positions[..., contact_joints, :]  # (..., T, K, 3)
+    step = feet.diff(dim=-3)[..., [0, 2]].norm(dim=-1) * fps  # x and z: y is up
+    planted = (contacts[..., 1:, :] & contacts[..., :-1, :]).to(step.dtype)
+    return (step * planted).sum(dim=(-1, -2)) / planted.sum(dim=(-1, -2)).clamp(min=1)
+
+
 class ContactFixError(UserError, ValueError):
     """Motion whose feet cannot be pinned; the message says why."""
 
 
 @dataclass
 class ContactFix:
-    """Fixed samples and their foot skating (m/s, naturalness.skating) before and after."""
+    """Fixed samples and their foot skating before and after (m/s, `skating`: in the frames the fix
+    pinned)."""
 
     motions: list[Motion]
     skating_before: list[float]
@@ -179,8 +190,8 @@ def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iter
 def fix_samples(dataset: MotionDataset, features: torch.Tensor, iterations: int = ITERATIONS,
                 begin_xz: torch.Tensor | None = None, progress: bool = False) -> ContactFix:
     """Decode each (C, T) sample of a (N, C, T) batch (its root starting at `begin_xz`, default
-    the clip's start), fix its foot contact, and measure its foot skating before and after, both
-    on the sample's own predicted contacts, at the clip's fps."""
+    the clip's start), pin its feet where its contact channels say planted, and measure its foot
+    skating before and after in those frames (`skating`), at the clip's fps."""
     if features.dim() != 3:
         raise ValueError(f"fix_samples takes a batch (N, channels, T), got shape {tuple(features.shape)}")
     skeleton, fps = dataset.skeleton, dataset.motion.fps

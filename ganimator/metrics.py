@@ -105,7 +105,8 @@ class Quality:
     local_diversity: float  # mean cost of the samples' 15-frame windows against their best match
     rec_error: float  # L1 of the features reconstructed from z* against the clip's
     jitter: float  # the samples' mean joint jerk over the clip's (naturalness.py): 1 moves like the clip
-    foot_skating: float  # planted feet's horizontal speed over the clip's: 1 slides no more than the clip
+    foot_skating: float  # feet's height-weighted sliding over the clip's, from positions: 1 slides as the clip
+    penetration: float  # contact joints' mean depth below the clip's floor, in its contact bands: the clip's 0
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -7,13 +7,19 @@ frames: jittery samples from an under-trained model score as diverse. These two 
   positions, m/s^3), of the samples divided by the clip's own. The clip scores 1; noise in the
   rotations raises it fast (jerk amplifies frame-to-frame noise by about 20 x fps^3), and smoother
   or slower motion than the clip's lowers it.
-- **foot_skating**: the mean horizontal speed (m/s) of contact joints in the frames where they are
-  labelled in contact (the samples' own contact channels, > 0.5, at both ends of the step), of the
-  samples divided by the clip's. A planted foot that slides raises it; the clip scores 1 (motion
-  capture skates a little too, which the ratio cancels).
+- **foot_skating**: how fast contact joints slide while near the ground, from positions alone:
+  each contact joint's horizontal speed (m/s), weighted by 2 - 2^(h/H) (Zhang et al. 2018,
+  clamped to [0, 1]) where h is its height above where it stands in the clip and H the band of
+  heights it keeps while the clip holds it still, of the samples divided by the clip's. A planted
+  foot that slides raises it; a foot in the air does not; the clip scores 1 (motion capture
+  skates a little too, which the ratio cancels). The samples' own contact channels are not read:
+  a model that never labels a foot planted used to score 0 here.
+- **penetration**: how deep contact joints go below the clip's floor (its lowest contact joint),
+  averaged over frames and joints, in units of the clip's contact band H: how deep and how
+  often at once. The clip scores 0; the clip lowered by 10 cm, 10 cm / H.
 
-Both are ratios to the clip measured the same way, so they need no unit or frame-rate choice and
-read alike on every clip: near 1 is as natural as the input.
+Jitter and foot skating are ratios to the clip measured the same way, so they need no unit or
+frame-rate choice and read alike on every clip: near 1 is as natural as the input.
 """
 from __future__ import annotations
 
@@ -24,10 +30,11 @@ from .dataset import MotionDataset
 CONTACT = 0.5  # a contact channel above this is a foot on the ground
 
 
-def kinematics(features: torch.Tensor, dataset: MotionDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., C, T) features -> global joint positions (..., T, J, 3) in metres and contacts (..., T, K)."""
-    motion, contacts = dataset.decode(features.double())
-    return motion.joint_positions(dataset.skeleton), contacts > CONTACT
+def kinematics(features: torch.Tensor, dataset: MotionDataset) -> torch.Tensor:
+    """(..., C, T) features -> global joint positions (..., T, J, 3) in metres. The contact
+    channels are not read: they are the model's guess, not a measurement."""
+    motion, _ = dataset.decode(features.double())
+    return motion.joint_positions(dataset.skeleton)
 
 
 def jerk(positions: torch.Tensor, fps: float) -> torch.Tensor:
@@ -36,17 +43,45 @@ def jerk(positions: torch.Tensor, fps: float) -> torch.Tensor:
     return third.norm(dim=-1).mean(dim=(-1, -2))
 
 
-def skating(positions: torch.Tensor, contacts: torch.Tensor, contact_joints: list[int], fps: float) -> torch.Tensor:
-    """Mean horizontal speed (m/s) of the contact joints over steps where both ends are in contact
-    (0 when a sample never plants a foot), one value per leading index."""
-    feet = positions[..., contact_joints, :]  # (..., T, K, 3)
-    step = feet.diff(dim=-3)[..., [0, 2]].norm(dim=-1) * fps  # x and z: y is up
-    planted = (contacts[..., 1:, :] & contacts[..., :-1, :]).to(step.dtype)
-    return (step * planted).sum(dim=(-1, -2)) / planted.sum(dim=(-1, -2)).clamp(min=1)
+MIN_BAND = 0.01  # m: a contact band narrower than this is measurement noise
+
+
+class Ground:
+    """Where the clip's contact joints stand, measured once from the clip's positions: the floor
+    (its lowest contact joint), each joint's rest height above it (the 5th percentile: a heel
+    rests higher than a toe tip) and its contact band H (the 90th percentile of its height above
+    rest while the clip holds it still, by the rig's contact threshold; at least MIN_BAND)."""
+
+    def __init__(self, positions: torch.Tensor, joints: list[int], still_step: float):
+        heights = positions[:, joints, 1]  # (T, K)
+        self.floor = heights.min()
+        above = heights - self.floor
+        self.rest = above.quantile(0.05, dim=0)
+        still = positions[:, joints].diff(dim=0).norm(dim=-1) < still_step  # (T-1, K)
+        lifted = (above[1:] - self.rest).clamp(min=0)
+        band = [lifted[still[:, k], k].quantile(0.9) if still[:, k].any() else lifted.new_tensor(MIN_BAND)
+                for k in range(len(joints))]
+        self.band = torch.stack(band).clamp(min=MIN_BAND) if band else lifted.new_zeros(0)
+        self.joints = joints
+
+    def sliding(self, positions: torch.Tensor, fps: float) -> torch.Tensor:
+        """Mean height-weighted horizontal speed (m/s) of the contact joints of (..., T, J, 3)
+        positions, one value per leading index (0 on a rig without contact joints)."""
+        feet = positions[..., self.joints, :]  # (..., T, K, 3)
+        speed = feet.diff(dim=-3)[..., [0, 2]].norm(dim=-1) * fps  # x and z: y is up
+        height = (feet[..., 1:, :, 1] + feet[..., :-1, :, 1]) / 2 - self.floor - self.rest  # mid-step, above rest
+        weight = (2 - 2 ** (height.clamp(min=0) / self.band)).clamp(min=0)  # 1 at rest or below, 0 a band above
+        return (speed * weight).mean(dim=(-1, -2)) if self.joints else speed.new_zeros(speed.shape[:-2])
+
+    def penetration(self, positions: torch.Tensor) -> torch.Tensor:
+        """Mean depth of the contact joints below the floor, in contact bands (0 on a rig without)."""
+        depth = (self.floor - positions[..., self.joints, 1]).clamp(min=0) / self.band.mean().clamp(min=MIN_BAND)
+        return depth.mean(dim=(-1, -2)) if self.joints else depth.new_zeros(depth.shape[:-2])
 
 
 class Naturalness:
-    """Samples' jitter and foot skating relative to one clip's, whose own are measured once.
+    """Samples' jitter, foot skating and penetration relative to one clip's, whose own are
+    measured once.
 
     `reference`: the features of the dataset's clip `clip` at one pyramid level (default: the
     finest, the clip itself); samples are then compared at that level, whose frame rate is the
@@ -55,19 +90,22 @@ class Naturalness:
     def __init__(self, dataset: MotionDataset, reference: torch.Tensor | None = None, clip: int = 0):
         full = dataset.clips[clip].features
         reference = full if reference is None else reference
-        self.dataset, self.joints = dataset, dataset.skeleton.contacts
-        self.fps = dataset.motion.fps * reference.shape[-1] / full.shape[-1]
-        positions, contacts = kinematics(reference.cpu(), dataset)
+        self.dataset = dataset
+        stride = full.shape[-1] / reference.shape[-1]  # training frames per frame of this level
+        self.fps = dataset.motion.fps / stride
+        positions = kinematics(reference.cpu(), dataset)
+        self.ground = Ground(positions, dataset.skeleton.contacts, dataset.skeleton.contact_threshold * stride)
         self.jerk = jerk(positions, self.fps)
-        self.skating = skating(positions, contacts, self.joints, self.fps).clamp(min=1e-6)
+        self.skating = self.ground.sliding(positions, self.fps).clamp(min=1e-6)
 
     def __call__(self, samples: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each (N, C, T) sample's jitter and foot skating: (N,) each."""
-        positions, contacts = kinematics(samples.cpu(), self.dataset)
+        """Each (N, C, T) sample's jitter, foot skating and penetration: (N,) each."""
+        positions = kinematics(samples.cpu(), self.dataset)
         return {"jitter": jerk(positions, self.fps) / self.jerk,
-                "foot_skating": skating(positions, contacts, self.joints, self.fps) / self.skating}
+                "foot_skating": self.ground.sliding(positions, self.fps) / self.skating,
+                "penetration": self.ground.penetration(positions)}
 
 
 def naturalness(samples: torch.Tensor, dataset: MotionDataset) -> dict[str, torch.Tensor]:
-    """Each (N, C, T) sample's jitter and foot skating, relative to the clip's own: (N,) each."""
+    """Each (N, C, T) sample's jitter, foot skating and penetration, relative to the clip's own: (N,) each."""
     return Naturalness(dataset)(samples)

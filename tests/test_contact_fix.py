@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ganimator.bvh import read_bvh, write_bvh
-from ganimator.contact_fix import BLEND_FRAMES, ContactFix, contact_targets, fix_contact, fix_samples
+from ganimator.contact_fix import BLEND_FRAMES, ContactFix, contact_targets, fix_contact, fix_samples, skating
 from ganimator.dataset import MotionDataset
 from ganimator.features import Motion, motion_to_bvh
-from ganimator.naturalness import kinematics, skating
+from ganimator.naturalness import CONTACT, kinematics
 
 FRAMES = 240  # 8 s of Salsa: every foot plants several times; 500 IK steps take about 3 s
 
@@ -95,7 +95,8 @@ def test_fix_samples_measures_each_sample_before_and_after(salsa):
     result = fix_samples(salsa, batch)
     assert isinstance(result, ContactFix) and len(result.motions) == len(result.skating_before) == 2
     for k, features in enumerate(batch):
-        positions, planted = kinematics(features, salsa)  # as naturalness measures the samples
+        positions = kinematics(features, salsa)
+        planted = salsa.decode(features.double())[1] > CONTACT  # the frames the fix pins
         assert result.skating_before[k] == pytest.approx(skating(positions, planted, salsa.skeleton.contacts,
                                                                  salsa.motion.fps).item())
         assert result.skating_after[k] < result.skating_before[k] / 3

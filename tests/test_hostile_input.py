@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -482,3 +481,10 @@ def test_a_space_value_the_clip_cannot_train_is_refused_before_ray(sweep_dir):
     proc = sweep("npz_filename=clip.npz", "name=wide", "space=space.yaml", cwd=sweep_dir)
     sweep_refused(proc, "search space key 'kernel_size', value 61", "coarsest level")
     assert snapshot(sweep_dir) == before and not (sweep_dir / "results").exists()
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
+                                            ("localhost", True), ("0.0.0.0", False), ("::", False),
+                                            ("192.168.1.5", False), ("myhost", False)])
+def test_review_serve_warns_before_serving_beyond_this_machine(host, loopback):
+    assert cli._is_loopback(host) is loopback  # a False prints the warning before the servers start

@@ -1,5 +1,6 @@
-"""Jitter and foot skating (ganimator/naturalness.py) on known cases of a real clip: the clip itself,
-the clip with noise of growing amplitude, and time-warped copies."""
+"""Jitter, foot skating and penetration (ganimator/naturalness.py) on known cases of a real clip: the
+clip itself, the clip with noise of growing amplitude, time-warped copies, a root drifting over
+planted feet, the clip lowered below its floor, and contact channels that lie."""
 import pytest
 import torch
 
@@ -40,15 +41,46 @@ def test_each_pyramid_level_is_measured_against_the_clip_at_that_level(salsa):
     assert Naturalness(salsa, levels[3])(levels[0][None])["jitter"].item() > 2
 
 
-def test_the_clip_is_as_natural_as_itself_and_plants_its_feet(salsa):
+def test_the_clip_is_as_natural_as_itself_and_its_ground_is_where_its_feet_stand(salsa):
     scores = naturalness(salsa.features[None], salsa)
     assert scores["jitter"].item() == pytest.approx(1.0) and scores["foot_skating"].item() == pytest.approx(1.0)
-    positions, contacts = kinematics(salsa.features, salsa)
-    assert contacts.any(dim=0).all()  # every contact joint is planted somewhere in the clip
-    feet = positions[:, salsa.skeleton.contacts]
-    speed = (feet.diff(dim=0)[..., [0, 2]].norm(dim=-1) * salsa.motion.fps)
-    planted = contacts[1:] & contacts[:-1]
-    assert speed[planted].mean() < 0.25 * speed[~planted].mean()  # planted feet barely move
+    assert scores["penetration"].item() == 0.0
+    ground = Naturalness(salsa).ground
+    feet = kinematics(salsa.features, salsa)[:, salsa.skeleton.contacts, 1]
+    assert ground.floor == feet.min() and (ground.rest >= 0).all()
+    assert (0.01 <= ground.band).all() and (ground.band < 0.1).all()  # centimetres, not the swing of a step
+
+
+@pytest.mark.parametrize("name", ["Walk-In-Circle.bvh", "proud.bvh", "Salsa-Dancing-6.bvh"])
+def test_a_root_drifting_over_planted_feet_skates_more(clip, name):
+    """The body sways sideways (up to 0.3 m/s) over feet that stood still in the clip: they slide
+    with it. Salsa's dancer pivots and slides on the floor (0.41 m/s of its own), so the same
+    sway adds less to it than to a walk (0.14 m/s) or proud's still feet (0.02 m/s)."""
+    data = MotionDataset.from_bvh(clip(name))
+    drifting = data.features.clone()
+    drifting[data.layout.root.start] += 0.01 * torch.sin(2 * torch.pi * torch.arange(drifting.shape[-1]) / 40)
+    assert naturalness(drifting[None], data)["foot_skating"].item() > (1.1 if name.startswith("Salsa") else 1.3)
+
+
+def test_the_clip_lowered_by_10_cm_penetrates_the_floor(salsa):
+    lowered = salsa.features.clone()
+    lowered[salsa.layout.root.start + 1] -= 0.10  # the root's height channel, in metres
+    scores = naturalness(lowered[None], salsa)
+    band = Naturalness(salsa).ground.band.mean().item()
+    assert scores["penetration"].item() > 0.5 * 0.10 / band  # most contact frames sink most of 10 cm
+    assert scores["foot_skating"].item() >= 1.0  # feet below the floor count as planted
+
+
+def test_contact_channels_are_not_read(salsa):
+    """A model that never labels a foot planted used to score 0 foot skating: the labels are its
+    guess, and the measure reads positions only."""
+    noisy = with_noise(salsa, [salsa.layout.root.start, salsa.layout.root.start + 2], 0.01)
+    never = noisy.clone()
+    never[salsa.layout.contacts] = 0.0
+    always = noisy.clone()
+    always[salsa.layout.contacts] = 1.0
+    scores = [naturalness(f[None], salsa)["foot_skating"].item() for f in (noisy, never, always)]
+    assert scores[0] > 1.0 and scores[0] == scores[1] == scores[2]
 
 
 def test_jitter_grows_with_noise_in_the_rotations(salsa):

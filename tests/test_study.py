@@ -70,7 +70,7 @@ def test_score_rewards_new_motion_that_covers_the_clip_and_moves_like_it(clip):
 
 
 def test_naturalness_costs_by_the_factor_motion_is_off():
-    q = Quality(1.0, 1.0, 1.0, 0.0, 1.0, 1.0)
+    q = Quality(1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0)
     assert SCORE.score(replace(q, jitter=2.0)) == pytest.approx(SCORE.score(q) / 2)
     assert SCORE.score(replace(q, jitter=0.5)) == pytest.approx(SCORE.score(q) / 2)  # blurred or slowed
     assert SCORE.score(replace(q, jitter=0.0)) == 0.0  # a frozen pose
@@ -78,8 +78,8 @@ def test_naturalness_costs_by_the_factor_motion_is_off():
 
 
 def test_pareto_front_keeps_the_undominated_trials():
-    q = [Quality(1.0, 0.2, 0, 0, 1, 1), Quality(0.5, 1.5, 0, 0, 2, 1), Quality(0.4, 1.0, 0, 0, 1, 1),
-         Quality(1.0, 0.1, 0, 0, 1, 1)]
+    q = [Quality(1.0, 0.2, 0, 0, 1, 1, 0.0), Quality(0.5, 1.5, 0, 0, 2, 1, 0.0), Quality(0.4, 1.0, 0, 0, 1, 1, 0.0),
+         Quality(1.0, 0.1, 0, 0, 1, 1, 0.0)]
     assert pareto_front(q) == [0, 1, 2]  # 2 is behind 1 on coverage and diversity, but moves like the clip
     pareto = Objective("pareto")
     assert pareto.directions == ["maximize"] * 3 and pareto.values(q[1]) == [0.5, 1.5, 0.5]
@@ -103,9 +103,9 @@ def test_ranking_reads_every_configuration_from_the_study():
     study.enqueue_trial(SPACE.defaults())
     trials = member_trials(study, "a", 4, SPACE, going_on=None)
     assert trials[0].params == pytest.approx(SPACE.defaults())  # the defaults are tried first
-    told(study, trials[0], Quality(1.0, 0.4, 0.4, 0.0, 1.0, 1.0), 4)
-    told(study, trials[1], Quality(1.0, 1.0, 1.0, 0.0, 1.0, 1.0), 4)
-    told(study, trials[2], Quality(1.0, 1.9, 1.9, 0.0, 1.0, 1.0), 1, TrialState.PRUNED)  # best score, but stopped at stage 1
+    told(study, trials[0], Quality(1.0, 0.4, 0.4, 0.0, 1.0, 1.0, 0.0), 4)
+    told(study, trials[1], Quality(1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0), 4)
+    told(study, trials[2], Quality(1.0, 1.9, 1.9, 0.0, 1.0, 1.0, 0.0), 1, TrialState.PRUNED)  # best score, but stopped at stage 1
     trials[3].set_user_attr("failure", "loss '0/critic' is nan")
     study.tell(trials[3], state=TrialState.FAIL)
     rows = study_rows(study, list(SPACE), SCORE)
