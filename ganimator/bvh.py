@@ -91,6 +91,7 @@ def frame_header(path: str | os.PathLike) -> tuple[int, float] | None:
     try:
         with open(path, errors="replace") as f:
             for line in f:
+                line = line.strip()
                 if line.startswith("Frames:"):
                     frames, time = line.split()[1:2], next(f, "").split()[2:3]
                     return int(frames[0]), float(time[0])

@@ -27,7 +27,7 @@ from ray._private import ray_constants
 
 from ganimator.config import ConfigError, stage_levels
 from ganimator.dataset import MotionDataset
-from ganimator.errors import run_command
+from ganimator.errors import run_command, stop_on_signals
 from ganimator.rundir import new_or_empty
 from sweeps import trust
 from sweeps.config import (ARGS, STUDY_DB, SweepConfig, check_reachable, drop_password, hide_password,
@@ -69,6 +69,7 @@ def connect(cfg) -> None:
         if node_ip != "127.0.0.1":
             print(f"warning: Ray runs on {node_ip}, not loopback: its ports are reachable from the network",
                   file=sys.stderr)
+    stop_on_signals()  # ray.init made SIGTERM a bare sys.exit: it ends the driver as Ctrl-C does again
 
 
 def _owner_only_token() -> None:
@@ -112,7 +113,7 @@ def main(argv: list[str]) -> int:
     storage = cfg.optuna_storage or f"sqlite:///{Path(sweep_path) / STUDY_DB}"
     check_reachable(storage)
     _check_new_or_resume(cfg, sweep_path, storage)
-    if cfg.resume and (exported := optuna.load_study(study_name=cfg.name, storage=storage).user_attrs.get(EXPORTED)):
+    if cfg.resume and (exported := _exported(cfg.name, storage)):
         # Exporting again would replace what the user may have added to the exports since.
         print(f"sweep {cfg.name} is finished: its exports and summary are in {exported}; nothing to resume")
         return 0
@@ -169,6 +170,14 @@ def main(argv: list[str]) -> int:
     _print_summary(cfg, rows, exports, md_path, storage)
     print(f"comparison plots: {out_dir / 'plots'}" if plots else "comparison plots: none (no finished trial)")
     return 0
+
+
+def _exported(name: str, storage: str) -> str | None:
+    """Where a finished sweep exported its results (its study records it last); None before."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage).user_attrs.get(EXPORTED)
+    except KeyError:  # no such study: not finished
+        return None
 
 
 def _with_saved_args(argv: list[str]) -> list[str]:
