@@ -201,7 +201,7 @@ class GeneratorPyramid(nn.Module):
               scale: float = 1.0) -> torch.Tensor:
         # The original shares one noise value across all channels of a frame unless full_noise.
         shape = (batch, self.channels if self.full_noise else 1, length)
-        z = torch.randn(shape, generator=rng, device=self.z_star.device)
+        z = torch.randn(shape, generator=rng, device=self.z_star.device, dtype=self.z_star.dtype)
         return (z * (self.amplitudes[level] * scale)).expand(batch, self.channels, length)
 
     def run(self, levels: range, lengths: list[int], prev: torch.Tensor | None, noises: list,

@@ -169,6 +169,19 @@ class Trainer:
 
             self.callbacks.append(ValidationRecording(self.dataset, self.run_dir))
 
+    def double(self) -> "Trainer":
+        """Networks, data and losses in float64, before training starts: for checks of exactness
+        (the original's iteration replayed, fused members against lone runs), where float32
+        rounding, which Adam's normalised steps amplify wherever a gradient is near zero, would
+        hide what is computed."""
+        self.pyramid.double()
+        self.critics.double()
+        self.consistency.double()
+        for clip in self.clips:
+            clip.pyramid.double()  # clips after the first have their own amplitudes and z*
+            clip.reals = [r.double() for r in clip.reals]
+        return self
+
     @property
     def lengths(self) -> list[int]:  # the first clip's
         return self.clips[0].lengths
