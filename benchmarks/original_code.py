@@ -99,6 +99,7 @@ def load(path) -> types.SimpleNamespace:
 
     shims = _apply_shims()
     sys.path.insert(0, str(root))
+    from bvh.skeleton_database import SkeletonDatabase
     from dataset.motion import MotionData
     from loss_recorder import LossRecorder
     from models import create_model, get_channels_list, get_group_list
@@ -109,7 +110,7 @@ def load(path) -> types.SimpleNamespace:
     import demo  # gen_noise; importing it also proves demo.py (used to read runs) imports here
 
     handle = types.SimpleNamespace(
-        root=root, shims=shims, MotionData=MotionData, LossRecorder=LossRecorder,
+        root=root, shims=shims, SkeletonDatabase=SkeletonDatabase, MotionData=MotionData, LossRecorder=LossRecorder,
         create_model=create_model, get_channels_list=get_channels_list, get_group_list=get_group_list,
         draw_example=draw_example, get_pyramid_lengths=get_pyramid_lengths, joint_train=joint_train,
         SkeletonConv=SkeletonConv, get_interpolator=get_interpolator,
@@ -346,7 +347,12 @@ def fixtures(path, clips, out_json=None) -> dict:
     result = {"source": SOURCE, "notes": (
         "channel_std is torch.std's default (unbiased, correction=1); channel stats are over the frames of MotionData.raw_motion "
         "(1, C, T) at full resolution after 30 fps subsampling; neighbour lists are sorted; "
-        "contact labels sit in channel 6*(J+i) for contact i of J reduced joints")}
+        "contact labels sit in channel 6*(J+i) for contact i of J reduced joints; skeleton_database is "
+        "bvh/skeleton_database.py's table: every rig the original knows")}
+    db = orig.SkeletonDatabase
+    result["skeleton_database"] = {
+        name: {"joints": list(joints), "contacts": list(contacts), "contact_threshold": threshold}
+        for name, joints, contacts, threshold in zip(db.names, db.corps_names, db.contact_names, db.contact_thresholds)}
     for clip in map(Path, clips):
         torch.manual_seed(0)
         data = _motion_data(orig, args, clip)
@@ -441,7 +447,7 @@ def main(argv=None) -> None:
 
     if a.cmd == "fixtures":
         res = fixtures(a.original, a.clips, a.out)
-        print(f"wrote {a.out}: {', '.join(k for k in res if k not in ('source', 'notes'))}")
+        print(f"wrote {a.out}: {', '.join(k for k in res if k not in ('source', 'notes', 'skeleton_database'))}")
     elif a.cmd == "train":
         res = train(a.original, a.bvh, a.save_dir, a.iters, a.seed, a.threads, quiet=False)
         print(f"levels {res['lengths']}, groups {res['groups']}, seconds "

@@ -5,10 +5,11 @@ clips (`python benchmarks/original_code.py fixtures --original PATH`)."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from ganimator.bvh import write_bvh
+from ganimator.bvh import BVH, write_bvh
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.networks import SkeletonConv1d
@@ -108,3 +109,30 @@ def test_a_generic_rig_trains_skeleton_aware(tmp_path):
     cfg = load_config([f"npz_filename={tmp_path / 'generic.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
                        "train_data_iter=1", "validation_samples=0"])
     assert Trainer(cfg).fit().finished
+
+
+@pytest.mark.parametrize("name", list(ORIGINAL["skeleton_database"]))
+def test_every_rig_of_the_original_is_ours(name, tmp_path):
+    """Each rig of the original's skeleton database (its bvh/skeleton_database.py, recorded in the
+    fixture) is read as the original reads it: a file with its joints (here a synthetic one,
+    every joint a child of the root, in a namespace, with an extra joint the rig drops) keeps them
+    in the rig's order, labels the same contact joints with the same threshold, and gets the
+    original's channel count: 6 per joint, per contact node and for the root block."""
+    rig = ORIGINAL["skeleton_database"][name]
+    joints = rig["joints"]
+    names = [f"ns:{n}" for n in [joints[0], "ExtraJoint", *reversed(joints[1:])]]
+    frames = 20  # the shortest clip the pyramid takes is 15 frames
+    rng = np.random.default_rng(0)
+    motion = np.concatenate([rng.normal(0, 0.05, (frames, 3)) + [0, 100, 0],
+                             rng.normal(0, 5, (frames, 3 * len(names)))], axis=1)
+    channels = [("Xposition", "Yposition", "Zposition", "Zrotation", "Xrotation", "Yrotation")] + \
+               [("Zrotation", "Xrotation", "Yrotation")] * (len(names) - 1)
+    bvh = BVH(names=names, parents=[-1] + [0] * (len(names) - 1), offsets=rng.normal(0, 10, (len(names), 3)),
+              channels=channels, frame_time=1 / 30, motion=motion)
+    write_bvh(tmp_path / "rig.bvh", bvh)
+    data = MotionDataset.from_bvh(tmp_path / "rig.bvh")
+    s = data.skeleton
+    assert s.names == joints and s.parents == [-1] + [0] * (len(joints) - 1)
+    assert [s.names[c] for c in s.contacts] == rig["contacts"]
+    assert s.contact_threshold == rig["contact_threshold"]
+    assert data.layout.channels == 6 * (len(joints) + len(rig["contacts"]) + 1)
