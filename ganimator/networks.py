@@ -39,7 +39,8 @@ class SkeletonConv1d(nn.Conv1d):
         for i, near in enumerate(neighbours):
             for k in near:
                 mask[i * c_out:(i + 1) * c_out, k * c_in:(k + 1) * c_in] = 1
-        if train_mask:
+        if train_mask:  # one factor per kernel tap, as the original's mask has the weight's shape
+            mask = mask.expand_as(self.weight).clone()
             self.mask = nn.Parameter(mask)
             self.register_buffer("pattern", mask.clone(), persistent=False)  # what the mask starts from
         else:
@@ -59,7 +60,7 @@ class SkeletonConv1d(nn.Conv1d):
         # The original initialises each node's block on its own, kaiming-uniform (a=sqrt(5)) with
         # the block's fan-in: weights and bias uniform in +-1/sqrt(fan_in). A dense init would
         # spread the fan-in over all nodes and start about 2.2x smaller.
-        bound = (self.mask.sum(dim=(1, 2)) * self.kernel_size[0]).rsqrt()
+        bound = (self.mask[..., :1].sum(dim=(1, 2)) * self.kernel_size[0]).rsqrt()
         with torch.no_grad():  # (a trained mask is all 0/1 here: reset_parameters runs at construction)
             self.weight.uniform_(-1, 1).mul_(bound[:, None, None] * self.mask)
             self.bias.uniform_(-1, 1).mul_(bound)
