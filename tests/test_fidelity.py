@@ -2,6 +2,7 @@
 checked against facts taken from the original code (PeizhuoLi/ganimator). The fixture
 tests/data/original_fixtures.json was written by running the original's own code on the shared
 clips (`python benchmarks/original_code.py fixtures --original PATH`)."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from ganimator.networks import SkeletonConv1d
 from ganimator.procedural import procedural_dance
 from ganimator.networks import build_models
 from ganimator.trainer import Trainer, train_iteration
+
+from conftest import ROOT
 
 ORIGINAL = json.loads((Path(__file__).parent / "data" / "original_fixtures.json").read_text())
 CLIPS = ["Salsa-Dancing-6", "Crab-dance-long", "proud"]
@@ -136,3 +139,46 @@ def test_every_rig_of_the_original_is_ours(name, tmp_path):
     assert [s.names[c] for c in s.contacts] == rig["contacts"]
     assert s.contact_threshold == rig["contact_threshold"]
     assert data.layout.channels == 6 * (len(joints) + len(rig["contacts"]) + 1)
+
+
+spec = importlib.util.spec_from_file_location("gs_original_code", ROOT / "benchmarks" / "original_code.py")
+original_code = importlib.util.module_from_spec(spec)  # its functions that run this project only:
+spec.loader.exec_module(original_code)  # the original's code is not needed here
+ITERATION = np.load(Path(__file__).parent / "data" / "original_iteration.npz")
+
+
+@pytest.mark.parametrize("stage", ITERATION["stages"].tolist())
+def test_one_training_iteration_is_the_originals(stage, clip, tmp_path):
+    """One full iteration (five critic steps, the adversarial and the reconstruction step) of
+    stages [0, 1] and [4, 5] (levels 0-3 frozen), in float64, equals the original's, which
+    tests/data/original_iteration.npz records (benchmarks/original_code.py fixtures
+    --iteration-out): the original was given this project's initial weights, z*, levels,
+    amplitudes and random draws, and trained its critics' masks. Every loss and every trained
+    tensor (probed at 128 positions, and its whole update by L1 norm and a projection) agrees to
+    1e-6; the two codes were 2e-10 apart when it was recorded. A change to what an iteration
+    computes fails here."""
+    assert str(ITERATION["clip"]) == original_code.ITERATION_CLIP and int(ITERATION["seed"]) == original_code.ITERATION_SEED
+    short = original_code.trimmed_clip(clip(original_code.ITERATION_CLIP), int(ITERATION["frames"]), tmp_path / "short.bvh")
+    trainer, levels = original_code.our_trainer(short, stage, original_code.ITERATION_SEED, tmp_path)
+    nets = lambda: ([g.net for g in trainer.pyramid.generators], [c.net for c in trainer.critics])  # noqa: E731
+    before = {k: t.detach().clone() for k, t in original_code.trained_tensors(*nets(), levels).items()}
+    for key, tensor in before.items():  # the start the original was given is this project's
+        positions = torch.from_numpy(ITERATION[f"{stage}/{key}/positions"]).long()
+        assert torch.equal(tensor.flatten()[positions], torch.from_numpy(ITERATION[f"{stage}/{key}/initial"])), \
+            f"{key}: initial weights changed since the fixture was recorded; record it again"
+
+    [losses] = train_iteration([trainer], levels)
+    for l in levels:
+        for name in ("critic", "gp", "adversarial", "contact", "reconstruction"):
+            expected = float(ITERATION[f"{stage}/loss/{l}/{name}"])
+            assert abs(losses[f"{l}/{name}"] - expected) < 1e-6, (f"{l}/{name}", losses[f"{l}/{name}"], expected)
+    after = original_code.trained_tensors(*nets(), levels)
+    assert after.keys() == before.keys()
+    for key, tensor in after.items():
+        positions = torch.from_numpy(ITERATION[f"{stage}/{key}/positions"]).long()
+        probed = tensor.detach().flatten()[positions]
+        assert (probed - torch.from_numpy(ITERATION[f"{stage}/{key}/updated"])).abs().max() < 1e-6, key
+        delta = tensor.detach() - before[key]
+        l1 = float(ITERATION[f"{stage}/{key}/l1"])
+        assert abs(float(delta.abs().sum()) - l1) <= 1e-6 * l1 + 1e-9, (key, float(delta.abs().sum()), l1)
+        assert abs(original_code.projection(delta) - float(ITERATION[f"{stage}/{key}/projection"])) < 1e-6, key
