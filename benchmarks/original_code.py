@@ -485,7 +485,9 @@ def projection(delta: torch.Tensor) -> float:
 
 @contextlib.contextmanager
 def _draws_replaced(randn: list[torch.Tensor], rand: list[torch.Tensor]):
-    """torch.randn and torch.rand hand out the given draws, in order, each checked for its shape."""
+    """torch.randn and torch.rand hand out the given draws, in order, each checked for its shape.
+    The original calls them through the torch module at run time (draw_example's noise,
+    backward_D's interpolation weight), so replacing the module's functions reaches it."""
     real_randn, real_rand = torch.randn, torch.rand
 
     def handing(queue, what):
