@@ -8,9 +8,12 @@ against the same real features. The two codes' features are the same channels (t
 tests check it), so one scorer serves both and only the models differ.
 
 The original runs from a checkout the user supplies (`--original`); see benchmarks/original_code.py.
-Jobs run `--jobs` at a time in fresh processes of `--threads` torch threads each.
+Jobs run `--jobs` at a time in fresh processes of `--threads` torch threads each. `--variant`
+adds a row of this trainer with config overrides (e.g. `train_critic_masks=false`, the fixed
+masks the project used before): a deviation measured beside the original and the default.
 
     python benchmarks/vs_original.py --original ~/ganimator clip.bvh --iters 300 --seeds 0 1 --samples 200
+    python benchmarks/vs_original.py --original ~/ganimator clip.bvh --variant train_critic_masks=false
 """
 from __future__ import annotations
 
@@ -49,18 +52,20 @@ def score(samples: torch.Tensor, data: MotionDataset, batch: int = 8) -> dict[st
     return {key: value / len(samples) for key, value in totals.items()}
 
 
-def job(code: str, clip: str, original: str, work: str, iters: int, seed: int, samples: int, threads: int) -> dict:
-    """Train one code on the clip with one seed, then sample and score it (in a fresh process)."""
+def job(code: str, clip: str, original: str, work: str, iters: int, seed: int, samples: int, threads: int,
+        overrides: tuple[str, ...] = ()) -> dict:
+    """Train one code on the clip with one seed, then sample and score it (in a fresh process).
+    `overrides` (this trainer only) are config keys a variant row sets."""
     torch.set_num_threads(threads)
-    folder = Path(work) / f"{code}-seed{seed}"
+    folder = Path(work) / f"{code}-seed{seed}".replace(" ", "_").replace("=", "-")
     data = MotionDataset.from_bvh(clip, seed=seed)
     length = 2 * data.features.shape[-1]
     start = time.perf_counter()
-    if code == "ours":
+    if code != "original":
         data.save(folder.with_suffix(".npz"))
         cfg = load_config([f"npz_filename={folder.with_suffix('.npz')}", f"run_dir={folder}", f"seed={seed}",
                            f"train_data_iter={iters}", f"validate_every={iters}", "validation_samples=0",
-                           "progress=false", "clearml=off"])
+                           "progress=false", "clearml=off", *overrides])
         Trainer(cfg).fit()
         trained = time.perf_counter() - start
         run = load_run(folder)
@@ -78,8 +83,10 @@ def job(code: str, clip: str, original: str, work: str, iters: int, seed: int, s
 
 
 def summarise(rows: list[dict]) -> list[str]:
-    lines = [f"{'code':<9} {'seeds':>5} " + " ".join(f"{m:>22}" for m in METRICS) + f" {'train s':>9}"]
-    for code in ("original", "ours"):
+    codes = list(dict.fromkeys(r["code"] for r in rows))
+    width = max(9, *map(len, codes))
+    lines = [f"{'code':<{width}} {'seeds':>5} " + " ".join(f"{m:>22}" for m in METRICS) + f" {'train s':>9}"]
+    for code in codes:
         mine = [r for r in rows if r["code"] == code]
         cells = []
         for m in METRICS:
@@ -87,7 +94,7 @@ def summarise(rows: list[dict]) -> list[str]:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):>13.3f} +- {spread:<5.3f}")
         seconds = statistics.mean(r["train_seconds"] for r in mine)
-        lines.append(f"{code:<9} {len(mine):>5} " + " ".join(f"{c:>22}" for c in cells) + f" {seconds:>9.0f}")
+        lines.append(f"{code:<{width}} {len(mine):>5} " + " ".join(f"{c:>22}" for c in cells) + f" {seconds:>9.0f}")
     return lines
 
 
@@ -100,15 +107,20 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=200, help="evaluation samples (the original uses 200)")
     p.add_argument("--jobs", type=int, default=2, help="trainings at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    p.add_argument("--variant", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="also train this trainer with these config overrides, as a row of its own")
     p.add_argument("--out", help="also write every run's numbers to this JSON file")
     args = p.parse_args()
     original_code.load(args.original)  # a wrong path fails here, before any training
 
     with tempfile.TemporaryDirectory() as work, \
             ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        codes = {"original": (), "ours": ()}
+        if args.variant:
+            codes[f"ours {' '.join(args.variant)}"] = tuple(args.variant)
         futures = [pool.submit(job, code, str(Path(args.clip).resolve()), args.original, work, args.iters, seed,
-                               args.samples, args.threads)
-                   for seed in args.seeds for code in ("original", "ours")]
+                               args.samples, args.threads, overrides)
+                   for seed in args.seeds for code, overrides in codes.items()]
         rows = []
         for future in futures:
             rows.append(future.result())

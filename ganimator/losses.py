@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .features import FeatureLayout, decode
+from .networks import FusedStack
 from .skeleton import Skeleton
 
 
@@ -16,16 +17,27 @@ def per_member(x: torch.Tensor, members: int) -> torch.Tensor:
     return x.reshape(x.shape[0], members, -1).mean(dim=(0, 2))
 
 
-def critic_loss(critic, real: torch.Tensor, fake: torch.Tensor, fresh_fake: torch.Tensor, alpha: torch.Tensor,
-                lambda_gp: torch.Tensor, members: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def critic_loss(critic: FusedStack, real: torch.Tensor, fake: torch.Tensor | list[torch.Tensor],
+                fresh_fake: torch.Tensor, alpha: torch.Tensor, lambda_gp: torch.Tensor,
+                members: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, wasserstein term, gradient penalty), each (K,). `real` is the clip's level, (1, C, T);
     `fake` may come from the history pool; the penalty interpolates towards the fresh one, as the
-    original does. `alpha` and `lambda_gp` hold one value per member."""
+    original does. `alpha` and `lambda_gp` hold one value per member. A multi-clip run's shared
+    pool may hand back another clip's fake, of another length: then `fake` is scored apart from
+    `real` (as the original always scores them), or, a list of the members' fakes of different
+    lengths, each by its member's critic."""
     real = real.repeat(1, members, 1)
     n = real.shape[0]
-    scores = critic(torch.cat([real, fake]))  # one call for both; the penalty gets its own, since
-    wasserstein = 0.5 * (per_member(scores[n:], members) - per_member(scores[:n], members))  # its double
-    a = alpha.repeat_interleave(real.shape[1] // members)[None, :, None]  # backward costs per sample
+    if torch.is_tensor(fake) and fake.shape[-1] == real.shape[-1]:
+        # one call for both; the penalty gets its own, since its double backward costs per sample
+        scores = critic(torch.cat([real, fake]))
+        real_scores, fake_scores = per_member(scores[:n], members), per_member(scores[n:], members)
+    else:
+        real_scores = per_member(critic(real), members)
+        fake_scores = per_member(critic(fake), members) if torch.is_tensor(fake) else \
+            torch.cat([per_member(FusedStack([stack])(f), 1) for stack, f in zip(critic.stacks, fake)])
+    wasserstein = 0.5 * (fake_scores - real_scores)
+    a = alpha.repeat_interleave(real.shape[1] // members)[None, :, None]
     interp = (a * real + (1 - a) * fresh_fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(interp).sum(), interp, create_graph=True)
     norms = grad.reshape(grad.shape[0], members, -1, grad.shape[-1]).norm(dim=2)  # per member and frame

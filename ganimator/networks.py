@@ -18,9 +18,17 @@ class SkeletonConv1d(nn.Conv1d):
     output node i only reads the input nodes `neighbours[i]`: a dense weight times a block mask.
     The weight stays dense with zeros outside the mask, as in the original, so a checkpoint
     holds the original's tensors; the mask also zeroes their gradients, so they stay zero.
+
+    With `train_mask` the mask is a parameter, as in the original's critics: its SkeletonConv.mask
+    is an nn.Parameter, so the critic's Adam (over disc.parameters()) trains it once
+    disc_requires_grad_(True) switches its gradient on. The effective weight weight * mask then
+    has two free factors per kernel tap inside the pattern; outside it both stay 0 (the mask's
+    gradient there is the weight's, 0, and Adam moves a parameter with zero gradients nowhere).
+    The original's generators never train theirs: train_mask=False keeps it a fixed buffer.
     """
 
-    def __init__(self, neighbours: list[list[int]], in_channels: int, out_channels: int, **kwargs):
+    def __init__(self, neighbours: list[list[int]], in_channels: int, out_channels: int, train_mask: bool = False,
+                 **kwargs):
         nodes = len(neighbours)
         if in_channels % nodes or out_channels % nodes:
             raise ValueError(f"skeleton-aware convolution: {in_channels} -> {out_channels} channels "
@@ -31,8 +39,20 @@ class SkeletonConv1d(nn.Conv1d):
         for i, near in enumerate(neighbours):
             for k in near:
                 mask[i * c_out:(i + 1) * c_out, k * c_in:(k + 1) * c_in] = 1
-        self.register_buffer("mask", mask, persistent=False)  # derived from the skeleton, not state
+        if train_mask:  # one factor per kernel tap, as the original's mask has the weight's shape
+            mask = mask.expand_as(self.weight).clone()
+            self.mask = nn.Parameter(mask)
+            self.register_buffer("pattern", mask.clone(), persistent=False)  # what the mask starts from
+        else:
+            self.register_buffer("mask", mask, persistent=False)  # derived from the skeleton, not state
         self.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint written while masks were fixed buffers has no trained mask: it starts from
+        # the skeleton's 0/1 pattern, the value the original's masks start from too.
+        if isinstance(self.mask, nn.Parameter) and prefix + "mask" not in state_dict:
+            state_dict[prefix + "mask"] = self.pattern.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_parameters(self) -> None:
         if not hasattr(self, "mask"):  # nn.Conv1d.__init__ calls this before the mask exists
@@ -40,8 +60,8 @@ class SkeletonConv1d(nn.Conv1d):
         # The original initialises each node's block on its own, kaiming-uniform (a=sqrt(5)) with
         # the block's fan-in: weights and bias uniform in +-1/sqrt(fan_in). A dense init would
         # spread the fan-in over all nodes and start about 2.2x smaller.
-        bound = (self.mask.sum(dim=(1, 2)) * self.kernel_size[0]).rsqrt()
-        with torch.no_grad():
+        bound = (self.mask[..., :1].sum(dim=(1, 2)) * self.kernel_size[0]).rsqrt()
+        with torch.no_grad():  # (a trained mask is all 0/1 here: reset_parameters runs at construction)
             self.weight.uniform_(-1, 1).mul_(bound[:, None, None] * self.mask)
             self.bias.uniform_(-1, 1).mul_(bound)
 
@@ -57,16 +77,16 @@ class ConvStack(nn.Sequential):
     """1-D convolutions over time with LeakyReLU(0.2) between them, none after the last.
 
     With `neighbours` every layer is skeleton-aware, except a last layer of one channel (the
-    critic's score), which is plain as in the original.
+    critic's score), which is plain as in the original; `train_masks` makes their masks parameters.
     """
 
     def __init__(self, channels: list[int], kernel_size: int, padding_mode: str,
-                 neighbours: list[list[int]] | None = None):
+                 neighbours: list[list[int]] | None = None, train_masks: bool = False):
         layers = []
         for k, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
             conv_args = dict(kernel_size=kernel_size, padding=kernel_size // 2, padding_mode=padding_mode)
             if neighbours is not None and c_out > 1:
-                layers.append(SkeletonConv1d(neighbours, c_in, c_out, **conv_args))
+                layers.append(SkeletonConv1d(neighbours, c_in, c_out, train_mask=train_masks, **conv_args))
             else:
                 layers.append(nn.Conv1d(c_in, c_out, **conv_args))
             if k < len(channels) - 2:
@@ -106,10 +126,11 @@ def channel_widths(model_cfg, layout: FeatureLayout, out_channels: int) -> list[
     return [layout.channels, *hidden, out_channels]
 
 
-def build_stacks(model_cfg, layout: FeatureLayout, skeleton: Skeleton, out_channels: int) -> ConvStack:
+def build_stacks(model_cfg, layout: FeatureLayout, skeleton: Skeleton, out_channels: int,
+                 train_masks: bool = False) -> ConvStack:
     channels = channel_widths(model_cfg, layout, out_channels)
     neighbours = skeleton.node_neighbours(model_cfg.neighbour_distance) if model_cfg.skeleton_aware else None
-    return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode, neighbours)
+    return ConvStack(channels, model_cfg.kernel_size, model_cfg.padding_mode, neighbours, train_masks)
 
 
 class FusedStack:
@@ -181,7 +202,7 @@ class GeneratorPyramid(nn.Module):
               scale: float = 1.0) -> torch.Tensor:
         # The original shares one noise value across all channels of a frame unless full_noise.
         shape = (batch, self.channels if self.full_noise else 1, length)
-        z = torch.randn(shape, generator=rng, device=self.z_star.device)
+        z = torch.randn(shape, generator=rng, device=self.z_star.device, dtype=self.z_star.dtype)
         return (z * (self.amplitudes[level] * scale)).expand(batch, self.channels, length)
 
     def run(self, levels: range, lengths: list[int], prev: torch.Tensor | None, noises: list,
@@ -287,7 +308,8 @@ def build_models(cfg, dataset) -> tuple[GeneratorPyramid, nn.ModuleList]:
         torch.manual_seed(cfg.util.seed)
         gens = [Generator(build_stacks(m, dataset.layout, dataset.skeleton, dataset.layout.channels))
                 for _ in range(dataset.num_levels)]
-        critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1)) for _ in range(dataset.num_levels)]
+        critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1, m.train_critic_masks))
+                   for _ in range(dataset.num_levels)]
     condition = dataset.layout.trajectory if m.trajectory_run else ()
     pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * noise_scales(cfg, dataset), dataset.z_star,
                                m.full_noise, condition, m.trajectory_levels)

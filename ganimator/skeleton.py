@@ -33,14 +33,52 @@ class Rig:
 
 MIXAMO = Rig("mixamo", MIXAMO_JOINTS, MIXAMO_JOINTS,
              ("LeftToe_End", "RightToe_End", "LeftToeBase", "RightToeBase"), 0.018)
-# In the original's order (its corps list): the order of the contact nodes in the features.
+ELEPHANT_JOINTS = (
+    "Hips", "Bip01_Pelvis", "BN_Tail_01", "BN_Tail_02", "BN_Tail_03", "BN_Tail_04", "Bip01_Spine",
+    "Bip01_R_Thigh", "Bip01_R_Calf", "Bip01_R_Foot", "Bip01_R_Toe0",
+    "Bip01_L_Thigh", "Bip01_L_Calf", "Bip01_L_Foot", "Bip01_L_Toe0",
+    "Bip01_Spine1", "Bip01_Spine2", "Bip01_Neck", "Bip01_Head", "BN_Eyebrow_L", "BN_Eyebrow_R",
+    "BN_Ear_L_01", "BN_Ear_L_02", "BN_Mouth_01", "BN_Ear_R_01", "BN_Ear_R_02",
+    "BN_Nose_01", "BN_Nose_02", "BN_Nose_03", "BN_Nose_04", "BN_Nose_05", "BN_Nose_06",
+    "Bip01_R_Clavicle", "Bip01_R_UpperArm", "Bip01_R_Forearm", "Bip01_R_Hand",
+    "Bip01_L_Clavicle", "Bip01_L_UpperArm", "Bip01_L_Forearm", "Bip01_L_Hand",
+)  # fmt: skip
+# The original's elephant (its skeleton_database.py): contacts are the joints named Hand, Toe or
+# Foot, in the joint list's order, which is the order of the contact nodes in the features.
+ELEPHANT = Rig("elephant", ELEPHANT_JOINTS, ELEPHANT_JOINTS,
+               tuple(n for n in ELEPHANT_JOINTS if any(part in n for part in ("Hand", "Toe", "Foot"))), 0.018)
+# The original's joint lists (its corps names) and contacts, in its order: a file's joints are
+# reduced to the list and reordered as it; contact nodes follow the order of their list.
+CRAB_JOINTS = (
+    "ORG_Hips", "ORG_BN_Bip01_Pelvis", "DEF_BN_Eye_L_01", "DEF_BN_Eye_L_02", "DEF_BN_Eye_L_03",
+    "DEF_BN_Eye_L_03_end", "DEF_BN_Eye_R_01", "DEF_BN_Eye_R_02", "DEF_BN_Eye_R_03",
+    "DEF_BN_Eye_R_03_end", "DEF_BN_Leg_L_11", "DEF_BN_Leg_L_12", "DEF_BN_Leg_L_13",
+    "DEF_BN_Leg_L_14", "DEF_BN_Leg_L_15", "DEF_BN_Leg_L_15_end", "DEF_BN_Leg_R_11",
+    "DEF_BN_Leg_R_12", "DEF_BN_Leg_R_13", "DEF_BN_Leg_R_14", "DEF_BN_Leg_R_15",
+    "DEF_BN_Leg_R_15_end", "DEF_BN_leg_L_01", "DEF_BN_leg_L_02", "DEF_BN_leg_L_03",
+    "DEF_BN_leg_L_04", "DEF_BN_leg_L_05", "DEF_BN_leg_L_05_end", "DEF_BN_leg_L_06",
+    "DEF_BN_Leg_L_07", "DEF_BN_Leg_L_08", "DEF_BN_Leg_L_09", "DEF_BN_Leg_L_10",
+    "DEF_BN_Leg_L_10_end", "DEF_BN_leg_R_01", "DEF_BN_leg_R_02", "DEF_BN_leg_R_03",
+    "DEF_BN_leg_R_04", "DEF_BN_leg_R_05", "DEF_BN_leg_R_05_end", "DEF_BN_leg_R_06",
+    "DEF_BN_Leg_R_07", "DEF_BN_Leg_R_08", "DEF_BN_Leg_R_09", "DEF_BN_Leg_R_10",
+    "DEF_BN_Leg_R_10_end", "DEF_BN_Bip01_Pelvis", "DEF_BN_Bip01_Pelvis_end", "DEF_BN_Arm_L_01",
+    "DEF_BN_Arm_L_02", "DEF_BN_Arm_L_03", "DEF_BN_Arm_L_03_end", "DEF_BN_Arm_R_01",
+    "DEF_BN_Arm_R_02", "DEF_BN_Arm_R_03", "DEF_BN_Arm_R_03_end",
+)  # fmt: skip
+XIA_JOINTS = (
+    "Hips", "LHipJoint", "LeftUpLeg", "LeftLeg", "LeftFoot", "LeftToeBase", "RHipJoint",
+    "RightUpLeg", "RightLeg", "RightFoot", "RightToeBase", "LowerBack", "Spine", "Spine1", "Neck",
+    "Neck1", "Head", "LeftShoulder", "LeftArm", "LeftForeArm", "LeftHand", "LeftFingerBase",
+    "LeftHandIndex1", "LThumb", "RightShoulder", "RightArm", "RightForeArm", "RightHand",
+    "RightFingerBase", "RightHandIndex1", "RThumb",
+)  # fmt: skip
 CRAB_CONTACTS = ("DEF_BN_Leg_L_15_end", "DEF_BN_Leg_R_15_end", "DEF_BN_leg_L_05_end",
                  "DEF_BN_Leg_L_10_end", "DEF_BN_leg_R_05_end", "DEF_BN_Leg_R_10_end")
-CRAB = Rig("crab", CRAB_CONTACTS, None, CRAB_CONTACTS, 0.006)
-XIA = Rig("xia", ("LHipJoint", "RHipJoint", "LowerBack", "LeftToeBase", "RightToeBase"), None,
+CRAB = Rig("crab", CRAB_CONTACTS, CRAB_JOINTS, CRAB_CONTACTS, 0.006)
+XIA = Rig("xia", ("LHipJoint", "RHipJoint", "LowerBack", "LeftToeBase", "RightToeBase"), XIA_JOINTS,
           ("LeftToeBase", "RightToeBase"), 0.018, scale=0.14)
 GENERIC = Rig("generic", (), None, (), 0.018)
-RIGS = (MIXAMO, CRAB, XIA)
+RIGS = (MIXAMO, ELEPHANT, CRAB, XIA)  # every rig of the original's skeleton database, in its order
 
 
 def strip_namespace(name: str) -> str:

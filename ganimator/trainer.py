@@ -103,7 +103,9 @@ class ClipData:
 
 
 class FakePool:
-    """The original's history of generated motions: half the time the critic sees an older fake."""
+    """The original's history of generated motions: half the time the critic sees an older fake.
+    One per level, shared by the clips of a multi-clip run as in the original, so the critic may
+    see another clip's fake (of another length)."""
 
     def __init__(self, size: int):
         self.size, self.items = size, []
@@ -149,8 +151,8 @@ class Trainer:
         # One fused kernel per optimiser step: 14 steps an iteration, each over a few small tensors.
         self.opt_g = [torch.optim.Adam(g.parameters(), lr=o.lr_g, fused=True) for g in self.pyramid.generators]
         self.opt_d = [torch.optim.Adam(c.parameters(), lr=o.lr_d, fused=True) for c in self.critics]
-        # Per level, one per clip: a multi-clip critic compares fakes with the clip they imitate.
-        self.pools = [[FakePool(o.fake_pool_size) for _ in self.clips] for _ in self.critics]
+        # One per level, for every clip: the original's GAN_model holds one fake pool.
+        self.pools = [FakePool(o.fake_pool_size) for _ in self.critics]
         # A conditional run draws the trajectories it learns to follow from a trained run's samples.
         self.trajectories = None
         if cfg.model.trajectory_run:
@@ -170,6 +172,19 @@ class Trainer:
             from .review import ValidationRecording
 
             self.callbacks.append(ValidationRecording(self.dataset, self.run_dir))
+
+    def double(self) -> "Trainer":
+        """Networks, data and losses in float64, before training starts: for checks of exactness
+        (the original's iteration replayed, fused members against lone runs), where float32
+        rounding, which Adam's normalised steps amplify wherever a gradient is near zero, would
+        hide what is computed."""
+        self.pyramid.double()
+        self.critics.double()
+        self.consistency.double()
+        for clip in self.clips:
+            clip.pyramid.double()  # clips after the first have their own amplitudes and z*
+            clip.reals = [r.double() for r in clip.reals]
+        return self
 
     @property
     def lengths(self) -> list[int]:  # the first clip's
@@ -325,21 +340,20 @@ class Trainer:
             "pyramid": self.pyramid.state_dict(),
             "critics": keep([c.state_dict() for c in self.critics]),
             "opt_g": keep([o.state_dict() for o in self.opt_g]), "opt_d": keep([o.state_dict() for o in self.opt_d]),
-            "pools": keep([[p.items for p in per_clip] for per_clip in self.pools]), "rng": self.rng.get_state(),
+            "pools": keep([p.items for p in self.pools]), "rng": self.rng.get_state(),
         }
 
     def load_state(self, state: dict) -> None:
         self.pyramid.load_state_dict(state["pyramid"])
-        for l, (critic, opt_g, opt_d, pools) in enumerate(zip(self.critics, self.opt_g, self.opt_d, self.pools)):
+        for l, (critic, opt_g, opt_d, pool) in enumerate(zip(self.critics, self.opt_g, self.opt_d, self.pools)):
             if state["critics"][l] is not None:
                 critic.load_state_dict(state["critics"][l])
                 opt_g.load_state_dict(state["opt_g"][l])
                 opt_d.load_state_dict(state["opt_d"][l])
                 saved = state["pools"][l]
-                if not saved or torch.is_tensor(saved[0]):  # a checkpoint from before multi-clip runs
-                    saved = [saved]
-                for pool, items in zip(pools, saved):
-                    pool.items = [t.to(self.device) for t in items]
+                if saved and not torch.is_tensor(saved[0]):  # a checkpoint that kept a pool per clip
+                    saved = [t for per_clip in saved for t in per_clip][:pool.size]
+                pool.items = [t.to(self.device) for t in saved]
         for opts, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in (g for opt in opts for g in opt.param_groups):
                 group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
@@ -428,21 +442,30 @@ def train_iteration(members: list[Trainer], levels: list[int]) -> list[dict[str,
 
     Each member draws noise from its own generator in the order a lone run does and steps only
     its own optimisers, so training K members together is training each alone. A lone trainer is
-    a population of one. A multi-clip run does the iteration on each clip in turn, its losses
-    the clips' mean (the original steps every clip in each of the seven sub-steps: as many
-    updates, in another order)."""
+    a population of one. A multi-clip run mixes as the original's joint_train does: each of the
+    seven sub-steps runs every clip in turn (critic step 1 on every clip, then step 2, ..., the
+    adversarial step on every clip, the reconstruction step on every clip), and the critics
+    share one fake pool a level; its losses are the clips' mean. Every clip's chains are drawn
+    first: the generators do not change during the critic steps, and the adversarial and
+    reconstruction steps recompute the trained levels, so the draws are the ones the original's
+    order would see (taken from the generator in another order)."""
+    clips = range(len(members[0].clips))
+    pyramids = [FusedPyramid([m.clips[k].pyramid for m in members]) for k in clips]
+    draws = [_draw(members, k, levels, pyramids[k]) for k in clips]
+    clip_losses: list[list[dict[str, float]]] = [[{} for _ in members] for _ in clips]
+    for step in range(max(m.cfg.optim.critic_steps for m in members)):
+        for k in clips:
+            _critic_step(members, k, levels, draws[k][1], step, clip_losses[k])
+    for k in clips:
+        base, _, noise, conds = draws[k]
+        _adversarial_phase(members, k, levels, pyramids[k], base, noise, conds, clip_losses[k])
+    for k in clips:
+        _reconstruction_phase(members, k, levels, pyramids[k], clip_losses[k])
     losses: list[dict[str, float]] = [{} for _ in members]
-    clips = len(members[0].clips)
-    for k in range(clips):
-        pyramid = FusedPyramid([m.clips[k].pyramid for m in members])
-        clip_losses: list[dict[str, float]] = [{} for _ in members]
-        base, fakes, noise, conds = _draw(members, k, levels, pyramid)
-        _critic_phase(members, k, levels, fakes, clip_losses)
-        _adversarial_phase(members, k, levels, pyramid, base, noise, conds, clip_losses)
-        _reconstruction_phase(members, k, levels, pyramid, clip_losses)
-        for total, part in zip(losses, clip_losses):
+    for per_clip in clip_losses:
+        for total, part in zip(losses, per_clip):
             for key, value in part.items():
-                total[key] = total.get(key, 0.0) + value / clips
+                total[key] = total.get(key, 0.0) + value / len(clips)
     return losses
 
 
@@ -479,29 +502,37 @@ def _draw(members: list[Trainer], clip: int, levels: list[int], pyramid: FusedPy
     return base, fakes, noise, conds
 
 
-def _critic_phase(members: list[Trainer], clip: int, levels: list[int], fakes: list[torch.Tensor], losses) -> None:
-    """`critic_steps` WGAN-GP updates of every level's critic; members with fewer critic steps
-    leave the fused critic calls once theirs are done."""
+def _critic_step(members: list[Trainer], clip: int, levels: list[int], fakes: list[torch.Tensor], k: int,
+                 losses) -> None:
+    """Critic step `k` (0-based) on `clip`: one WGAN-GP update of every level's critic, against
+    the k-th drawn fakes; members with fewer critic steps leave the fused calls once theirs are done."""
     K, first = len(members), members[0]
     channels, steps = first.pyramid.channels, [m.cfg.optim.critic_steps for m in members]
     lambda_gp = _per_member(members, "lambda_gp")
-    for k in range(max(steps)):
-        active = [i for i, n_m in enumerate(steps) if k < n_m]
-        total = 0.0
-        for j, l in enumerate(levels):
-            fresh = fakes[j][k:k + 1]
-            if len(active) < K:
-                fresh = torch.cat([fresh[:, i * channels:(i + 1) * channels] for i in active], dim=1)
-            alphas = [torch.rand((), generator=members[i].rng, device=first.device) for i in active]
-            shown = [members[i].pools[l][clip].query(fresh[:, a * channels:(a + 1) * channels], members[i].rng)
-                     for a, i in enumerate(active)]
-            critic = FusedStack([members[i].critics[l].net for i in active])
-            loss, w, gp = critic_loss(critic, first.clips[clip].reals[l], torch.cat(shown, dim=1), fresh,
-                                      torch.stack(alphas), lambda_gp[active], len(active))
-            total = total + loss.sum()
-            for i, w_i, gp_i in zip(active, w.detach().tolist(), gp.detach().tolist()):
-                losses[i][f"{l}/critic"], losses[i][f"{l}/gp"] = w_i, gp_i
-        _step([members[i].opt_d[l] for i in active for l in levels], total)
+    active = [i for i, n_m in enumerate(steps) if k < n_m]
+    total = 0.0
+    for j, l in enumerate(levels):
+        fresh = fakes[j][k:k + 1]
+        if len(active) < K:
+            fresh = torch.cat([fresh[:, i * channels:(i + 1) * channels] for i in active], dim=1)
+        alphas = [torch.rand((), generator=members[i].rng, device=first.device) for i in active]
+        shown = [members[i].pools[l].query(fresh[:, a * channels:(a + 1) * channels], members[i].rng)
+                 for a, i in enumerate(active)]
+        critic = FusedStack([members[i].critics[l].net for i in active])
+        loss, w, gp = critic_loss(critic, first.clips[clip].reals[l], _side_by_side(shown), fresh,
+                                  torch.stack(alphas), lambda_gp[active], len(active))
+        total = total + loss.sum()
+        for i, w_i, gp_i in zip(active, w.detach().tolist(), gp.detach().tolist()):
+            losses[i][f"{l}/critic"], losses[i][f"{l}/gp"] = w_i, gp_i
+    _step([members[i].opt_d[l] for i in active for l in levels], total)
+
+
+def _side_by_side(fakes: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """The members' shown fakes on the channel axis; a list when a shared pool handed some member
+    another clip's fake, of another length (critic_loss then scores each member's on its own)."""
+    if len({f.shape[-1] for f in fakes}) == 1:
+        return torch.cat(fakes, dim=1)
+    return fakes
 
 
 def _adversarial_phase(members: list[Trainer], clip: int, levels: list[int], pyramid: FusedPyramid, base, noise,

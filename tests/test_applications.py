@@ -16,7 +16,7 @@ from ganimator.metrics import Scorer
 from ganimator.pyramid import pyramid_lengths, resample
 from ganimator.review import review_dirs
 from ganimator.networks import FusedPyramid
-from ganimator.trainer import Trainer, _draw, fit
+from ganimator.trainer import Trainer, _draw, fit, train_iteration
 
 from conftest import clean_env
 
@@ -62,6 +62,41 @@ def test_clips_of_one_skeleton_mix_into_one_training_file(clip, tmp_path):
     # `a.bvh b.bvh` without an output must not write over b.bvh
     bad = tool("ganimator-preprocess", proud, normal, cwd=tmp_path, ok=False).stderr
     assert "normal.bvh is a BVH file, not the npz to write" in bad and normal.stat().st_size > 0
+
+
+def test_mixed_clips_take_turns_in_every_sub_step_and_share_one_fake_pool(clip, tmp_path):
+    """As the original's joint_train mixes: each of the seven sub-steps runs every clip before
+    the next sub-step (critic step 1 on proud, on normal, critic step 2 on proud, ...), and a
+    level's critic keeps one pool of fakes for all clips, so it also sees one clip's fakes
+    against the other's real motion."""
+    MotionDataset.from_bvhs([clip("proud.bvh"), clip("normal.bvh")]).save(tmp_path / "mix.npz")
+    cfg = load_config([f"npz_filename={tmp_path / 'mix.npz'}", f"run_dir={tmp_path / 'mix'}", "fake_pool_size=4", *TINY])
+    trainer = Trainer(cfg)
+    trainer.begin()
+    levels = trainer.begin_stage()
+    low, top = levels[0], levels[-1]
+    seen = []  # the critic's and the generator's inputs, and the optimiser steps, in order
+    trainer.critics[low].net.register_forward_pre_hook(lambda m, args: seen.append(("critic", args[0].shape[-1])))
+    trainer.pyramid.generators[top].net.register_forward_pre_hook(lambda m, args: seen.append(("gen", args[0].shape[-1])))
+    trainer.opt_d[low].register_step_post_hook(lambda *a: seen.append(("D step", None)))
+    trainer.opt_g[top].register_step_post_hook(lambda *a: seen.append(("G step", None)))
+    for _ in range(2):
+        train_iteration([trainer], levels)
+    clip_of = {(net, c.lengths[level]): k for k, c in enumerate(trainer.clips)
+               for net, level in (("critic", low), ("gen", top))}
+    last, steps, critic_calls, mixed = {}, [], set(), 0
+    for kind, length in seen:
+        if length is not None:
+            last[kind] = length
+            critic_calls |= {length} if kind == "critic" else set()
+        else:  # a critic step's last call is its penalty's, on the clip's length; a G step's too
+            net = "critic" if kind == "D step" else "gen"
+            steps.append((kind, clip_of[net, last[net]]))
+            mixed += kind == "D step" and len(critic_calls) == 2  # a clip's real against the other's fake
+            critic_calls = set()
+    one_iteration = [("D step", 0), ("D step", 1)] * 5 + [("G step", 0), ("G step", 1)] * 2
+    assert steps == one_iteration * 2
+    assert len(trainer.pools) == len(trainer.critics) and mixed > 0
 
 
 def test_a_mixed_model_learns_and_is_scored_on_every_clip(clip, tmp_path):

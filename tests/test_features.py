@@ -271,7 +271,7 @@ def test_forcing_the_wrong_rig_names_the_file_and_joint(clip):
     from ganimator.bvh import BVHError
     from ganimator.skeleton import CRAB
 
-    with pytest.raises(BVHError, match=r"Salsa-Dancing-6.bvh: rig 'crab': joint 'DEF_BN_Leg_L_15_end'"):
+    with pytest.raises(BVHError, match=r"Salsa-Dancing-6.bvh: rig 'crab': joint 'ORG_Hips'"):
         MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"), rig=CRAB)
 
 

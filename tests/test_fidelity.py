@@ -2,19 +2,23 @@
 checked against facts taken from the original code (PeizhuoLi/ganimator). The fixture
 tests/data/original_fixtures.json was written by running the original's own code on the shared
 clips (`python benchmarks/original_code.py fixtures --original PATH`)."""
+import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from ganimator.bvh import write_bvh
+from ganimator.bvh import BVH, write_bvh
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.networks import SkeletonConv1d
 from ganimator.procedural import procedural_dance
 from ganimator.networks import build_models
 from ganimator.trainer import Trainer, train_iteration
+
+from conftest import ROOT
 
 ORIGINAL = json.loads((Path(__file__).parent / "data" / "original_fixtures.json").read_text())
 CLIPS = ["Salsa-Dancing-6", "Crab-dance-long", "proud"]
@@ -108,3 +112,73 @@ def test_a_generic_rig_trains_skeleton_aware(tmp_path):
     cfg = load_config([f"npz_filename={tmp_path / 'generic.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
                        "train_data_iter=1", "validation_samples=0"])
     assert Trainer(cfg).fit().finished
+
+
+@pytest.mark.parametrize("name", list(ORIGINAL["skeleton_database"]))
+def test_every_rig_of_the_original_is_ours(name, tmp_path):
+    """Each rig of the original's skeleton database (its bvh/skeleton_database.py, recorded in the
+    fixture) is read as the original reads it: a file with its joints (here a synthetic one,
+    every joint a child of the root, in a namespace, with an extra joint the rig drops) keeps them
+    in the rig's order, labels the same contact joints with the same threshold, and gets the
+    original's channel count: 6 per joint, per contact node and for the root block."""
+    rig = ORIGINAL["skeleton_database"][name]
+    joints = rig["joints"]
+    names = [f"ns:{n}" for n in [joints[0], "ExtraJoint", *reversed(joints[1:])]]
+    frames = 20  # the shortest clip the pyramid takes is 15 frames
+    rng = np.random.default_rng(0)
+    motion = np.concatenate([rng.normal(0, 0.05, (frames, 3)) + [0, 100, 0],
+                             rng.normal(0, 5, (frames, 3 * len(names)))], axis=1)
+    channels = [("Xposition", "Yposition", "Zposition", "Zrotation", "Xrotation", "Yrotation")] + \
+               [("Zrotation", "Xrotation", "Yrotation")] * (len(names) - 1)
+    bvh = BVH(names=names, parents=[-1] + [0] * (len(names) - 1), offsets=rng.normal(0, 10, (len(names), 3)),
+              channels=channels, frame_time=1 / 30, motion=motion)
+    write_bvh(tmp_path / "rig.bvh", bvh)
+    data = MotionDataset.from_bvh(tmp_path / "rig.bvh")
+    s = data.skeleton
+    assert s.names == joints and s.parents == [-1] + [0] * (len(joints) - 1)
+    assert [s.names[c] for c in s.contacts] == rig["contacts"]
+    assert s.contact_threshold == rig["contact_threshold"]
+    assert data.layout.channels == 6 * (len(joints) + len(rig["contacts"]) + 1)
+
+
+spec = importlib.util.spec_from_file_location("gs_original_code", ROOT / "benchmarks" / "original_code.py")
+original_code = importlib.util.module_from_spec(spec)  # its functions that run this project only:
+spec.loader.exec_module(original_code)  # the original's code is not needed here
+ITERATION = np.load(Path(__file__).parent / "data" / "original_iteration.npz")
+
+
+@pytest.mark.parametrize("stage", ITERATION["stages"].tolist())
+def test_one_training_iteration_is_the_originals(stage, clip, tmp_path):
+    """One full iteration (five critic steps, the adversarial and the reconstruction step) of
+    stages [0, 1] and [4, 5] (levels 0-3 frozen), in float64, equals the original's, which
+    tests/data/original_iteration.npz records (benchmarks/original_code.py fixtures
+    --iteration-out): the original was given this project's initial weights, z*, levels,
+    amplitudes and random draws, and trained its critics' masks. Every loss and every trained
+    tensor (probed at 128 positions, and its whole update by L1 norm and a projection) agrees to
+    1e-6; the two codes were 2e-10 apart when it was recorded. A change to what an iteration
+    computes fails here."""
+    assert str(ITERATION["clip"]) == original_code.ITERATION_CLIP and int(ITERATION["seed"]) == original_code.ITERATION_SEED
+    short = original_code.trimmed_clip(clip(original_code.ITERATION_CLIP), int(ITERATION["frames"]), tmp_path / "short.bvh")
+    trainer, levels = original_code.our_trainer(short, stage, original_code.ITERATION_SEED, tmp_path)
+    nets = lambda: ([g.net for g in trainer.pyramid.generators], [c.net for c in trainer.critics])  # noqa: E731
+    before = {k: t.detach().clone() for k, t in original_code.trained_tensors(*nets(), levels).items()}
+    for key, tensor in before.items():  # the start the original was given is this project's
+        positions = torch.from_numpy(ITERATION[f"{stage}/{key}/positions"]).long()
+        assert torch.equal(tensor.flatten()[positions], torch.from_numpy(ITERATION[f"{stage}/{key}/initial"])), \
+            f"{key}: initial weights changed since the fixture was recorded; record it again"
+
+    [losses] = train_iteration([trainer], levels)
+    for l in levels:
+        for name in ("critic", "gp", "adversarial", "contact", "reconstruction"):
+            expected = float(ITERATION[f"{stage}/loss/{l}/{name}"])
+            assert abs(losses[f"{l}/{name}"] - expected) < 1e-6, (f"{l}/{name}", losses[f"{l}/{name}"], expected)
+    after = original_code.trained_tensors(*nets(), levels)
+    assert after.keys() == before.keys()
+    for key, tensor in after.items():
+        positions = torch.from_numpy(ITERATION[f"{stage}/{key}/positions"]).long()
+        probed = tensor.detach().flatten()[positions]
+        assert (probed - torch.from_numpy(ITERATION[f"{stage}/{key}/updated"])).abs().max() < 1e-6, key
+        delta = tensor.detach() - before[key]
+        l1 = float(ITERATION[f"{stage}/{key}/l1"])
+        assert abs(float(delta.abs().sum()) - l1) <= 1e-6 * l1 + 1e-9, (key, float(delta.abs().sum()), l1)
+        assert abs(original_code.projection(delta) - float(ITERATION[f"{stage}/{key}/projection"])) < 1e-6, key

@@ -5,7 +5,7 @@ from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.networks import SkeletonConv1d
 from ganimator.networks import build_models
-from ganimator.trainer import Trainer
+from ganimator.trainer import Trainer, train_iteration
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,38 @@ def test_noise_amplitude_scales_apply_per_stage(walk):
     full, _ = build_models(load_config(["full_noise=true"]), walk)
     independent = full.noise(0, 1, 50, rng)
     assert not torch.equal(independent[:, 0], independent[:, 5])
+
+
+def test_critic_masks_are_trained_as_in_the_original(npz, tmp_path):
+    """The original's critic masks are parameters in the critic's Adam: inside the neighbourhood
+    pattern they move with the weights, outside it both stay 0. Generator masks stay fixed.
+    Checkpoints carry the trained masks; one written with fixed masks loads them as 0/1."""
+    cfg = load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'run'}", "progress=false"])
+    trainer = Trainer(cfg)
+    trainer.begin()
+    levels = trainer.begin_stage()
+    critic_conv, gen_conv = trainer.critics[0].net[0], trainer.pyramid.generators[0].net[0]
+    assert any(p is critic_conv.mask for p in trainer.opt_d[0].param_groups[0]["params"])
+    assert not any(p is gen_conv.mask for p in trainer.opt_g[0].param_groups[0]["params"])
+    pattern = critic_conv.mask.detach().clone()
+    train_iteration([trainer], levels)
+    inside, moved = pattern > 0, (critic_conv.mask.detach() - pattern).abs()
+    # five critic steps of at most lr each: the original's masks after one iteration lie in 1 +- 5e-4
+    assert moved[inside].max() <= 5 * cfg.optim.lr_d * 1.01 and (moved[inside] > 0).float().mean() > 0.9
+    assert moved[~inside].max() == 0 and critic_conv.weight.detach()[~inside.expand_as(critic_conv.weight)].abs().max() == 0
+    assert torch.equal(gen_conv.mask, (gen_conv.mask > 0).float())
+
+    state = trainer.state_dict()
+    resumed = Trainer(cfg)
+    resumed.load_state(state)
+    assert torch.equal(resumed.critics[0].net[0].mask, critic_conv.mask)
+    for critic in state["critics"]:  # as a checkpoint from before trained masks holds them
+        for key in [k for k in critic or () if k.endswith("mask")]:
+            del critic[key]
+    resumed.load_state(state)
+    assert torch.equal(resumed.critics[0].net[0].mask, pattern)
+
+    frozen = Trainer(load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'frozen'}", "progress=false",
+                                  "train_critic_masks=false"]))
+    assert not any(k.endswith("mask") for k in frozen.critics.state_dict())
+    assert sum(p.numel() for p in trainer.critics.parameters()) > sum(p.numel() for p in frozen.critics.parameters())

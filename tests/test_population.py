@@ -9,7 +9,7 @@ import torch
 from ganimator.config import ConfigError, load_config
 from ganimator.population import Population, check_fusable
 from ganimator.rundir import load_checkpoint_file
-from ganimator.trainer import Trainer, TrainingDiverged
+from ganimator.trainer import Trainer, TrainingDiverged, train_iteration
 
 # Members differ in everything a sweep searches; a small fake pool so that its random picks run too.
 TINY = ["train_data_iter=3", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]",
@@ -36,7 +36,11 @@ def assert_same_run(fused_dir, alone_dir):
     for f, a in zip(fused, alone):
         assert f["metrics"].keys() == a["metrics"].keys()
         for key in f["metrics"]:
-            assert math.isclose(f["metrics"][key], a["metrics"][key], rel_tol=1e-3, abs_tol=1e-3), (key, f, a)
+            # The critics' scores drift furthest in float32: many of their parameters (hidden
+            # biases, trained masks) have near-zero gradients, where Adam turns rounding into
+            # steps. test_fused_members_equal_lone_runs_in_float64 shows that it is rounding only.
+            tol = 1e-2 if key.endswith(("critic", "gp", "adversarial")) else 1e-3
+            assert math.isclose(f["metrics"][key], a["metrics"][key], rel_tol=tol, abs_tol=tol), (key, f, a)
     f_state, a_state = (load_checkpoint_file(d / "checkpoint.pt") for d in (fused_dir, alone_dir))
     fused_w = torch.cat([f_state["pyramid"][name].flatten() for name in a_state["pyramid"]])
     alone_w = torch.cat([t.flatten() for t in a_state["pyramid"].values()])
@@ -64,6 +68,24 @@ def test_fused_members_train_exactly_as_they_would_alone(fused_and_alone):
     # and the members did differ: different seeds and settings give different runs
     finals = [history(root / f"fused{k}")[-1]["metrics"]["6/reconstruction"] for k in range(len(MEMBERS))]
     assert len(set(finals)) == len(MEMBERS)
+
+
+def test_fused_members_equal_lone_runs_in_float64(npz, tmp_path):
+    """Without float32 rounding, fusing changes nothing: after two iterations every generator and
+    critic parameter (trained critic masks included) of each member equals its lone run's."""
+    fused = [Trainer(cfg).double() for cfg in configs(npz, tmp_path, "fused")]
+    alone = [Trainer(cfg).double() for cfg in configs(npz, tmp_path, "alone")]
+    for trainer in fused + alone:
+        trainer.begin()
+        levels = trainer.begin_stage()
+    for _ in range(2):
+        train_iteration(fused, levels)
+        for trainer in alone:
+            train_iteration([trainer], levels)
+    for f, a in zip(fused, alone):
+        for p, q in zip([*f.pyramid.parameters(), *f.critics.parameters()],
+                        [*a.pyramid.parameters(), *a.critics.parameters()]):
+            assert p.dtype == torch.float64 and (p - q).abs().max() < 1e-12
 
 
 def test_memory_per_member_and_the_largest_population_are_reported(fused_and_alone):
