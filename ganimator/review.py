@@ -260,6 +260,9 @@ def _free_port(host: str, port: int, what: str) -> int:
     """`port` if it can be bound on `host`, a free one if it is 0; else ServeError."""
     try:
         with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+            # As the servers bind: without it, a port our last --serve just closed (its connections in
+            # TIME_WAIT for up to a minute) reads as taken although the servers could take it.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
             return s.getsockname()[1]
     except OSError as e:

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .config import ConfigError, check_device, npz_filename, stage_levels
+from .config import ConfigError, check_device, npz_filename, resolve_device, stage_levels
 from .dataset import MotionDataset
 from .errors import UserError
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
@@ -133,8 +133,8 @@ class Trainer:
             own = self.run.data
             dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
         self.dataset = dataset
-        check_device(cfg.util.device)
-        self.device = torch.device(cfg.util.device)
+        check_device(resolve_device(cfg.util.device))
+        self.device = torch.device(resolve_device(cfg.util.device))
         self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
         self._scorers: dict[int, Scorer] = {}  # per validated level
 

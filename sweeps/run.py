@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 import ray
+import torch
 from omegaconf import OmegaConf
 from ray import tune
 from ray._private import ray_constants
@@ -118,8 +119,7 @@ def main(argv: list[str]) -> int:
     with SweepTask(cfg, base, space, setup_dir) as sweep_task:
         data = Path(base.data.npz_filename).read_bytes()
         setup = TrialSetup((*trainer_overrides, *sweep_task.trial_overrides()), data, num_stages, sweep=cfg.name,
-                           threads=max(1, int(cfg.cpus_per_trial)),
-                           device="cuda" if cfg.gpus_per_trial > 0 else base.util.device)
+                           threads=max(1, int(cfg.cpus_per_trial)), device=_trial_device(cfg, base.util.device))
         resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
         # Trials ask the study for their configurations and stop their own members; Tune runs and restarts them.
         spec = StudySpec(cfg.name, storage, OmegaConf.to_object(cfg), space)
@@ -153,6 +153,20 @@ def main(argv: list[str]) -> int:
     _print_summary(cfg, rows, exports, md_path, storage)
     print(f"comparison plots: {out_dir / 'plots'}" if plots else "comparison plots: none (no finished trial)")
     return 0
+
+
+def _trial_device(cfg, device: str) -> str:
+    """Where trials and retrains train, printed at the start: Ray gives a trial the GPUs it asks for
+    (gpus_per_trial) and hides the others, so `auto` without them is the CPU."""
+    if cfg.gpus_per_trial > 0:
+        device = "cuda"
+    elif device == "auto":
+        device = "cpu"
+    gpus = torch.cuda.device_count()
+    hint = (f"; this machine has {gpus} CUDA device(s): gpus_per_trial=1 (or 0.25 to share one) trains on them"
+            if gpus and device == "cpu" else "")
+    print(f"device: trials train on {device} (gpus_per_trial={cfg.gpus_per_trial:g}){hint}", flush=True)
+    return device
 
 
 def _with_saved_args(argv: list[str]) -> list[str]:

@@ -209,3 +209,24 @@ def test_a_port_in_use_is_a_clear_error(run):
         for ports in ({"grpc_port": port, "web_port": 0}, {"grpc_port": 0, "web_port": port}):
             with pytest.raises(ServeError, match=f"port {port}: Address already in use"):
                 ReviewServer(clips, **ports)
+
+
+def test_a_port_our_last_serve_just_closed_is_free_again(run):
+    """A served connection closed by the server leaves its port in TIME_WAIT for up to a minute; the
+    servers bind it anyway (SO_REUSEADDR), so the port check must too, or `--serve` run again right
+    after Ctrl-C fails with "Address already in use"."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Rerun's servers set it
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server closes first: its end of the connection waits in TIME_WAIT
+        client.close()
+    time.sleep(0.2)
+    assert any(c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT for c in psutil.net_connections("tcp"))
+    data = run[1]
+    with ReviewServer([features_clip(data, "real", data.features)], grpc_port=port, web_port=0) as server:
+        assert server.grpc_port == port
+        assert not refused("127.0.0.1", port)
