@@ -34,7 +34,7 @@ from sweeps import trust
 from sweeps.config import ARGS, STUDY_DB, SweepConfig, drop_password, hide_password, load_sweep_config
 from sweeps.export import retrain_and_export
 from sweeps.objective import Objective
-from sweeps.plots import comparison_figures, write_figures
+from sweeps.plots import comparison_figures, embed_pictures, write_figures
 from sweeps.report import TASK_ID, SweepTask
 from sweeps.results import (Status, close_orphans, counts, importances, learned_lines, rung_correlations, study_rows,
                             write_summary)
@@ -148,7 +148,8 @@ def main(argv: list[str]) -> int:
         learned = learned_lines(rung_correlations(rows, num_stages), importances(study, objective))
         csv_path, md_path = write_summary(rows, cfg.name, list(space), objective, out_dir, learned)
         figures = comparison_figures(study, objective)
-        plots = write_figures(figures, out_dir / "plots")
+        plots = write_figures(figures, out_dir / "plots", cfg.plot_pngs)
+        embed_pictures(md_path, plots)
         sweep_task.report(rows, exports, list(space), objective, figures, [csv_path, md_path])
     _print_summary(cfg, rows, exports, md_path, storage)
     print(f"comparison plots: {out_dir / 'plots'}" if plots else "comparison plots: none (no finished trial)")

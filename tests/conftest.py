@@ -53,8 +53,10 @@ def npz(clip, tmp_path_factory) -> Path:
 
 # ---- sweeps -------------------------------------------------------------------------------------
 
-# Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks.
-TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]", "clearml=off"]
+# Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks;
+# no PNG copies of the plots (seconds of Chromium a sweep) unless a test asks.
+TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]", "clearml=off",
+        "plot_pngs=false"]
 EXPORT = ["retrain_iter=6", "eval_samples=4", "export_samples=2"]
 
 

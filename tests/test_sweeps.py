@@ -56,8 +56,9 @@ def sweep(request, npz, tmp_path_factory):
     fused to a Ray trial (one at a time: batches of 4 and 2)."""
     tmp = tmp_path_factory.mktemp(f"sweep{request.param}")
     one_at_a_time = ["max_concurrent=1"] if request.param > 1 else []
+    pngs = ["plot_pngs=true"] if request.param == 1 else []  # as a user's sweep: summary.md shows the plots
     out = run_sweep(npz, tmp, "name=six", "num_samples=6", "retrain_seeds=[0,1]", f"population={request.param}",
-                    "clearml=offline", *one_at_a_time, *EXPORT, env=clean_env(tmp))
+                    "clearml=offline", *one_at_a_time, *pngs, *EXPORT, env=clean_env(tmp))
     assert out.returncode == 0, out.stderr[-3000:]
     return Swept(tmp, out, request.param, study_trials(tmp, "six"))
 
