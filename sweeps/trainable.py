@@ -66,10 +66,18 @@ def trial_overrides(setup: TrialSetup, params: dict, npz: Path, run_dir: Path, r
             "progress=false", f"num_threads={setup.threads}", f"device={setup.device}"]
 
 
+class Batch(dict):
+    """A Ray trial's share of the sweep, {"index": i, "members": n}, that prints short: Tune's live
+    table shows it as its `batch` column, cut to its last 20 characters (`... 0, 'members': 1}`)."""
+
+    def __str__(self) -> str:
+        return f"{self['index']} ({self['members']} config{'s' if self['members'] > 1 else ''})"
+
+
 def batches(num_samples: int, population: int) -> list[dict]:
     """The Tune trials of a sweep: num_samples configurations, `population` to a trial."""
     sizes = [min(population, num_samples - start) for start in range(0, num_samples, population)]
-    return [{"index": i, "members": n} for i, n in enumerate(sizes)]
+    return [Batch(index=i, members=n) for i, n in enumerate(sizes)]
 
 
 def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:

@@ -70,6 +70,9 @@ def test_every_configuration_is_an_optuna_trial_and_weak_ones_stop_at_stage_boun
     tune_ids = [t.user_attrs[TUNE_ID] for t in trials]
     expected = [4, 2] if sweep.population == 4 else [1] * 6
     assert sorted((tune_ids.count(i) for i in set(tune_ids)), reverse=True) == expected
+    # Tune's live table names each Ray trial's batch in a few words, not as a dict cut to 20 characters
+    first = "0 (4 configs)" if sweep.population == 4 else "0 (1 config)"
+    assert first in sweep.out.stdout and "'members'" not in sweep.out.stdout
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned and len(pruned) < 6, "successive halving should stop some configurations and finish others"
