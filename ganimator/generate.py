@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -10,7 +11,6 @@ import numpy as np
 import psutil
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from .bvh import write_bvh
 from .config import load_config, stage_levels
@@ -20,6 +20,7 @@ from .errors import UserError
 from .features import Motion, decode, encode, motion_to_bvh, retime
 from .metrics import Quality, Scorer
 from .networks import GeneratorPyramid, build_models, clip_pyramids
+from .progress import progress_bar
 from .pyramid import build_pyramid, resample
 from .rundir import CheckpointError, RunDir, checkpoint_fits, load_checkpoint_file, new_or_empty
 
@@ -170,11 +171,14 @@ class TrainedRun:
                                   f"scale not negative, got {samples}, {batch}, {length_factor} and {noise_scale}")
         length, scorer = round(self.dataset.num_frames * length_factor), Scorer(self.dataset)
         scores = {}
-        for start in tqdm(range(0, samples, batch), desc=f"{samples} samples", unit="batch", disable=not progress):
+        bar = progress_bar(math.ceil(samples / batch), f"evaluating {samples} samples", enabled=progress, unit="batch")
+        for start in range(0, samples, batch):
             count = min(batch, samples - start)
             generated = self.generate(length, count, seed=seed * 1_000_003 + start, noise_scale=noise_scale)
             for name, values in scorer(generated).items():
                 scores.setdefault(name, []).append(values)
+            bar.update()
+        bar.close()
         metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
         clips = self.dataset.clips
         metrics["rec_error"] = sum((self.reconstruct(k)[0] - c.features).abs().mean().item()

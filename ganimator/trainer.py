@@ -31,6 +31,7 @@ from .errors import UserError
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import Quality, Scorer
 from .networks import FusedPyramid, FusedStack, GeneratorPyramid, build_models, clip_pyramids
+from .progress import progress_bar
 from .rundir import CHECKPOINT_VERSION, RunDir, checkpoint_fits
 
 
@@ -371,8 +372,8 @@ def fit(members: list[Trainer], after_stage: Callable[[int, list[Trainer]], None
         for m in active:
             levels = m.begin_stage()
         crowd = f", {len(members)} members" if len(members) > 1 else ""
-        bar = tqdm(total=cfg.scheduling.train_data_iter, initial=active[0].iteration, dynamic_ncols=True,
-                   disable=not cfg.util.progress, desc=f"stage {stage + 1}/{num_stages} levels {levels}{crowd}")
+        bar = progress_bar(cfg.scheduling.train_data_iter, f"stage {stage + 1}/{num_stages} levels {levels}{crowd}",
+                           active[0].iteration, cfg.util.progress)
         iteration = first_iteration or train_iteration
         while active and active[0].iteration < cfg.scheduling.train_data_iter:
             losses = iteration(active, levels)
@@ -386,7 +387,7 @@ def fit(members: list[Trainer], after_stage: Callable[[int, list[Trainer]], None
                         tqdm.write(f"member {members.index(m)} ({m.run_dir}) leaves: {e}", file=sys.stderr)
                     leave(m, e)
             bar.update()
-            if len(members) == 1 and active:
+            if len(members) == 1 and active and hasattr(bar, "set_postfix"):
                 bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses[0].items()
                                  if not k.endswith(("gp", "contact"))}, refresh=False)
         bar.close()

@@ -44,14 +44,16 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
         tmp = Path(tmp)
         npz = tmp / "input.npz"
         npz.write_bytes(setup.data)
+        # With a progress bar per stage (trials run without): the driver draws each retrain's whole.
         cfg = load_config([*trial_overrides(setup, params, npz, tmp / "run", resume=False), f"seed={seed}",
-                           f"train_data_iter={iterations}", f"experiment_name={setup.sweep}/rank-{rank}-seed-{seed}"])
+                           f"train_data_iter={iterations}", f"experiment_name={setup.sweep}/rank-{rank}-seed-{seed}",
+                           "progress=true"])
         trainer = Trainer(cfg)
         with Tracking(cfg, len(trainer.stages), tags, params, announce=False) as tracking:
             trainer.callbacks += tracking.callbacks
             trainer.fit()
             run = load_run(tmp / "run")
-            metrics = run.evaluate(eval_samples)
+            metrics = run.evaluate(eval_samples, progress=True)
             tracking.report_values(metrics)
         out = RunDir(tmp / "run")
         state = torch.load(out.checkpoint, map_location="cpu", weights_only=True)
