@@ -40,7 +40,7 @@ from sweeps.results import (Status, close_orphans, counts, importances, learned_
                             write_summary)
 from sweeps.search import StudySpec
 from sweeps.space import load_space
-from sweeps.trainable import TrialSetup, batches, check_space_fusable, train_trial
+from sweeps.trainable import TrialSetup, batch_of, batches, check_space_fusable, train_trial
 
 # Tiny test sweeps checkpoint every second or so; real stages take minutes.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -131,8 +131,9 @@ def main(argv: list[str]) -> int:
             tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             spec.create()
+            indices = list(range(len(batches(cfg.num_samples, cfg.population))))
             tuner = tune.Tuner(
-                trainable, param_space={"batch": tune.grid_search(batches(cfg.num_samples, cfg.population))},
+                trainable, param_space={"batch": tune.grid_search(indices)},
                 tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.max_concurrent or None),
                 run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live trial table
                                           failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
@@ -141,7 +142,7 @@ def main(argv: list[str]) -> int:
         results = tuner.fit()
 
         study = spec.load()
-        close_orphans(study, {r.config["batch"]["index"]: r.error for r in results if r.error is not None})
+        close_orphans(study, {batch_of(r.config, cfg)["index"]: r.error for r in results if r.error is not None})
         rows = study_rows(study, list(space), objective)
         exports = retrain_and_export(rows, setup, cfg, objective, resources)
         out_dir = Path(cfg.export_dir) / cfg.name

@@ -66,18 +66,18 @@ def trial_overrides(setup: TrialSetup, params: dict, npz: Path, run_dir: Path, r
             "progress=false", f"num_threads={setup.threads}", f"device={setup.device}"]
 
 
-class Batch(dict):
-    """A Ray trial's share of the sweep, {"index": i, "members": n}, that prints short: Tune's live
-    table shows it as its `batch` column, cut to its last 20 characters (`... 0, 'members': 1}`)."""
-
-    def __str__(self) -> str:
-        return f"{self['index']} ({self['members']} config{'s' if self['members'] > 1 else ''})"
-
-
 def batches(num_samples: int, population: int) -> list[dict]:
     """The Tune trials of a sweep: num_samples configurations, `population` to a trial."""
     sizes = [min(population, num_samples - start) for start in range(0, num_samples, population)]
-    return [Batch(index=i, members=n) for i, n in enumerate(sizes)]
+    return [{"index": i, "members": n} for i, n in enumerate(sizes)]
+
+
+def batch_of(config: dict, sweep) -> dict:
+    """A Ray trial's batch from its Tune config: Tune's grid holds the batch's index, a number that
+    its live table shows whole (the dict it held was printed cut to `... 0, 'members': 1}`); a sweep
+    started before holds the dict itself."""
+    batch = config["batch"]
+    return batch if isinstance(batch, dict) else batches(sweep.num_samples, sweep.population)[batch]
 
 
 def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
@@ -93,7 +93,7 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
     restored = checkpoint is not None and restore_run(checkpoint, runs)
     going_on = json.loads((runs / MEMBERS).read_text()) if restored else None
 
-    batch = config["batch"]
+    batch = batch_of(config, spec.sweep)
     study = spec.load(seed_offset=batch["index"])
     trials = member_trials(study, tune_id, batch["members"], spec.space, going_on, spec.asking)
     if not trials:
