@@ -53,15 +53,15 @@ def npz(clip, tmp_path_factory) -> Path:
 
 # ---- sweeps -------------------------------------------------------------------------------------
 
-# Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks;
-# no PNG copies of the plots (seconds of Chromium a sweep) unless a test asks.
-TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]", "clearml=off",
-        "plot_pngs=false"]
+# Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks.
+TINY = ["train_data_iter=4", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]", "clearml=off"]
 EXPORT = ["retrain_iter=6", "eval_samples=4", "export_samples=2"]
 
 
 def sweep_args(npz, tmp: Path, *args) -> list[str]:
-    return [f"npz_filename={npz}", f"results_dir={tmp / 'results'}", f"export_dir={tmp / 'exports'}", *TINY, *args]
+    """A tiny sweep's arguments; no PNG copies of its plots (seconds of Chromium) unless a test asks."""
+    return [f"npz_filename={npz}", f"results_dir={tmp / 'results'}", f"export_dir={tmp / 'exports'}", *TINY,
+            "plot_pngs=false", *args]
 
 
 def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.CompletedProcess:
