@@ -145,9 +145,12 @@ def review_blueprint(groups: list[Group], fps: float = 30.0) -> rrb.Blueprint:
     timeline playing from frame 0 in a loop."""
     views = [rrb.Spatial3DView(origin=f"skeletons/{g.name}", name=g.name, eye_controls=_eye(g)) for g in groups]
     shown = rrb.Grid(*views) if len(views) <= 9 else rrb.Tabs(*views, active_tab=len(views) - 1)
-    notes = [rrb.TextDocumentView(origin=g.notes, name=f"{g.name}: notes") for g in groups if g.notes]
-    if notes:
-        shown = rrb.Horizontal(shown, rrb.Tabs(*notes), column_shares=[4, 1])
+    described = [g for g in groups if g.notes]
+    if described:  # a run's notes open first: the real clip's only name its file
+        first = next((k for k, g in enumerate(described) if g.name != "real"), 0)
+        notes = rrb.Tabs(*[rrb.TextDocumentView(origin=g.notes, name=f"{g.name}: notes") for g in described],
+                         active_tab=first)
+        shown = rrb.Horizontal(shown, notes, column_shares=[4, 1])
     return rrb.Blueprint(shown, rrb.BlueprintPanel(state="collapsed"), rrb.SelectionPanel(state="collapsed"),
                          rrb.TimePanel(state="collapsed", timeline="frame", fps=fps, play_state="playing",
                                        loop_mode="all"),
@@ -157,7 +160,7 @@ def review_blueprint(groups: list[Group], fps: float = 30.0) -> rrb.Blueprint:
 def _eye(group: Group) -> rrb.EyeControls3D:
     """A camera in front of the group (+z, y up), a little above, far enough to see all of it."""
     centre, size = (group.lo + group.hi) / 2, group.hi - group.lo
-    distance = 1.2 * max(size[0], 1.4 * size[1], 1.0) + size[2] / 2
+    distance = max(size[0], 1.4 * size[1], 1.0) + size[2] / 2
     return rrb.EyeControls3D(kind="Orbital", look_target=centre, eye_up=[0, 1, 0],
                              position=centre + np.array([0.0, 0.35 * distance, distance]))
 
