@@ -35,6 +35,7 @@ from .dataset import MotionDataset
 from .features import Motion, decode
 from .kinematics import forward_kinematics
 from .naturalness import CONTACT, skating
+from .progress import progress_bar
 from .skeleton import Skeleton
 
 BLEND_FRAMES = 5  # the original's L: frames before and after a contact run eased towards it
@@ -168,7 +169,7 @@ def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iter
 
 
 def fix_samples(dataset: MotionDataset, features: torch.Tensor, iterations: int = ITERATIONS,
-                begin_xz: torch.Tensor | None = None) -> ContactFix:
+                begin_xz: torch.Tensor | None = None, progress: bool = False) -> ContactFix:
     """Decode each (C, T) sample of a (N, C, T) batch (its root starting at `begin_xz`, default
     the clip's start), fix its foot contact, and measure its foot skating before and after, both
     on the sample's own predicted contacts, at the clip's fps."""
@@ -176,6 +177,7 @@ def fix_samples(dataset: MotionDataset, features: torch.Tensor, iterations: int 
         raise ValueError(f"fix_samples takes a batch (N, channels, T), got shape {tuple(features.shape)}")
     skeleton, fps = dataset.skeleton, dataset.motion.fps
     result = ContactFix([], [], [])
+    bar = progress_bar(len(features), "pinning feet (inverse kinematics)", enabled=progress, unit="sample")
     for sample in features.detach().cpu():
         start = dataset.begin_xz if begin_xz is None else begin_xz
         motion, contacts = decode(sample.double(), dataset.layout, start)  # float64, as naturalness measures
@@ -185,4 +187,6 @@ def fix_samples(dataset: MotionDataset, features: torch.Tensor, iterations: int 
         for out, m in ((result.skating_before, motion), (result.skating_after, fixed)):
             out.append(skating(m.joint_positions(skeleton), planted, skeleton.contacts, fps).item())
         result.motions.append(fixed)
+        bar.update()
+    bar.close()
     return result

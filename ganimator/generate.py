@@ -205,10 +205,10 @@ class TrainedRun:
         return paths
 
     def write_fixed(self, features: torch.Tensor, out_dir, prefix: str = "sample",
-                    begin_xz: torch.Tensor | None = None) -> tuple[list[Path], ContactFix]:
+                    begin_xz: torch.Tensor | None = None, progress: bool = False) -> tuple[list[Path], ContactFix]:
         """Each (channels, T) sample with its feet pinned during their predicted contacts (the
         original's fix_contact.py) as <prefix>-NNN-fixed.bvh, and the foot skating before and after."""
-        fix, paths = fix_samples(self.dataset, features, begin_xz=begin_xz), []
+        fix, paths = fix_samples(self.dataset, features, begin_xz=begin_xz, progress=progress), []
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         for k, motion in enumerate(fix.motions):
             paths.append(Path(out_dir) / f"{prefix}-{k:03d}-fixed.bvh")
