@@ -166,7 +166,8 @@ def write_figures(figures: dict[str, go.Figure], out_dir: Path, pngs: bool = Tru
             pio.write_images(list(figures.values()), [p.with_suffix(".png") for p in paths], width=PNG_WIDTH,
                              height=[f.layout.height or 560 for f in figures.values()])
         except Exception as e:  # no browser, or one that fails: the HTML plots stand alone
-            print(f"note: no PNG copies of the plots ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            print(f"note: no PNG copies of the plots ({type(e).__name__}{': ' + detail if detail else ''}); "
                   "kaleido draws them in Chrome or Chromium (Debian: apt-get install chromium)", file=sys.stderr)
     return paths
 
