@@ -118,10 +118,12 @@ class Group:
         self.clips.append(name)
         if notes and self.notes is None:
             self.notes = f"skeletons/{name}/info"
-        # The first seconds frame the camera: a sample that walks away later leaves the view, where the
-        # bounds of every frame would show small, far-apart skeletons.
-        first = positions[:90].reshape(-1, 3)
-        self.lo, self.hi = np.minimum(self.lo, first.min(0)), np.maximum(self.hi, first.max(0))
+        # The camera frames where the skeletons go over the whole clip (a walk in a circle stays in
+        # view), all but the farthest 2% each way: a sample that wanders off at the end would shrink
+        # every skeleton to a dot.
+        every = positions.reshape(-1, 3)
+        self.lo = np.minimum(self.lo, np.percentile(every, 2, axis=0))
+        self.hi = np.maximum(self.hi, np.percentile(every, 98, axis=0))
 
 
 def _group(name: str) -> str:
