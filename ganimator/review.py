@@ -42,6 +42,7 @@ from .skeleton import Skeleton
 # feet stood orange (footprints): red and orange appear only where the feet touch the ground.
 JOINT, BONE, CONTACT, TRAIL = (225, 225, 225, 255), (70, 130, 230, 255), (255, 50, 30, 255), (255, 170, 0, 255)
 TRAIL_FRAMES = 30  # a second of footprints at 30 fps
+WIDEST = 8.0  # metres of a clip's travel that a 3-D view frames whole
 
 
 @dataclass
@@ -119,11 +120,13 @@ class Group:
         if notes and self.notes is None:
             self.notes = f"skeletons/{name}/info"
         # The camera frames where the skeletons go over the whole clip (a walk in a circle stays in
-        # view), all but the farthest 2% each way: a sample that wanders off at the end would shrink
-        # every skeleton to a dot.
+        # view), all but the farthest 2% each way. Motion that travels further than WIDEST (an
+        # under-trained model's samples drift off) would shrink to a dot: its first 3 s are framed.
         every = positions.reshape(-1, 3)
-        self.lo = np.minimum(self.lo, np.percentile(every, 2, axis=0))
-        self.hi = np.maximum(self.hi, np.percentile(every, 98, axis=0))
+        lo, hi = np.percentile(every, 2, axis=0), np.percentile(every, 98, axis=0)
+        if (hi - lo).max() > WIDEST:
+            lo, hi = positions[:90].reshape(-1, 3).min(0), positions[:90].reshape(-1, 3).max(0)
+        self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
 
 
 def _group(name: str) -> str:
