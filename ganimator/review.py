@@ -2,8 +2,10 @@
 
 Each clip becomes one entity, `skeletons/<name>`: its joint positions (forward kinematics, in
 metres) on a `frame` timeline, drawn through an annotation context that holds the rig's joint
-names and bones, with contact joints red while in contact. Clips stand side by side along x.
-Whole sequences go in with `send_columns`, one call per clip.
+names and bones, with contact joints red while in contact and footprints where they stood. Whole
+sequences go in with `send_columns`, one call per clip. Every recording carries the layout it
+opens on (`review_blueprint`): a 3-D view per group of clips (a run's samples side by side along
+x), the notes beside them, the timeline playing.
 
 `ReviewServer` serves the clips to a browser: Rerun's gRPC data server inside this process (alive as
 long as its recording stream is), and the web viewer's files from a `rerun --serve-web` child, both
@@ -476,9 +478,9 @@ def _notes(run_dir: Path, metrics: dict) -> str:
     lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}"
               for k, v in metrics.get("params", {}).items()]
     if any(isinstance(metrics.get(k), float) for k in Quality.NAMES):
-        how = f"{metrics['samples']} samples of {metrics['length']} frames" if "samples" in metrics else ""
-        what = (f"final evaluation (the retrain, seed {metrics['seed']}, {how})" if "sweep_metrics" in metrics
-                else f"evaluation (ganimator-evaluate, {how})")
+        how = f", {metrics['samples']} samples of {metrics['length']} frames" if "samples" in metrics else ""
+        what = (f"final evaluation (the retrain, seed {metrics.get('seed', '?')}{how})" if "sweep_metrics" in metrics
+                else f"evaluation (ganimator-evaluate{how})")
         lines += ["", f"**{what}**", "", *_scores(metrics)]
     if metrics.get("sweep_metrics"):
         lines += ["", f"**the sweep's validation** (trial {metrics.get('trial_id', '?')}, during the search: the "

@@ -1,4 +1,5 @@
 """Rerun review recordings, read back with Rerun's own reader."""
+import json
 import shutil
 import subprocess
 
@@ -130,6 +131,23 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
     expected[:, [5, 10, 4, 9]] = walk.contacts.numpy() > 0.5
     assert 0 < expected.sum() < expected[:, [5, 10, 4, 9]].size  # the walk both plants and lifts its feet
     assert red.shape == (real, 24) and np.array_equal(red, expected)
+
+
+def test_an_exports_notes_say_which_scores_are_the_final_evaluation_and_which_the_sweeps(runs, tmp_path):
+    """The same configuration scores differently in the sweep (its trial's validation) and in the
+    export (the retrain's evaluation): the notes name each block, as an export's metrics.json holds them."""
+    export = tmp_path / "1"
+    shutil.copytree(runs[1][0], export)
+    metrics = {"rank": 1, "trial_id": "abc_00000-0", "params": {"lambda_rec": 50.0}, "seed": 0, "score": 0.628,
+               "coverage": 1.0, "global_diversity": 1.78, "local_diversity": 1.75, "rec_error": 0.01, "jitter": 1.32,
+               "foot_skating": 0.0, "samples": 20, "length": 600, "sample_seed": 0,
+               "sweep_metrics": {"score": 0.468, "coverage": 0.9, "jitter": 1.1}}
+    (export / "metrics.json").write_text(json.dumps(metrics))
+    [_, sample] = review_dirs([export], 1, 30, 0)
+    final, sweep = sample.notes.split("**the sweep's validation**")
+    assert "**final evaluation (the retrain, seed 0, 20 samples of 600 frames)**" in final
+    assert "- score: 0.628" in final and "0.468" not in final
+    assert "trial abc_00000-0" in sweep and "- score: 0.468" in sweep and "0.628" not in sweep
 
 
 def test_other_rigs_draw_with_their_own_tree(clip, tmp_path):
