@@ -81,7 +81,7 @@ def slice_grid(fig: go.Figure) -> go.Figure:
                          vertical_spacing=0.5 / rows, horizontal_spacing=0.04)
     axes = [fig.layout[k] for k in sorted((k for k in fig.layout if k.startswith("xaxis")),
                                           key=lambda k: int(k[5:] or 1))]
-    best = max(y for t in panels for y in t.y)
+    best = max(y for t in panels for y in t.y)  # the score, higher is better (also in Pareto mode)
     for k, (trace, axis) in enumerate(zip(panels, axes)):
         row, col = divmod(k, COLUMNS)
         trials = list(trace.marker.color) if trace.marker.color is not None else list(range(len(trace.x)))
@@ -112,7 +112,7 @@ def readable_lines(fig: go.Figure, study: optuna.Study) -> go.Figure:
         trace.update(line={"color": colour, "width": 2}, opacity=0.9)
         if value == max(values):
             trace.update(line={"color": BEST, "width": 4}, opacity=1.0, name="best", showlegend=True)
-    fig.data = [t for t in fig.data if t not in lines or t.name != "best"] + [t for t in lines if t.name == "best"]
+    fig.data = [t for t in fig.data if t.name != "best"] + [t for t in fig.data if t.name == "best"]  # on top
     for trace in fig.data:  # the colour bar's scale, as the lines are drawn
         if trace.mode == "markers" and trace.marker.showscale:
             steps = [k / 8 for k in range(9)]
