@@ -151,12 +151,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--use-gl=angle", "--use-angl
 def browser():
     """A headless Chromium for a test module. Skipped where Chromium is absent, except where
     GANIMATOR_REQUIRE_BROWSER=1 (.ci/run, which installs it) makes that a failure."""
-    if not CHROMIUM.is_file():
-        message = f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; or set GANIMATOR_CHROMIUM)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if not CHROMIUM.is_file() or sync_playwright is None:
+        message = (f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; or set GANIMATOR_CHROMIUM)"
+                   if sync_playwright else "no playwright (pip install -e '.[test]')")
         if os.environ.get("GANIMATOR_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -243,7 +243,7 @@ def coloured(png: bytes, colour, box) -> int:
     return int((np.abs(image - np.array(colour[:3])).max(-1) < 40).sum())
 
 
-def test_a_browser_shows_the_served_review(run, serve, browser, tmp_path):
+def test_a_browser_shows_the_served_review(browser, run, serve, tmp_path):
     """Headless Chromium (WebGL on SwiftShader) opens the printed address: the viewer connects to the
     data server and draws both skeletons, the real clip's and the run's sample, each in its own view
     (the grid's two columns, left of the notes), and nothing of ours fails."""

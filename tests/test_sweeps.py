@@ -356,7 +356,7 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(npz, tmp_path
 
 
 @pytest.mark.parametrize("sweep", [1], indirect=True, ids=["population-1"])
-def test_a_browser_shows_the_study_and_every_plot(sweep, browser, tmp_path):
+def test_a_browser_shows_the_study_and_every_plot(browser, sweep, tmp_path):
     """What a user opens after a sweep, in headless Chromium: summary.md's pictures (PNG copies of
     every plot), each HTML plot (whole in the window, every axis named in full, the best marked), and
     the study in optuna-dashboard, started as the sweep's last line says, with every trial listed."""
