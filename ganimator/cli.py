@@ -123,6 +123,7 @@ def train() -> None:
         if not cfg.util.run_dir:
             cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = Trainer(cfg)
+        print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else ""), flush=True)
         with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
             trainer.callbacks += tracking.callbacks
             result = trainer.fit()

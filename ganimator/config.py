@@ -85,7 +85,7 @@ class SchedulingConfig:
 @dataclass
 class UtilConfig:
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA where torch sees it, else the CPU (resolve_device)
     run_dir: str = ""  # empty: runs/<npz name>-<date>-<time>
     experiment_name: str = ""  # defaults to the run folder's name
     resume: bool = False
@@ -260,11 +260,19 @@ def validate(cfg: DictConfig) -> None:
     if not 0 <= cfg.util.seed < 2**63:
         raise ConfigError(f"config key 'util.seed' must lie in [0, 2**63), got {cfg.util.seed}")
     try:
-        device = torch.device(cfg.util.device)
+        device = torch.device(resolve_device(cfg.util.device))
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"config key 'util.device': {cfg.util.device!r} is not cpu, cuda, cuda:N or mps")
+        raise ConfigError(f"config key 'util.device': {cfg.util.device!r} is not auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is CUDA where this process sees a CUDA device, else the CPU; any other name as given.
+    Resolved where the work runs (config.yaml keeps `auto`): a Ray trial given no GPU sees none."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def check_device(device: str) -> None:

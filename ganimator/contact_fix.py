@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import roma
 import torch
-from tqdm.auto import tqdm
 
 from .dataset import MotionDataset
 from .errors import UserError
 from .features import Motion, decode
 from .kinematics import forward_kinematics
 from .naturalness import CONTACT
+from .progress import progress_bar
 from .skeleton import Skeleton
 
 BLEND_FRAMES = 5  # the original's L: frames before and after a contact run eased towards it
@@ -176,12 +176,15 @@ def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iter
     rows6d, velocity = rows0.clone().requires_grad_(True), velocity0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([rows6d, velocity], lr=LEARNING_RATE, betas=(0.9, 0.999))
     mse = torch.nn.functional.mse_loss
-    for _ in tqdm(range(iterations), desc=progress, disable=progress is None, unit="step", leave=False):
+    bar = progress_bar(iterations, progress or "", enabled=progress is not None, unit="step")
+    for _ in range(iterations):
         optimizer.zero_grad()
         loss = (mse(positions(rows6d, velocity), targets) + ROTATION_WEIGHT * mse(rows6d, rows0)
                 + VELOCITY_WEIGHT * mse(velocity, velocity0))
         loss.backward()
         optimizer.step()
+        bar.update()
+    bar.close()
 
     with torch.no_grad():
         return Motion(_rows_to_matrices(rows6d), velocity.cumsum(0) * scale, fps=motion.fps)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -10,7 +11,6 @@ import numpy as np
 import psutil
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from .bvh import frame_header, write_bvh
 from .config import load_config, stage_levels
@@ -20,6 +20,7 @@ from .errors import UserError
 from .features import TARGET_FPS, Motion, decode, encode, motion_to_bvh, retime
 from .metrics import Quality, Scorer
 from .networks import GeneratorPyramid, build_models, clip_pyramids
+from .progress import progress_bar
 from .pyramid import build_pyramid, resample
 from .rundir import CheckpointError, RunDir, checkpoint_fits, load_checkpoint_file, new_or_empty
 
@@ -194,11 +195,14 @@ class TrainedRun:
                                   f"scale not negative, got {samples}, {batch}, {length_factor} and {noise_scale}")
         length, scorer = round(self.dataset.num_frames * length_factor), Scorer(self.dataset)
         scores = {}
-        for start in tqdm(range(0, samples, batch), desc=f"{samples} samples", unit="batch", disable=not progress):
+        bar = progress_bar(math.ceil(samples / batch), f"evaluating {samples} samples", enabled=progress, unit="batch")
+        for start in range(0, samples, batch):
             count = min(batch, samples - start)
             generated = self.generate(length, count, seed=seed * 1_000_003 + start, noise_scale=noise_scale)
             for name, values in scorer(generated).items():
                 scores.setdefault(name, []).append(values)
+            bar.update()
+        bar.close()
         metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
         clips = self.dataset.clips
         metrics["rec_error"] = sum((self.reconstruct(k)[0] - c.features).abs().mean().item()
@@ -225,10 +229,10 @@ class TrainedRun:
         return paths
 
     def write_fixed(self, features: torch.Tensor, out_dir, prefix: str = "sample",
-                    begin_xz: torch.Tensor | None = None) -> tuple[list[Path], ContactFix]:
+                    begin_xz: torch.Tensor | None = None, progress: bool = False) -> tuple[list[Path], ContactFix]:
         """Each (channels, T) sample with its feet pinned during their predicted contacts (the
         original's fix_contact.py) as <prefix>-NNN-fixed.bvh, and the foot skating before and after."""
-        fix, paths = fix_samples(self.dataset, features, begin_xz=begin_xz, progress=True), []
+        fix, paths = fix_samples(self.dataset, features, begin_xz=begin_xz, progress=progress), []
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         for k, motion in enumerate(fix.motions):
             paths.append(Path(out_dir) / f"{prefix}-{k:03d}-fixed.bvh")

@@ -256,8 +256,9 @@ class FusedPyramid:
     reconstruct = GeneratorPyramid.reconstruct
 
 
-# Bytes training keeps per network weight: the weight, its skeleton mask, its gradient and Adam's two moments.
-TRAIN_BYTES_PER_WEIGHT = 5 * 4
+# Bytes training keeps per network weight: the weight and its skeleton mask (trained in critics,
+# model.train_critic_masks), each with its gradient and Adam's two moments.
+TRAIN_BYTES_PER_WEIGHT = 8 * 4
 # Bytes one iteration's activations take per channel and frame of the networks' layers at the
 # longest level: generator and critic, forward, backward and the gradient penalty's double backward.
 ACTIVATION_BYTES = 4 * 24

@@ -2,8 +2,10 @@
 
 Each clip becomes one entity, `skeletons/<name>`: its joint positions (forward kinematics, in
 metres) on a `frame` timeline, drawn through an annotation context that holds the rig's joint
-names and bones, with contact joints red while in contact. Clips stand side by side along x.
-Whole sequences go in with `send_columns`, one call per clip.
+names and bones, with contact joints red while in contact and footprints where they stood. Whole
+sequences go in with `send_columns`, one call per clip. Every recording carries the layout it
+opens on (`review_blueprint`): a 3-D view per group of clips (a run's samples side by side along
+x), the notes beside them, the timeline playing.
 
 `ReviewServer` serves the clips to a browser: Rerun's gRPC data server inside this process (alive as
 long as its recording stream is), and the web viewer's files from a `rerun --serve-web` child, both
@@ -21,11 +23,12 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rerun as rr
+import rerun.blueprint as rrb
 import torch
 
 from .bvh import BVHError
@@ -37,7 +40,11 @@ from .metrics import Quality
 from .rundir import RunDir
 from .skeleton import Skeleton
 
-BONE, CONTACT = (200, 200, 200, 255), (230, 40, 40, 255)
+# Joints light grey, bones blue (the class colour), a contact joint red while planted, where planted
+# feet stood orange (footprints): red and orange appear only where the feet touch the ground.
+JOINT, BONE, CONTACT, TRAIL = (225, 225, 225, 255), (70, 130, 230, 255), (255, 50, 30, 255), (255, 170, 0, 255)
+TRAIL_FRAMES = 30  # a second of footprints at 30 fps
+WIDEST = 8.0  # metres of a clip's travel that a 3-D view frames whole
 
 
 @dataclass
@@ -66,26 +73,103 @@ def features_clip(dataset: MotionDataset, name: str, features: torch.Tensor, not
     return Clip(name, positions, contacts.numpy() > 0.5, dataset.skeleton, notes)
 
 
-def log_clips(rec: rr.RecordingStream, clips: list[Clip], spacing: float = 1.5) -> None:
+def log_clips(rec: rr.RecordingStream, clips: list[Clip], spacing: float = 1.5) -> list[Group]:
+    """Every clip as a skeleton on the `frame` timeline; returns the groups the viewer lays out
+    (`review_blueprint`): a run's samples stand side by side along x in their group's view."""
     key = lambda s: (s.rig, tuple(s.names), tuple(s.parents))  # noqa: E731 - runs load equal skeletons apart
     skeletons = {key(c.skeleton): c.skeleton for c in clips}
     class_of = {k: i for i, k in enumerate(skeletons)}
     rec.log("/", rr.ViewCoordinates.RIGHT_HAND_Y_UP, static=True)
     rec.log("/", rr.AnnotationContext([_class(k, s) for k, s in enumerate(skeletons.values())]), static=True)
-    for index, clip in enumerate(clips):
+    groups: dict[str, Group] = {}
+    for clip in clips:
+        group = groups.setdefault(_group(clip.name), Group(_group(clip.name)))
         path = f"skeletons/{clip.name}"
         T, J, _ = clip.positions.shape
-        placed = clip.positions + np.array([index * spacing, 0.0, 0.0])
-        colors = np.tile(np.array(BONE, dtype=np.uint8), (T, J, 1))
+        placed = clip.positions + np.array([len(group.clips) * spacing, 0.0, 0.0])
+        group.add(clip.name, placed, clip.notes)
+        colors = np.tile(np.array(JOINT, dtype=np.uint8), (T, J, 1))
         for c, joint in enumerate(clip.skeleton.contacts):
             colors[clip.contacts[:, c], joint] = CONTACT
+        # Joint names stay in the annotation context (hover shows them) but are not drawn: 25 labels
+        # a skeleton hid the bones.
         rec.log(path, rr.Points3D.from_fields(keypoint_ids=np.arange(J), class_ids=[class_of[key(clip.skeleton)]],
-                                              radii=[0.02]), static=True)
-        rec.send_columns(path, indexes=[rr.TimeColumn("frame", sequence=np.arange(T))],
-                         columns=rr.Points3D.columns(positions=placed.reshape(-1, 3),
-                                                     colors=colors.reshape(-1, 4)).partition([J] * T))
+                                              radii=[0.025], show_labels=False), static=True)
+        frames = [rr.TimeColumn("frame", sequence=np.arange(T))]
+        rec.send_columns(path, indexes=frames, columns=rr.Points3D.columns(
+            positions=placed.reshape(-1, 3), colors=colors.reshape(-1, 4)).partition([J] * T))
+        if clip.skeleton.contacts:
+            trails, counts = _footprints(placed[:, clip.skeleton.contacts], clip.contacts)
+            rec.log(f"{path}/footprints", rr.Points3D.from_fields(colors=[TRAIL], radii=[0.012]), static=True)
+            rec.send_columns(f"{path}/footprints", indexes=frames,
+                             columns=rr.Points3D.columns(positions=trails).partition(counts))
         if clip.notes:
             rec.log(f"{path}/info", rr.TextDocument(clip.notes, media_type=rr.MediaType.MARKDOWN), static=True)
+    return list(groups.values())
+
+
+@dataclass
+class Group:
+    """Clips shown in one 3-D view: a run's samples, the real clip, a folder of BVH files, a validation."""
+    name: str
+    clips: list[str] = field(default_factory=list)
+    notes: str | None = None  # the entity of the first clip's notes
+    lo: np.ndarray = field(default_factory=lambda: np.full(3, np.inf))
+    hi: np.ndarray = field(default_factory=lambda: np.full(3, -np.inf))
+
+    def add(self, name: str, positions: np.ndarray, notes: str) -> None:
+        self.clips.append(name)
+        if notes and self.notes is None:
+            self.notes = f"skeletons/{name}/info"
+        # The camera frames where the skeletons go over the whole clip (a walk in a circle stays in
+        # view), all but the farthest 2% each way. Motion that travels further than WIDEST (an
+        # under-trained model's samples drift off) would shrink to a dot: its first 3 s are framed.
+        every = positions.reshape(-1, 3)
+        lo, hi = np.percentile(every, 2, axis=0), np.percentile(every, 98, axis=0)
+        if (hi - lo).max() > WIDEST:
+            lo, hi = positions[:90].reshape(-1, 3).min(0), positions[:90].reshape(-1, 3).max(0)
+        self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
+
+
+def _group(name: str) -> str:
+    return name.rsplit("/", 1)[0] if "/" in name else name
+
+
+def _footprints(feet: np.ndarray, planted: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Per frame, where each contact joint stood while planted over the last TRAIL_FRAMES frames: a
+    planted foot leaves one dot, a sliding one a streak. feet (T, C, 3), planted (T, C) booleans."""
+    points, counts = [], []
+    for t in range(len(feet)):
+        window = slice(max(0, t - TRAIL_FRAMES + 1), t + 1)
+        points.append(feet[window][planted[window]])
+        counts.append(len(points[-1]))
+    return np.concatenate(points).reshape(-1, 3), counts
+
+
+def review_blueprint(groups: list[Group], fps: float = 30.0) -> rrb.Blueprint:
+    """What the viewer opens on: a 3-D view per group taking the space (a grid; tabs, the newest
+    shown, past 9), each named and framed on its skeletons; the notes in a narrow column; the frame
+    timeline playing from frame 0 in a loop."""
+    views = [rrb.Spatial3DView(origin=f"skeletons/{g.name}", name=g.name, eye_controls=_eye(g)) for g in groups]
+    shown = rrb.Grid(*views) if len(views) <= 9 else rrb.Tabs(*views, active_tab=len(views) - 1)
+    described = [g for g in groups if g.notes]
+    if described:  # a run's notes open first: the real clip's only name its file
+        first = next((k for k, g in enumerate(described) if g.name != "real"), 0)
+        notes = rrb.Tabs(*[rrb.TextDocumentView(origin=g.notes, name=f"{g.name}: notes") for g in described],
+                         active_tab=first)
+        shown = rrb.Horizontal(shown, notes, column_shares=[4, 1])
+    return rrb.Blueprint(shown, rrb.BlueprintPanel(state="collapsed"), rrb.SelectionPanel(state="collapsed"),
+                         rrb.TimePanel(state="collapsed", timeline="frame", fps=fps, play_state="playing",
+                                       loop_mode="all"),
+                         auto_views=False)
+
+
+def _eye(group: Group) -> rrb.EyeControls3D:
+    """A camera in front of the group (+z, y up), a little above, far enough to see all of it."""
+    centre, size = (group.lo + group.hi) / 2, group.hi - group.lo
+    distance = max(size[0], 1.4 * size[1], 1.0) + size[2] / 2
+    return rrb.EyeControls3D(kind="Orbital", look_target=centre, eye_up=[0, 1, 0],
+                             position=centre + np.array([0.0, 0.35 * distance, distance]))
 
 
 def write_run_results(run_dir: Path, samples: int, seed: int = 0) -> None:
@@ -107,6 +191,7 @@ class ValidationRecording:
         self.dataset, self.run_dir = dataset, Path(run_dir)
         self.rec: rr.RecordingStream | None = None
         self.path: Path | None = None
+        self.groups: list[Group] = []
 
     def __call__(self, event) -> None:
         if event.samples is None or not len(event.samples):
@@ -119,15 +204,17 @@ class ValidationRecording:
             self.rec.save(self.path)
         notes = "\n".join(f"- {k}: {v:.4g}" for k, v in event.metrics.items() if "/" not in k)
         name = f"stage-{event.stage + 1}/step-{event.step:07d}"
-        log_clips(self.rec, [features_clip(self.dataset, f"{name}/sample-{k}", f, f"**{name}**\n\n{notes}")
-                             for k, f in enumerate(event.samples)])
+        notes = f"**{name}**: validation, {len(event.samples)} samples\n\n{notes}"
+        self.groups += log_clips(self.rec, [features_clip(self.dataset, f"{name}/sample-{k}", f, notes)
+                                            for k, f in enumerate(event.samples)])
+        self.rec.send_blueprint(review_blueprint(self.groups))  # a view for each validation so far
         self.rec.flush()
 
 
 def _class(class_id: int, skeleton: Skeleton) -> rr.ClassDescription:
     bones = [(j, p) for j, p in enumerate(skeleton.parents) if p >= 0]
     return rr.ClassDescription(
-        info=rr.AnnotationInfo(id=class_id, label=skeleton.rig),
+        info=rr.AnnotationInfo(id=class_id, label=skeleton.rig, color=BONE),
         keypoint_annotations=[rr.AnnotationInfo(id=j, label=n) for j, n in enumerate(skeleton.names)],
         keypoint_connections=bones)
 
@@ -143,7 +230,7 @@ def write_recording(clips: list[Clip], mode: str = "save", path: str | Path = "r
         rec.spawn()
     else:
         raise ValueError(f"unknown review mode {mode!r}: save or spawn (serve: ReviewServer)")
-    log_clips(rec, clips)
+    rec.send_blueprint(review_blueprint(log_clips(rec, clips)))
     rec.flush()
     return rec
 
@@ -193,7 +280,7 @@ class ReviewServer:
             origins = [f"http://{h}:{web_port}" for h in dict.fromkeys([shown, *_other_names(host)])]
             self.rec.set_sinks(rr.GrpcServerSink(host, grpc_port, cors_allow_origin=origins))
             _wait_listening(host, grpc_port, start_timeout, lambda: None, "the gRPC data server")
-            log_clips(self.rec, clips)
+            self.rec.send_blueprint(review_blueprint(log_clips(self.rec, clips)))
             self.rec.flush()
             # Its own session: a Ctrl-C in the terminal reaches this process, which stops the child.
             self.web = subprocess.Popen(
@@ -270,6 +357,9 @@ def _free_port(host: str, port: int, what: str) -> int:
     """`port` if it can be bound on `host`, a free one if it is 0; else ServeError."""
     try:
         with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+            # As the servers bind: without it, a port our last --serve just closed (its connections in
+            # TIME_WAIT for up to a minute) reads as taken although the servers could take it.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
             return s.getsockname()[1]
     except OSError as e:
@@ -391,8 +481,22 @@ def _metrics(run_dir: Path) -> dict:
 
 
 def _notes(run_dir: Path, metrics: dict) -> str:
+    """The run's parameters and its scores, each block saying what measured it: an export's numbers
+    come from the retrain's final evaluation, its sweep's from the trial's validation during the
+    search (fewer samples, a shorter training), and the two differ for the same configuration."""
     lines = [f"**{run_dir}**", ""]
     lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}"
               for k, v in metrics.get("params", {}).items()]
-    lines += [f"- **{k}**: {metrics[k]:.4g}" for k in ("score", *Quality.NAMES) if isinstance(metrics.get(k), float)]
+    if any(isinstance(metrics.get(k), float) for k in Quality.NAMES):
+        how = f", {metrics['samples']} samples of {metrics['length']} frames" if "samples" in metrics else ""
+        what = (f"final evaluation (the retrain, seed {metrics.get('seed', '?')}{how})" if "sweep_metrics" in metrics
+                else f"evaluation (ganimator-evaluate{how})")
+        lines += ["", f"**{what}**", "", *_scores(metrics)]
+    if metrics.get("sweep_metrics"):
+        lines += ["", f"**the sweep's validation** (trial {metrics.get('trial_id', '?')}, during the search: the "
+                  "score the study shows)", "", *_scores(metrics["sweep_metrics"])]
     return "\n".join(lines)
+
+
+def _scores(metrics: dict) -> list[str]:
+    return [f"- {k}: {metrics[k]:.4g}" for k in ("score", *Quality.NAMES) if isinstance(metrics.get(k), float)]

@@ -25,12 +25,13 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .config import ConfigError, check_device, npz_filename, stage_levels
+from .config import ConfigError, check_device, npz_filename, resolve_device, stage_levels
 from .dataset import MotionDataset
 from .errors import UserError
 from .losses import ContactConsistency, critic_loss, generator_adversarial_loss, reconstruction_loss
 from .metrics import Quality, Scorer
 from .networks import FusedPyramid, FusedStack, GeneratorPyramid, build_models, check_fits, clip_pyramids
+from .progress import progress_bar
 from .rundir import CHECKPOINT_VERSION, RunDir, checkpoint_fits
 
 
@@ -136,8 +137,8 @@ class Trainer:
             own = self.run.data
             dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
         self.dataset = dataset
-        check_device(cfg.util.device)
-        self.device = torch.device(cfg.util.device)
+        check_device(resolve_device(cfg.util.device))
+        self.device = torch.device(resolve_device(cfg.util.device))
         self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
         self._scorers: dict[int, Scorer] = {}  # per validated level
 
@@ -404,8 +405,8 @@ def _fit(members: list[Trainer], after_stage, on_leave, first_iteration) -> list
         for m in active:
             levels = m.begin_stage()
         crowd = f", {len(members)} members" if len(members) > 1 else ""
-        bar = tqdm(total=cfg.scheduling.train_data_iter, initial=active[0].iteration, dynamic_ncols=True,
-                   disable=not cfg.util.progress, desc=f"stage {stage + 1}/{num_stages} levels {levels}{crowd}")
+        bar = progress_bar(cfg.scheduling.train_data_iter, f"stage {stage + 1}/{num_stages} levels {levels}{crowd}",
+                           active[0].iteration, cfg.util.progress)
         iteration = first_iteration or train_iteration
         while active and active[0].iteration < cfg.scheduling.train_data_iter:
             losses = iteration(active, levels)
@@ -419,7 +420,7 @@ def _fit(members: list[Trainer], after_stage, on_leave, first_iteration) -> list
                         tqdm.write(f"member {members.index(m)} ({m.run_dir}) leaves: {e}", file=sys.stderr)
                     leave(m, e)
             bar.update()
-            if len(members) == 1 and active:
+            if len(members) == 1 and active and hasattr(bar, "set_postfix"):
                 bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses[0].items()
                                  if not k.endswith(("gp", "contact"))}, refresh=False)
         bar.close()

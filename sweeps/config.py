@@ -58,6 +58,7 @@ class SweepConfig:
     export_length: int = 0  # frames per sample; 0: twice the clip
     export_fix_contact: bool = False  # also each sample with its feet pinned in contact (<name>-fixed.bvh)
     eval_samples: int = 200  # samples the exported metrics average over (the original: 200)
+    plot_pngs: bool = True  # PNG copies of the plots, shown in summary.md (needs Chrome or Chromium; seconds)
 
 
 def sweep_keys() -> set[str]:

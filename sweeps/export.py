@@ -44,14 +44,16 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
         tmp = Path(tmp)
         npz = tmp / "input.npz"
         npz.write_bytes(setup.data)
+        # With a progress bar per stage (trials run without): the driver draws each retrain's whole.
         cfg = load_config([*trial_overrides(setup, params, npz, tmp / "run", resume=False), f"seed={seed}",
-                           f"train_data_iter={iterations}", f"experiment_name={setup.sweep}/rank-{rank}-seed-{seed}"])
+                           f"train_data_iter={iterations}", f"experiment_name={setup.sweep}/rank-{rank}-seed-{seed}",
+                           "progress=true"])
         trainer = Trainer(cfg)
         with Tracking(cfg, len(trainer.stages), tags, params, announce=False) as tracking:
             trainer.callbacks += tracking.callbacks
             trainer.fit()
             run = load_run(tmp / "run")
-            metrics = run.evaluate(eval_samples)
+            metrics = run.evaluate(eval_samples, progress=True)
             tracking.report_values(metrics)
         out = RunDir(tmp / "run")
         state = torch.load(out.checkpoint, map_location="cpu", weights_only=True)
@@ -87,7 +89,7 @@ def retrain_and_export(rows: list[TrialRow], setup: TrialSetup, cfg, objective: 
     sweep_dir = Path(cfg.export_dir) / cfg.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     exports = []
-    for rank, row in enumerate(best, 1):
+    for rank, row in tqdm(list(enumerate(best, 1)), desc="exporting (samples, BVH)", unit="rank"):
         seeds = {seed: done[rank, seed] for seed in cfg.retrain_seeds}
         for out in seeds.values():
             out["metrics"]["score"] = objective.score(Quality.from_dict(out["metrics"]))
@@ -118,7 +120,7 @@ def _write_export(path: Path, files: dict, cfg) -> tuple[Path, dict]:
         samples = run.generate(length, cfg.export_samples, seed=0)
         run.write(samples, RunDir(tmp).samples)
         if cfg.export_fix_contact:
-            _, fix = run.write_fixed(samples, RunDir(tmp).samples)
+            _, fix = run.write_fixed(samples, RunDir(tmp).samples, progress=True)
             fixed = {"contact_fix": {"foot_skating_before": fix.skating_before, "foot_skating_after": fix.skating_after,
                                      "unit": "m/s"}}
     if path.exists():  # an export of this sweep's earlier run is replaced; anything else is kept

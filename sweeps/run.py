@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 import ray
+import torch
 from omegaconf import OmegaConf
 from ray import tune
 from ray._private import ray_constants
@@ -34,13 +35,13 @@ from sweeps.config import (ARGS, STUDY_DB, SweepConfig, check_reachable, drop_pa
                            load_sweep_config)
 from sweeps.export import retrain_and_export
 from sweeps.objective import Objective
-from sweeps.plots import comparison_figures, write_figures
+from sweeps.plots import comparison_figures, embed_pictures, write_figures
 from sweeps.report import TASK_ID, SweepTask
-from sweeps.results import (EXPORTED, Status, close_orphans, counts, importances, learned_lines, rung_correlations, study_rows,
-                            write_summary)
+from sweeps.results import (EXPORTED, Status, close_orphans, counts, importances, learned_lines, rung_correlations,
+                            study_rows, write_summary)
 from sweeps.search import StudySpec
 from sweeps.space import check_on_data, load_space
-from sweeps.trainable import TrialSetup, batches, check_space_fusable, train_trial
+from sweeps.trainable import TrialSetup, batch_of, batches, check_space_fusable, train_trial
 
 # Tiny test sweeps checkpoint every second or so; real stages take minutes.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -134,8 +135,7 @@ def main(argv: list[str]) -> int:
     with SweepTask(cfg, base, space, setup_dir) as sweep_task:
         data = Path(base.data.npz_filename).read_bytes()
         setup = TrialSetup((*trainer_overrides, *sweep_task.trial_overrides()), data, num_stages, sweep=cfg.name,
-                           threads=max(1, int(cfg.cpus_per_trial)),
-                           device="cuda" if cfg.gpus_per_trial > 0 else base.util.device)
+                           threads=max(1, int(cfg.cpus_per_trial)), device=_trial_device(cfg, base.util.device))
         resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
         # Trials ask the study for their configurations and stop their own members; Tune runs and restarts them.
         spec = StudySpec(cfg.name, storage, OmegaConf.to_object(cfg), space)
@@ -147,8 +147,9 @@ def main(argv: list[str]) -> int:
             tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             spec.create()
+            indices = list(range(len(batches(cfg.num_samples, cfg.population))))
             tuner = tune.Tuner(
-                trainable, param_space={"batch": tune.grid_search(batches(cfg.num_samples, cfg.population))},
+                trainable, param_space={"batch": tune.grid_search(indices)},
                 tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.max_concurrent or None),
                 run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live trial table
                                           failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
@@ -157,14 +158,15 @@ def main(argv: list[str]) -> int:
         results = tuner.fit()
 
         study = spec.load()
-        close_orphans(study, {r.config["batch"]["index"]: r.error for r in results if r.error is not None})
+        close_orphans(study, {batch_of(r.config, cfg)["index"]: r.error for r in results if r.error is not None})
         rows = study_rows(study, list(space), objective)
         exports = retrain_and_export(rows, setup, cfg, objective, resources)
         out_dir = Path(cfg.export_dir) / cfg.name
         learned = learned_lines(rung_correlations(rows, num_stages), importances(study, objective))
         csv_path, md_path = write_summary(rows, cfg.name, list(space), objective, out_dir, learned)
         figures = comparison_figures(study, objective)
-        plots = write_figures(figures, out_dir / "plots")
+        plots = write_figures(figures, out_dir / "plots", cfg.plot_pngs)
+        embed_pictures(md_path, plots)
         sweep_task.report(rows, exports, list(space), objective, figures, [csv_path, md_path])
     spec.load().set_user_attr(EXPORTED, str(out_dir))
     _print_summary(cfg, rows, exports, md_path, storage)
@@ -178,6 +180,20 @@ def _exported(name: str, storage: str) -> str | None:
         return optuna.load_study(study_name=name, storage=storage).user_attrs.get(EXPORTED)
     except KeyError:  # no such study: not finished
         return None
+
+
+def _trial_device(cfg, device: str) -> str:
+    """Where trials and retrains train, printed at the start: Ray gives a trial the GPUs it asks for
+    (gpus_per_trial) and hides the others, so `auto` without them is the CPU."""
+    if cfg.gpus_per_trial > 0:
+        device = "cuda"
+    elif device == "auto":
+        device = "cpu"
+    gpus = torch.cuda.device_count()
+    hint = (f"; this machine has {gpus} CUDA device(s): gpus_per_trial=1 (or 0.25 to share one) trains on them"
+            if gpus and device == "cpu" else "")
+    print(f"device: trials train on {device} (gpus_per_trial={cfg.gpus_per_trial:g}){hint}", flush=True)
+    return device
 
 
 def _with_saved_args(argv: list[str]) -> list[str]:

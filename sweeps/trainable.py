@@ -72,6 +72,14 @@ def batches(num_samples: int, population: int) -> list[dict]:
     return [{"index": i, "members": n} for i, n in enumerate(sizes)]
 
 
+def batch_of(config: dict, sweep) -> dict:
+    """A Ray trial's batch from its Tune config: Tune's grid holds the batch's index, a number that
+    its live table shows whole (the dict it held was printed cut to `... 0, 'members': 1}`); a sweep
+    started before holds the dict itself."""
+    batch = config["batch"]
+    return batch if isinstance(batch, dict) else batches(sweep.num_samples, sweep.population)[batch]
+
+
 def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
     # Ray logs every persisted checkpoint at INFO, which buries the trial table on the driver.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -85,7 +93,7 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
     restored = checkpoint is not None and restore_run(checkpoint, runs)
     going_on = json.loads((runs / MEMBERS).read_text()) if restored else None
 
-    batch = config["batch"]
+    batch = batch_of(config, spec.sweep)
     study = spec.load(seed_offset=batch["index"])
     trials = member_trials(study, tune_id, batch["members"], spec.space, going_on, spec.asking)
     if not trials:

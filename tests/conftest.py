@@ -59,7 +59,9 @@ EXPORT = ["retrain_iter=6", "eval_samples=4", "export_samples=2"]
 
 
 def sweep_args(npz, tmp: Path, *args) -> list[str]:
-    return [f"npz_filename={npz}", f"results_dir={tmp / 'results'}", f"export_dir={tmp / 'exports'}", *TINY, *args]
+    """A tiny sweep's arguments; no PNG copies of its plots (seconds of Chromium) unless a test asks."""
+    return [f"npz_filename={npz}", f"results_dir={tmp / 'results'}", f"export_dir={tmp / 'exports'}", *TINY,
+            "plot_pngs=false", *args]
 
 
 def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.CompletedProcess:
@@ -132,3 +134,59 @@ def offline_sessions(cache: Path) -> list[dict]:
 
 def artifacts(task: dict) -> dict[str, Path]:
     return {a["key"]: Path(a["uri"]) for a in task["execution"]["artifacts"]}
+
+
+# ---- a real browser ------------------------------------------------------------------------------
+
+# Debian's Chromium, driven by Playwright through executable_path: `playwright install` would download
+# browsers. WebGL runs on the CPU (SwiftShader), which the Rerun viewer needs; the rest keeps Chromium
+# from calling home.
+CHROMIUM = Path(os.environ.get("GANIMATOR_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--use-gl=angle", "--use-angle=swiftshader",
+                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for a test module. Skipped where Chromium is absent, except where
+    GANIMATOR_REQUIRE_BROWSER=1 (.ci/run, which installs it) makes that a failure."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if not CHROMIUM.is_file() or sync_playwright is None:
+        message = (f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; or set GANIMATOR_CHROMIUM)"
+                   if sync_playwright else "no playwright (pip install -e '.[test]')")
+        if os.environ.get("GANIMATOR_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Page:
+    """A browser tab that records console errors and failed requests: those of loopback servers are
+    ours; the internet's (fonts, telemetry: nothing is reachable here) are not."""
+
+    def __init__(self, browser, width=1400, height=800):
+        self.page = browser.new_page(viewport={"width": width, "height": height})
+        self.errors, self.failed = [], []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("requestfailed", lambda r: self.failed.append(r.url))
+
+    def our_failures(self) -> list[str]:
+        """Failed requests to this machine, and console errors that are not the internet's failed requests."""
+        from urllib.parse import urlparse
+
+        local = [u for u in self.failed if urlparse(u).scheme == "file" or urlparse(u).hostname in ("127.0.0.1", "localhost")]
+        internet = bool(set(self.failed) - set(local))
+        errors = [e for e in self.errors if not (internet and ("net::ERR_" in e or e.startswith("TypeError: Failed to fetch")))]
+        return local + errors
+
+    def close(self):
+        self.page.close()

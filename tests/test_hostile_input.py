@@ -166,7 +166,7 @@ def test_every_npz_field_is_validated_before_training(tiny, tmp_path, run_cli, k
     ("util:\n  seed: ${util.seed}\n", [], "'util.seed': Recursive interpolation"),
     ("optim:\n  lr_g: ${oc.env:GANIMATOR_UNSET_VARIABLE}\n", [], "'optim.lr_g'"),
     ("run: {}\n", [], "config key 'run': Key 'run' not in 'TrainConfig'"),
-    ("{}\n", ["device=banana"], "'util.device': 'banana' is not cpu, cuda"),
+    ("{}\n", ["device=banana"], "'util.device': 'banana' is not auto, cpu, cuda"),
     ("{}\n", ["seed=1e21"], "'util.seed'"),
     ("{}\n", ["seed=-1"], "'util.seed' must lie in [0, 2**63)"),
 ])

@@ -1,4 +1,5 @@
 """Rerun review recordings, read back with Rerun's own reader."""
+import json
 import shutil
 import subprocess
 
@@ -31,8 +32,11 @@ def read(path) -> dict:
             entry["frames"] += chunk.num_rows
             entry["points"] |= {len(p) for p in batch.column("Points3D:positions").to_pylist()}
             frames = batch.column("frame").to_pylist()
-            entry["colors"].update(zip(frames, batch.column("Points3D:colors").to_pylist()))
+            if "Points3D:colors" in batch.schema.names:  # footprints take their colour once, statically
+                entry["colors"].update(zip(frames, batch.column("Points3D:colors").to_pylist()))
             entry["positions"].update(zip(frames, batch.column("Points3D:positions").to_pylist()))
+        if "Points3D:show_labels" in batch.schema.names:
+            entry["show_labels"] = batch.column("Points3D:show_labels").to_pylist()[0][0]
         if "AnnotationContext:context" in batch.schema.names:
             entry["context"] = batch.column("AnnotationContext:context").to_pylist()[0][0]  # row 0, its classes
         if "TextDocument:text" in batch.schema.names:
@@ -42,6 +46,25 @@ def read(path) -> dict:
         entry["colors"] = [entry["colors"][f] for f in sorted(entry["colors"])]
         entry["positions"] = [entry["positions"][f] for f in sorted(entry["positions"])]
     return out
+
+
+def blueprint(path) -> dict:
+    """The recording's default layout: {'views': {name: (kind, origin, eye target or None)}, 'time': {...},
+    'panels': {panel: state}} (Rerun's PanelState: 1 hidden, 2 collapsed, 3 expanded)."""
+    reader = RrdReader(str(path))
+    (store,) = reader.blueprints()
+    parts: dict[str, dict] = {}
+    for chunk in reader.stream(store=store).to_chunks():
+        batch = chunk.to_record_batch()
+        parts.setdefault(chunk.entity_path, {}).update(
+            {n.split(":")[-1]: batch.column(n).to_pylist()[-1] for n in batch.schema.names if ":" in n})
+    views = {}
+    for path, part in parts.items():
+        if path.startswith("/view/") and path.count("/") == 2:
+            eye = parts.get(f"{path}/EyeControls3D", {}).get("look_target")
+            views[part["display_name"][0]] = (part["class_identifier"][0], part["space_origin"][0], eye)
+    panels = {p: parts[f"/{p}"]["state"][0] for p in ("blueprint_panel", "selection_panel", "time_panel")}
+    return {"views": views, "time": parts["/time_panel"], "panels": panels}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +100,23 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
         assert media_type == "text/markdown" and name in notes and other not in notes
     assert rec["/skeletons/real"]["points"] == {24}
 
+    # What the viewer opens on: a 3-D view per run and one for the real clip, each named and aimed at
+    # its skeletons, the notes beside them; the side panels folded away; the frame timeline playing.
+    layout = blueprint(tmp_path / "r.rrd")
+    views = layout["views"]
+    assert {k: v[:2] for k, v in views.items() if v[0] == "3D"} == {
+        "real": ("3D", "skeletons/real"), "trial0": ("3D", "skeletons/trial0"), "trial1": ("3D", "skeletons/trial1"),
+        "generated": ("3D", "skeletons/generated")}
+    assert all(eye is not None for kind, _, eye in views.values() if kind == "3D")
+    assert views["trial0: notes"][:2] == ("TextDocument", "skeletons/trial0/sample-0/info")
+    assert layout["panels"] == {"blueprint_panel": 2, "selection_panel": 2, "time_panel": 2}
+    assert layout["time"]["timeline"] == ["frame"] and layout["time"]["play_state"] == [2]  # playing
+    assert layout["time"]["loop_mode"] == [3]  # the whole timeline, from frame 0 again
+    # joint names are not drawn over the bones; where planted feet stood is drawn, frame by frame
+    assert rec["/skeletons/trial0/sample-0"]["show_labels"] is False
+    footprints = rec["/skeletons/real/footprints"]
+    assert footprints["frames"] == real and max(footprints["points"]) > 0
+
     (context,) = rec["/"]["context"]  # one skeleton, one class: the runs' and the BVH file's
     description = context["class_description"]
     assert [a["label"] for a in description["keypoint_annotations"]][:3] == ["Hips", "LeftUpLeg", "LeftLeg"]
@@ -91,6 +131,23 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
     expected[:, [5, 10, 4, 9]] = walk.contacts.numpy() > 0.5
     assert 0 < expected.sum() < expected[:, [5, 10, 4, 9]].size  # the walk both plants and lifts its feet
     assert red.shape == (real, 24) and np.array_equal(red, expected)
+
+
+def test_an_exports_notes_say_which_scores_are_the_final_evaluation_and_which_the_sweeps(runs, tmp_path):
+    """The same configuration scores differently in the sweep (its trial's validation) and in the
+    export (the retrain's evaluation): the notes name each block, as an export's metrics.json holds them."""
+    export = tmp_path / "1"
+    shutil.copytree(runs[1][0], export)
+    metrics = {"rank": 1, "trial_id": "abc_00000-0", "params": {"lambda_rec": 50.0}, "seed": 0, "score": 0.628,
+               "coverage": 1.0, "global_diversity": 1.78, "local_diversity": 1.75, "rec_error": 0.01, "jitter": 1.32,
+               "foot_skating": 0.0, "samples": 20, "length": 600, "sample_seed": 0,
+               "sweep_metrics": {"score": 0.468, "coverage": 0.9, "jitter": 1.1}}
+    (export / "metrics.json").write_text(json.dumps(metrics))
+    [_, sample] = review_dirs([export], 1, 30, 0)
+    final, sweep = sample.notes.split("**the sweep's validation**")
+    assert "**final evaluation (the retrain, seed 0, 20 samples of 600 frames)**" in final
+    assert "- score: 0.628" in final and "0.468" not in final
+    assert "trial abc_00000-0" in sweep and "- score: 0.468" in sweep and "0.628" not in sweep
 
 
 def test_other_rigs_draw_with_their_own_tree(clip, tmp_path):
@@ -128,10 +185,11 @@ def test_review_of_a_bvh_file_and_a_folder_of_them(clip, tmp_path):
     write_recording(review_dirs([str(walk), str(generated)], 1, 0, 0), "save", tmp_path / "r.rrd").disconnect()
     rec = read(tmp_path / "r.rrd")
 
-    # side by side in path order, the folder's files sorted; read at about 30 fps as training reads a clip
+    # in path order, the folder's files sorted and side by side in its view; read at about 30 fps as
+    # training reads a clip
     shown = [("Walk-In-Circle", walk, len(range(0, 753, 2))), ("generated/proud", generated / "proud.bvh",
              len(range(0, 326, 4))), ("generated/sample-000", generated / "sample-000.bvh", 40)]
-    for index, (name, path, frames) in enumerate(shown):
+    for index, (name, path, frames) in zip((0, 0, 1), shown):
         entry = rec[f"/skeletons/{name}"]
         file_skeleton, file_motion = load_motion(path)
         assert entry["frames"] == frames and entry["points"] == {file_skeleton.num_joints}
@@ -142,7 +200,7 @@ def test_review_of_a_bvh_file_and_a_folder_of_them(clip, tmp_path):
         ((_, notes),) = rec[f"/skeletons/{name}/info"]["text"]
         assert str(path) in notes
     # the written sample reads back as the frames of the walk it was written from
-    sample = np.array(rec["/skeletons/generated/sample-000"]["positions"]) - [3.0, 0.0, 0.0]
+    sample = np.array(rec["/skeletons/generated/sample-000"]["positions"]) - [1.5, 0.0, 0.0]
     np.testing.assert_allclose(sample, motion.joint_positions(skeleton).numpy()[:40], atol=1e-4)
 
     # one annotation class per skeleton: the walk and the sample written from it share the Mixamo one

@@ -5,6 +5,7 @@ SIGTERM ends it with one line, exit 0, no traceback, no process left. Stdin is c
 (it used to wait on `input()`). On 2 busy cores: ~45 s to train the tiny run, ~20 s a serve (most
 of it importing torch and generating).
 """
+import io
 import re
 import signal
 import socket
@@ -13,14 +14,18 @@ import time
 import urllib.request
 import warnings
 
+import numpy as np
 import psutil
 import pytest
+from PIL import Image
 from rerun.chunk import RrdReader
 
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
-from ganimator.review import ReviewServer, ServeError, _rerun_cli, features_clip
+from ganimator.review import BONE, ReviewServer, ServeError, _rerun_cli, features_clip
 from ganimator.trainer import Trainer
+
+from conftest import Page
 
 LENGTH = 30  # generated frames: small, and not the clip's own length
 
@@ -223,3 +228,58 @@ def test_a_port_in_use_is_a_clear_error(run):
         for ports in ({"grpc_port": port, "web_port": 0}, {"grpc_port": 0, "web_port": port}):
             with pytest.raises(ServeError, match=f"port {port}: Address already in use"):
                 ReviewServer(clips, **ports)
+
+
+def test_a_port_our_last_serve_just_closed_is_free_again(run):
+    """A served connection closed by the server leaves its port in TIME_WAIT for up to a minute; the
+    servers bind it anyway (SO_REUSEADDR), so the port check must too, or `--serve` run again right
+    after Ctrl-C fails with "Address already in use"."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Rerun's servers set it
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server closes first: its end of the connection waits in TIME_WAIT
+        client.close()
+    time.sleep(0.2)
+    assert any(c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT for c in psutil.net_connections("tcp"))
+    data = run[1]
+    with ReviewServer([features_clip(data, "real", data.features)], grpc_port=port, web_port=0) as server:
+        assert server.grpc_port == port
+        assert not refused("127.0.0.1", port)
+
+
+def coloured(png: bytes, colour, box) -> int:
+    """Pixels within 40 of `colour` (RGB) in box (left, top, right, bottom) of a screenshot."""
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB").crop(box), dtype=int)
+    return int((np.abs(image - np.array(colour[:3])).max(-1) < 40).sum())
+
+
+def test_a_browser_shows_the_served_review(browser, run, serve, tmp_path):
+    """Headless Chromium (WebGL on SwiftShader) opens the printed address: the viewer connects to the
+    data server and draws both skeletons, the real clip's and the run's sample, each in its own view
+    (the grid's two columns, left of the notes), and nothing of ours fails."""
+    server = serve("--grpc-port", "0", "--web-port", "0")
+    web, grpc = server.wait_served()
+    url = re.search(r"open (http://\S+)", server.out.read_text())[1]
+    tab = Page(browser)
+    try:
+        tab.page.goto(url)
+        assert "Rerun" in tab.page.title()
+        width, height = 1400, 800
+        views = [(0, 40, int(0.4 * width), height - 100), (int(0.4 * width), 40, int(0.8 * width), height - 100)]
+        deadline, seen = time.monotonic() + 90, 0
+        while time.monotonic() < deadline and seen < 2:  # the viewer's wasm takes 5-25 s to load here
+            time.sleep(1 if not seen else 5)  # once drawn, again a while later: the layout has settled
+            shot = tab.page.screenshot(path=tmp_path / f"review-{seen}.png")
+            bones = [coloured(shot, BONE, box) for box in views]
+            seen = seen + 1 if min(bones) > 30 else 0
+        assert seen == 2, f"skeleton pixels in the real clip's and the sample's views: {bones}"
+        connected = [c for c in psutil.Process(server.proc.pid).net_connections("inet")
+                     if c.laddr.port == grpc and c.status == psutil.CONN_ESTABLISHED]
+        assert connected, "the viewer holds no connection to the data server"
+        assert not tab.our_failures(), tab.our_failures()
+    finally:
+        tab.close()

@@ -2,8 +2,10 @@
 (population=1) or four fused (population=4); the Pareto mode; divergence; `ray job submit`; resume."""
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,8 +28,8 @@ from sweeps.objective import Objective, pareto_values
 from sweeps.results import TUNE_ID
 from sweeps.space import load_space
 
-from conftest import (EXPORT, ROOT, artifacts, clean_env, free_port, offline_sessions, read_summary, run_sweep,
-                      stop_process_group, sweep_args)
+from conftest import (EXPORT, ROOT, Page, artifacts, clean_env, free_port, offline_sessions, read_summary,
+                      run_sweep, stop_process_group, sweep_args)
 
 pytestmark = pytest.mark.ray
 SPACE = load_space(ROOT / "sweeps" / "space.yaml")
@@ -56,8 +58,9 @@ def sweep(request, npz, tmp_path_factory):
     fused to a Ray trial (one at a time: batches of 4 and 2)."""
     tmp = tmp_path_factory.mktemp(f"sweep{request.param}")
     one_at_a_time = ["max_concurrent=1"] if request.param > 1 else []
+    pngs = ["plot_pngs=true"] if request.param == 1 else []  # as a user's sweep: summary.md shows the plots
     out = run_sweep(npz, tmp, "name=six", "num_samples=6", "retrain_seeds=[0,1]", f"population={request.param}",
-                    "clearml=offline", *one_at_a_time, *EXPORT, env=clean_env(tmp))
+                    "clearml=offline", *one_at_a_time, *pngs, *EXPORT, env=clean_env(tmp))
     assert out.returncode == 0, out.stderr[-3000:]
     return Swept(tmp, out, request.param, study_trials(tmp, "six"))
 
@@ -69,6 +72,9 @@ def test_every_configuration_is_an_optuna_trial_and_weak_ones_stop_at_stage_boun
     tune_ids = [t.user_attrs[TUNE_ID] for t in trials]
     expected = [4, 2] if sweep.population == 4 else [1] * 6
     assert sorted((tune_ids.count(i) for i in set(tune_ids)), reverse=True) == expected
+    # Tune's live table shows each Ray trial's batch by its number, not as a dict cut to 20 characters
+    assert re.search(r"train_trial_\w+_00000\s+TERMINATED\s+0\s", sweep.out.stdout), sweep.out.stdout[-3000:]
+    assert "'members'" not in sweep.out.stdout
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned and len(pruned) < 6, "successive halving should stop some configurations and finish others"
@@ -365,3 +371,59 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(npz, tmp_path
 
     fresh = run_sweep(npz, tmp_path, "name=resumed", "num_samples=4", timeout=120)
     assert fresh.returncode == 2 and "already exists" in fresh.stderr  # a new sweep never reuses one
+
+
+@pytest.mark.parametrize("sweep", [1], indirect=True, ids=["population-1"])
+def test_a_browser_shows_the_study_and_every_plot(browser, sweep, tmp_path):
+    """What a user opens after a sweep, in headless Chromium: summary.md's pictures (PNG copies of
+    every plot), each HTML plot (whole in the window, every axis named in full, the best marked), and
+    the study in optuna-dashboard, started as the sweep's last line says, with every trial listed."""
+    plots = sweep.tmp / "exports" / "six" / "plots"
+    html = sorted(plots.glob("*.html"))
+    md = (sweep.tmp / "exports" / "six" / "summary.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", md)
+    assert sorted(pictures) == sorted(f"plots/{p.stem}.png" for p in html) and len(html) >= 3
+    for picture in pictures:
+        head = (sweep.tmp / "exports" / "six" / picture).read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(head[16:20], "big") == 1200  # width
+
+    tab = Page(browser, width=1280, height=900)
+    try:
+        for path in html:
+            tab.page.goto(path.as_uri())
+            tab.page.wait_for_selector(".main-svg", timeout=30_000)
+            tab.page.screenshot(path=tmp_path / f"{path.stem}.png", full_page=True)
+            assert tab.page.evaluate("document.documentElement.scrollWidth") <= 1280, path.name  # fits the window
+            text = tab.page.inner_text("body")
+            if path.stem in ("parallel-coordinates", "score-vs-parameters"):
+                assert "best" in text and all(k in text for k in KEYS), (path.name, text[:2000])
+                assert "..." not in text
+        assert not tab.our_failures(), tab.our_failures()
+
+        # The dashboard, as printed (on a free port: 8080 may be taken)
+        command = re.search(r"optuna study: (optuna-dashboard \S+)", sweep.out.stdout)[1].split()
+        assert shutil.which(command[0]), "optuna-dashboard is not installed with the project"
+        port = free_port()
+        with open(tmp_path / "dashboard.log", "wb") as log:
+            dashboard = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # it starts in a few seconds
+                assert dashboard.poll() is None, (tmp_path / "dashboard.log").read_text()
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.3)
+            tab.page.goto(f"http://127.0.0.1:{port}/dashboard/")
+            tab.page.get_by_text("six").first.wait_for(timeout=30_000)
+            tab.page.goto(f"http://127.0.0.1:{port}/dashboard/studies/1/trials")
+            tab.page.get_by_text(f"Trial {len(sweep.trials) - 1}", exact=True).first.wait_for(timeout=30_000)
+            tab.page.screenshot(path=tmp_path / "dashboard.png")
+            text = tab.page.inner_text("body")
+            assert all(f"Trial {t.number}" in text for t in sweep.trials), text[:2000]
+            assert not tab.our_failures(), tab.our_failures()
+        finally:
+            stop_process_group(dashboard)
+    finally:
+        tab.close()
