@@ -110,7 +110,10 @@ def assert_accounted_for(outcome, trials: int):
 def clean_env(tmp: Path, **extra) -> dict:
     """No ClearML configuration at all: a fresh home, no CLEARML_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    return {**env, "HOME": str(tmp / "home"), "CLEARML_CACHE_DIR": str(tmp / "clearml"), **extra}
+    # matplotlib (imported by optuna.visualization when installed) caches its fonts beside, not in, tmp:
+    # tests compare tmp's files before and after a command.
+    return {**env, "HOME": str(tmp / "home"), "CLEARML_CACHE_DIR": str(tmp / "clearml"),
+            "MPLCONFIGDIR": str(tmp.parent / f"{tmp.name}-matplotlib"), **extra}
 
 
 def offline_sessions(cache: Path) -> list[dict]:

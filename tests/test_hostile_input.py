@@ -32,7 +32,10 @@ TINY = ["hidden_channels=[16,32,32]", "train_data_iter=1", "validation_samples=0
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, but a run folder's lock: it names its last holder's PID (RunDir.hold), which
+    a refused command also is for a moment."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
 
 
 def command(tool: str, *args, cwd: Path, capsys, monkeypatch) -> tuple[int, str]:
