@@ -40,9 +40,9 @@ class ModelConfig:
     # contact labels, root); hidden widths are rounded up to a multiple of the node count.
     skeleton_aware: bool = True
     neighbour_distance: int = 2  # output nodes read input nodes within this many bones
-    # The original trains its critics' masks (an nn.Parameter in its critics' Adam): inside the
-    # neighbourhood pattern a critic weight is weight * mask, both trained. false: fixed 0/1 masks.
-    # The generators' masks are fixed in both.
+    # The original trains its critics' masks (an nn.Parameter of the weight's shape, in its
+    # critics' Adam): inside the neighbourhood pattern a critic weight is weight * mask, both
+    # trained, one mask factor per kernel tap. false: fixed 0/1 masks. Generators' masks are fixed.
     train_critic_masks: bool = True
     group_size: int = 2  # levels trained together in a stage: 7 levels -> [[0,1],[2,3],[4,5],[6]]
     stages: list[list[int]] = field(default_factory=list)  # explicit stages; empty: groups of group_size
