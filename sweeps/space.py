@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 import yaml
 from omegaconf import OmegaConf
 
-from ganimator.config import ConfigError, load_config, qualify
+from ganimator.config import ConfigError, load_config, qualify, stage_levels
+from ganimator.networks import check_fits, check_kernel
 
 TYPES = ("log", "uniform", "int", "categorical")
 FIELDS = {"type", "low", "high", "default", "log", "choices"}
@@ -121,11 +123,6 @@ def check_on_data(space: SearchSpace, trainer_overrides: list[str], dataset, che
     """What the trainer checks against the clip (stages, a kernel wider than the coarsest level,
     networks too large for this machine's memory), for every choice and range end of the space:
     refused here, naming the entry, instead of in each trial on the cluster."""
-    import torch
-
-    from ganimator.config import stage_levels
-    from ganimator.networks import check_fits, check_kernel
-
     for key, param in space.items():
         for value in param.extremes():
             cfg = load_config([*trainer_overrides, f"{key}={value}"])
