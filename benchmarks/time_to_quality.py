@@ -208,6 +208,22 @@ def plot(points: list[Point], configs: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def check_settings(out: Path, args, configs: dict[str, list[str]]) -> None:
+    """`out` reuses its measurements only for the same clip, budget and protocol, and the same
+    overrides under each name: anything else is a new measurement, in another folder."""
+    path = out / "settings.json"
+    settings = {"clip": str(args.clip.resolve()), "minutes": args.minutes, "every": args.every,
+                "threads": args.threads, "check_every": args.check_every, "eval_samples": args.eval_samples,
+                "configs": configs}
+    if path.exists():
+        old = json.loads(path.read_text())
+        same = all(old.get(k) == v for k, v in settings.items() if k != "configs")
+        if not same or any(old["configs"].get(n, o) != o for n, o in configs.items()):
+            raise SystemExit(f"error: {out} holds measurements taken with other settings ({path}): choose another --out")
+        settings["configs"] = {**old["configs"], **configs}
+    path.write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("clip", type=Path)
@@ -227,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--config names must differ from each other and from 'default'")
     out = args.out or Path("bench-time-to-quality") / args.clip.stem
     out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, args, dict(configs))
     npz = out / "clip.npz"
     if not npz.exists():
         MotionDataset.from_bvh(args.clip).save(npz)

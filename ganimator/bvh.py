@@ -7,6 +7,7 @@ the line. Here the motion block stays one float64 array and every error names bo
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +94,8 @@ def frame_header(path: str | os.PathLike) -> tuple[int, float] | None:
             for line in f:
                 line = line.strip()
                 if line.startswith("Frames:"):
-                    frames, time = line.split()[1:2], next(f, "").split()[2:3]
-                    return int(frames[0]), float(time[0])
+                    frames, time = int(line.split()[1]), float(next(f, "").split()[2])
+                    return (frames, time) if frames >= 0 and 0 < time < math.inf else None
     except (OSError, ValueError, IndexError):
         return None
     return None

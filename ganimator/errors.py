@@ -44,6 +44,18 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+def _stdout_reader_left() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def run_command(main: Callable[[], int | None],
                 interrupted: str = "interrupted: the last checkpoint is kept; continue with resume=true") -> None:
     """Run a command's body and exit: 0 (or its return value), 2 with one line for a user error,
@@ -56,6 +68,8 @@ def run_command(main: Callable[[], int | None],
         print(interrupted, file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
+        if not _stdout_reader_left():  # another pipe (a socket, a child's): a bug to show
+            raise
         # The reader (`| head`) left: nothing more can be shown. Python would report the failed
         # flush of stdout at exit, so stdout goes to /dev/null first.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -8,7 +8,8 @@ and the segmentation DP of global diversity runs over a per-segment minimum comp
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
 
@@ -106,23 +107,27 @@ class Quality:
     rec_error: float  # L1 of the features reconstructed from z* against the clip's
     jitter: float  # the samples' mean joint jerk over the clip's (naturalness.py): 1 moves like the clip
     foot_skating: float  # feet's height-weighted sliding over the clip's, from positions: 1 slides as the clip
-    penetration: float  # contact joints' mean depth below the clip's floor, in its contact bands: the clip's 0
+    # Contact joints' mean depth below the clip's floor, in its contact bands (the clip: about 0);
+    # NaN in records written before it was measured (a resumed older sweep's stage ends).
+    penetration: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Quality":
-        """From any mapping holding every name (a history event, a study's record, a ClearML task)."""
-        return cls(**{name: float(values[name]) for name in cls.NAMES})
+        """From any mapping holding every name (a history event, a study's record, a ClearML task);
+        a record older than a defaulted field gets its default."""
+        return cls(**{name: float(values[name]) for name in cls.NAMES if name in values})
 
     @classmethod
     def of(cls, values: dict) -> "Quality | None":
         """From a record that may lack it (a configuration stopped before its first stage end): None then."""
-        return cls.from_dict(values) if all(name in values for name in cls.NAMES) else None
+        return cls.from_dict(values) if all(name in values for name in cls.REQUIRED) else None
 
 
 Quality.NAMES = tuple(f.name for f in fields(Quality))  # the record's names, in order
+Quality.REQUIRED = tuple(f.name for f in fields(Quality) if f.default is MISSING)  # what every record has
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ class QualityBand:
 
     Penetration is in the clip's contact bands (the clip: 0). Rotation noise that multiplies
     the clip's jitter 8-30x keeps it under 0.08 on Salsa, Walk-In-Circle, proud and
-    Crab-dance-long, while the clip lowered by 10 cm reads 2.6-6.7: 0.25 lets any noise through and
+    Crab-dance-long, while the clip lowered by 10 cm reads 2.7-6.9: 0.25 lets any noise through and
     stops sinking feet."""
 
     coverage: tuple[float | None, float | None] = (0.95, None)

@@ -79,8 +79,10 @@ class RunDir:
 
     # ---- a new run ----------------------------------------------------------------------
 
-    def create(self, cfg: DictConfig, dataset) -> None:
-        """A new run: the folder must be new or empty; it gets the config (reading its own data) and the data."""
+    def create(self, cfg: DictConfig, dataset) -> IO:
+        """A new run: the folder must be new or empty; it gets the config (reading its own data) and
+        the data. Returns the folder's lock (`hold`), taken before anything is written: of two runs
+        started at once on one folder, the second is refused with nothing of its own written."""
         from .config import to_yaml
 
         if self.checkpoint.exists():
@@ -89,9 +91,17 @@ class RunDir:
         if not new_or_empty(self.path):
             raise FileExistsError(f"run_dir {self.path} exists and is not empty: a new run needs a new or empty folder")
         self.path.mkdir(parents=True, exist_ok=True)
-        own = OmegaConf.merge(cfg, {"data": {"npz_filename": self.DATA}, "util": {"resume": False}})
-        self.config.write_text(to_yaml(own))
-        dataset.save(self.data)
+        held = self.hold()
+        try:
+            if not new_or_empty(self.path):  # another run took it between the check and the lock
+                raise FileExistsError(f"run_dir {self.path} was just taken by another run: choose another run_dir")
+            own = OmegaConf.merge(cfg, {"data": {"npz_filename": self.DATA}, "util": {"resume": False}})
+            self.config.write_text(to_yaml(own))
+            dataset.save(self.data)
+        except BaseException:
+            held.close()
+            raise
+        return held
 
     def keep_trajectory_run(self, source) -> None:
         """A conditional run's own copy of the run its trajectories come from (its config, data and
@@ -168,8 +178,9 @@ class RunDir:
 
 
 def new_or_empty(folder: Path) -> bool:
-    """Whether `folder` may take new output: it does not exist, or is an empty folder."""
-    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+    """Whether `folder` may take new output: it does not exist, or is an empty folder (a run
+    folder's lock alone, left by a run refused or killed before it wrote anything, counts as empty)."""
+    return not folder.exists() or (folder.is_dir() and all(p.name == RunDir.LOCK for p in folder.iterdir()))
 
 
 def read_history(path: Path) -> list[tuple[str, dict]]:

@@ -208,15 +208,14 @@ class Trainer:
         if self.cfg.util.num_threads > 0:
             torch.set_num_threads(self.cfg.util.num_threads)
         if self.cfg.util.resume:
-            if self.run.path.is_dir():  # else newest_state says there is nothing to resume
+            if self.run.checkpoint.exists():  # else newest_state says there is nothing to resume
                 self._held = self.run.hold()
             path, state = self.run.newest_state()
             with checkpoint_fits(path):
                 self.load_state(state)
             self.run.keep_history_until(self.step)  # events after the checkpoint will happen again
         else:
-            self.run.create(self.cfg, self.dataset)
-            self._held = self.run.hold()
+            self._held = self.run.create(self.cfg, self.dataset)
             if self.trajectories is not None:
                 self.run.keep_trajectory_run(self.trajectories.run.run_dir)
         self.result = TrainResult(self.run_dir, finished=False)

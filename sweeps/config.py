@@ -117,7 +117,8 @@ def check_reachable(url: str) -> None:
         parsed = _database_url(url)
         if parsed is not None and parsed.password:
             reason = reason.replace(parsed.password, "***")
-        raise ConfigError(f"optuna_storage {hide_password(url)} cannot be reached: {reason}") from None
+        what = "needs a database driver that is not installed" if isinstance(e, ImportError) else "cannot be reached"
+        raise ConfigError(f"optuna_storage {hide_password(url)} {what}: {reason}") from None
 
 
 def drop_password(url: str) -> str:

@@ -121,7 +121,8 @@ def _write_export(path: Path, files: dict, cfg) -> tuple[Path, dict]:
         run.write(samples, RunDir(tmp).samples)
         if cfg.export_fix_contact:
             _, fix = run.write_fixed(samples, RunDir(tmp).samples, progress=True)
-            fixed = {"contact_fix": {"foot_skating_before": fix.skating_before, "foot_skating_after": fix.skating_after,
+            # Speeds of the feet in the frames the fix pinned: not Quality's foot_skating (a ratio to the clip's).
+            fixed = {"contact_fix": {"pinned_speed_before": fix.skating_before, "pinned_speed_after": fix.skating_after,
                                      "unit": "m/s"}}
     if path.exists():  # an export of this sweep's earlier run is replaced; anything else is kept
         if not RunDir(path).checkpoint.is_file() or not RunDir(path).metrics.is_file():

@@ -29,6 +29,7 @@ METRICS = "metrics"  # user attribute: the newest stage end's quality, stages_do
 FAILURE = "failure"  # user attribute: why the configuration failed
 STAGE_SCORES = "stage_scores"  # user attribute: the score at each stage end, in order
 EXPORTED = "exported"  # study attribute: where the finished sweep exported and summarised its results
+SUMMARY_CSV = "summary.csv"  # in the export folder, written last
 
 
 class Status(Enum):
@@ -219,7 +220,7 @@ def write_summary(rows: list[TrialRow], name: str, space_keys, objective: Object
     `learned` (learned_lines)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     columns, table = summary_table(rows, space_keys, objective)
-    csv_path = out_dir / "summary.csv"
+    csv_path = out_dir / SUMMARY_CSV
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows([columns, *table])
     n = counts(rows)

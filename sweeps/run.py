@@ -37,7 +37,7 @@ from sweeps.export import retrain_and_export
 from sweeps.objective import Objective
 from sweeps.plots import comparison_figures, embed_pictures, write_figures
 from sweeps.report import TASK_ID, SweepTask
-from sweeps.results import (EXPORTED, Status, close_orphans, counts, importances, learned_lines, rung_correlations,
+from sweeps.results import (EXPORTED, SUMMARY_CSV, Status, close_orphans, counts, importances, learned_lines, rung_correlations,
                             study_rows, write_summary)
 from sweeps.search import StudySpec
 from sweeps.space import check_on_data, load_space
@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     storage = cfg.optuna_storage or f"sqlite:///{Path(sweep_path) / STUDY_DB}"
     check_reachable(storage)
     _check_new_or_resume(cfg, sweep_path, storage)
-    if cfg.resume and (exported := _exported(cfg.name, storage)):
+    if cfg.resume and (exported := _exported(cfg, storage)):
         # Exporting again would replace what the user may have added to the exports since.
         print(f"sweep {cfg.name} is finished: its exports and summary are in {exported}; nothing to resume")
         return 0
@@ -174,12 +174,15 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _exported(name: str, storage: str) -> str | None:
-    """Where a finished sweep exported its results (its study records it last); None before."""
+def _exported(cfg, storage: str) -> str | None:
+    """Where a finished sweep exported its results (its study records it last; a sweep finished
+    before the study did has its summary there); None before."""
     try:
-        return optuna.load_study(study_name=name, storage=storage).user_attrs.get(EXPORTED)
+        exported = optuna.load_study(study_name=cfg.name, storage=storage).user_attrs.get(EXPORTED)
     except KeyError:  # no such study: not finished
         return None
+    summary = Path(cfg.export_dir) / cfg.name / SUMMARY_CSV
+    return exported or (str(summary.parent) if summary.is_file() else None)
 
 
 def _trial_device(cfg, device: str) -> str:

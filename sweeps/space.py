@@ -125,7 +125,7 @@ def check_on_data(space: SearchSpace, trainer_overrides: list[str], dataset, che
     refused here, naming the entry, instead of in each trial on the cluster."""
     for key, param in space.items():
         for value in param.extremes():
-            cfg = load_config([*trainer_overrides, f"{key}={value}"])
+            cfg = load_config([*trainer_overrides, param.override(value)])
             try:
                 stage_levels(cfg.model, dataset.num_levels, dataset.source or "the data")
                 check_kernel(cfg, dataset)

@@ -44,10 +44,11 @@ def test_each_pyramid_level_is_measured_against_the_clip_at_that_level(salsa):
 def test_the_clip_is_as_natural_as_itself_and_its_ground_is_where_its_feet_stand(salsa):
     scores = naturalness(salsa.features[None], salsa)
     assert scores["jitter"].item() == pytest.approx(1.0) and scores["foot_skating"].item() == pytest.approx(1.0)
-    assert scores["penetration"].item() == 0.0
+    assert 0 <= scores["penetration"].item() < 0.01  # the floor is where the clip's lowest foot stands
     ground = Naturalness(salsa).ground
     feet = kinematics(salsa.features, salsa)[:, salsa.skeleton.contacts, 1]
-    assert ground.floor == feet.min() and (ground.rest >= 0).all()
+    below = (feet.amin(dim=1) < ground.floor).double().mean().item()  # frames whose lowest foot is under it
+    assert 0 < below <= 0.011 and (ground.rest >= 0).all()
     assert (0.01 <= ground.band).all() and (ground.band < 0.1).all()  # centimetres, not the swing of a step
 
 
@@ -101,3 +102,30 @@ def test_slower_copies_are_smoother_and_faster_ones_jerkier(salsa):
     slow, fast = (naturalness(warped(salsa, f)[None], salsa) for f in (1.5, 0.7))
     assert slow["jitter"].item() < 0.6 < 1.5 < fast["jitter"].item()  # jerk scales as speed cubed
     assert slow["foot_skating"].item() < 1.0 < fast["foot_skating"].item()
+
+
+def test_coarse_levels_use_the_clips_own_ground(salsa):
+    """Validation measures a stage's top level: its feet stand where the clip's do."""
+    fine = Naturalness(salsa).ground
+    for level in salsa.levels()[:3]:
+        natural = Naturalness(salsa, level)
+        assert torch.equal(natural.ground.band, fine.band) and natural.ground.floor == fine.floor
+        scores = natural(level[None])
+        assert scores["foot_skating"].item() == pytest.approx(1.0) and scores["penetration"].item() < 0.01
+
+
+def test_a_rig_without_contact_joints_scores_no_sliding_and_no_penetration(tmp_path):
+    """The generic rig: validation, evaluation and sweeps score it like any other."""
+    import dataclasses
+
+    from ganimator.bvh import write_bvh
+    from ganimator.metrics import Scorer
+    from ganimator.procedural import procedural_dance
+
+    dance = procedural_dance(3.0)
+    write_bvh(tmp_path / "generic.bvh", dataclasses.replace(dance, names=[f"bone{j}" for j in range(len(dance.names))]))
+    generic = MotionDataset.from_bvh(tmp_path / "generic.bvh")
+    assert generic.skeleton.contacts == []
+    scores = Scorer(generic)(with_noise(generic, generic.layout.rotations, 0.02)[None])
+    assert scores["foot_skating"].item() == 0.0 and scores["penetration"].item() == 0.0
+    assert scores["jitter"].item() > 1.0 and 0 <= scores["coverage"].item() <= 1

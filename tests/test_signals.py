@@ -26,9 +26,10 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    """`cmd` with SIGINT ignored, in its own session so that the test can clean up after a failure."""
-    return subprocess.Popen(cmd, cwd=cwd, env=clean_env(cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+def start(cmd: list[str], cwd: Path, tmp: Path) -> subprocess.Popen:
+    """`cmd` with SIGINT ignored, in its own session so that the test can clean up after a failure; its
+    home (Ray's token, caches) in `tmp`."""
+    return subprocess.Popen(cmd, cwd=cwd, env=clean_env(tmp), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint, start_new_session=True)
 
 
@@ -81,7 +82,7 @@ def npz(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_training_stops_on_a_signal_to_its_process_alone(npz, tmp_path, sig):
     proc = start([sys.executable, "-c", "from ganimator.cli import train; train()", f"npz_filename={npz}",
-                  "run_dir=run", "train_data_iter=100000", "checkpoint_every=5", *TINY], tmp_path)
+                  "run_dir=run", "train_data_iter=100000", "checkpoint_every=5", *TINY], tmp_path, tmp_path)
     try:
         wait_for(lambda: (tmp_path / "run" / "checkpoint.pt").exists(), proc, 120, "a first checkpoint")
         proc.send_signal(sig)
@@ -101,7 +102,7 @@ def test_the_sweep_driver_stops_with_its_ray_without_exporting(npz, tmp_path, si
     driver as Ctrl-C does, and its local Ray with it."""
     args = sweep_args(npz, tmp_path, "name=cut", "num_samples=2", "num_cpus=2", "train_data_iter=100000",
                       "validate_every=1000")
-    proc = start([sys.executable, str(ROOT / "sweeps" / "run.py"), *args], ROOT)
+    proc = start([sys.executable, str(ROOT / "sweeps" / "run.py"), *args], ROOT, tmp_path)
     try:
         # A trainer holds its run folder's lock: a trial is training.
         wait_for(lambda: any((tmp_path / "results").rglob(".lock")), proc, 240, "a training trial")

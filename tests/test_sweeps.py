@@ -280,7 +280,7 @@ def test_pareto_mode_searches_coverage_diversity_and_naturalness(clip, tmp_path)
     assert metrics["length"] == 2 * (82 + 90)  # evaluated as the original does: twice both clips
     fixed = sorted(p.name for p in (export / "samples").glob("*-fixed.bvh"))
     assert fixed == ["sample-000-fixed.bvh", "sample-001-fixed.bvh"]
-    assert len(metrics["contact_fix"]["foot_skating_after"]) == 2
+    assert len(metrics["contact_fix"]["pinned_speed_after"]) == 2
 
 
 def test_a_diverging_configuration_fails_at_once_with_its_reason_and_the_sweep_goes_on(npz, tmp_path):

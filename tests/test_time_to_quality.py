@@ -55,3 +55,6 @@ def test_time_to_quality_trains_evaluates_and_plots_each_configuration(tmp_path,
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # reuses every evaluation
     assert again.returncode == 0 and "training" not in again.stdout.split("# Time to quality")[0]
     assert (out / "curves.jsonl").read_text().count("\n") == len(points)
+    other = subprocess.run([*cmd[:-4], "--eval-samples", "3", "--out", str(out)], capture_output=True, text=True,
+                           timeout=600)  # another protocol is another measurement
+    assert other.returncode == 1 and other.stderr.strip().startswith(f"error: {out} holds measurements taken with other")
