@@ -13,10 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
 
 from sweeps import trust
+from sweeps.results import EXPORTED, SUMMARY_CSV
 
 from conftest import ROOT, run_sweep
 
@@ -92,11 +94,18 @@ def test_a_sweep_records_its_state_and_resumes_from_it(state_home):
     assert newest(sweep, "experiment_state-*.json").name in recorded
     assert newest(sweep, "basic-variant-state-*.json").name in recorded  # the grid of Ray trials
 
+    # As a driver killed while exporting leaves it: Tune done, the exports not (a finished sweep
+    # resumes to nothing, test_sweeps.py). Resume then restores Tune and exports again.
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    study.set_user_attr(EXPORTED, None)
+    (tmp / "exports" / "t" / SUMMARY_CSV).unlink()
     sessions = len(list(sweep.glob("experiment_state-*.json")))
     out = resume(tmp, dict(os.environ, XDG_STATE_HOME=str(tmp / "state")))
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(list(sweep.glob("experiment_state-*.json"))) == sessions + 1
     trust.verify(str(sweep))  # what the resumed run wrote is recorded too: it can resume again
+    assert (tmp / "exports" / "t" / SUMMARY_CSV).is_file() and optuna.load_study(
+        study_name="t", storage=f"sqlite:///{sweep / 'optuna.db'}").user_attrs[EXPORTED] == str(tmp / "exports" / "t")
 
 
 def test_a_crafted_tuner_pkl_is_refused_before_it_is_unpickled(swept):
