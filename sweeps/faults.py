@@ -219,7 +219,8 @@ def kill(pids: set[int]) -> None:
 def sweep_args(iters: int, trials: int, population: int = 1) -> list[str]:
     return [f"num_samples={trials}", f"population={population}", "max_concurrent=2", "early_stopping=false", "max_failures=2",
             "cpus_per_trial=1", f"train_data_iter={iters}", f"validate_every={max(1, iters // 3)}", "validation_samples=2",
-            "hidden_channels=[16,32,32]", "clearml=off", "retrain_iter=2", "eval_samples=2", "export_samples=1"]
+            "hidden_channels=[16,32,32]", "clearml=off", "retrain_iter=2", "eval_samples=2", "export_samples=1",
+            "plot_pngs=false"]  # faults, not plots: a PNG costs a browser start
 
 
 def worker_node(sweep: Sweep) -> float:
