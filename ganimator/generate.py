@@ -35,6 +35,13 @@ class GenerationError(UserError, ValueError):
     """A generation request the trained run cannot serve."""
 
 
+def _check_memory(need: int, what: str, advice: str) -> None:
+    """A GenerationError, before allocating, when `need` bytes would not fit in the memory free now."""
+    free = psutil.virtual_memory().available
+    if need > 0.8 * free:
+        raise GenerationError(f"{what} about {need / 2**30:.1f} GiB, and {free / 2**30:.1f} GiB are free: {advice}")
+
+
 @dataclass
 class TrainedRun:
     run_dir: Path
@@ -71,10 +78,8 @@ class TrainedRun:
         lengths = self.dataset.generation_lengths(length) if length > 0 else [0]
         if lengths[0] <= self.cfg.model.kernel_size // 2:  # reflect padding needs a few frames
             raise GenerationError(f"length {length} is too short: its coarsest level would have {lengths[0]} frames")
-        need, free = samples * length * self.bytes_per_frame(), psutil.virtual_memory().available
-        if need > 0.8 * free:
-            raise GenerationError(f"{samples} samples of {length} frames need about {need / 2**30:.1f} GiB, and "
-                                  f"{free / 2**30:.1f} GiB are free: ask for fewer or shorter samples")
+        _check_memory(samples * length * self.bytes_per_frame(), f"{samples} samples of {length} frames need",
+                      "ask for fewer or shorter samples")
         return lengths
 
     def _input_fits(self, path, fps: float | None = TARGET_FPS) -> None:
@@ -86,12 +91,9 @@ class TrainedRun:
         frames, frame_time = header
         kept = frames if fps is None else frames // max(1, round(1.0 / (fps * frame_time)))
         size = Path(path).stat().st_size
-        need = READ_BYTES_PER_BYTE * size + kept * self.bytes_per_frame()
-        free = psutil.virtual_memory().available
-        if need > 0.8 * free:
-            raise GenerationError(f"{path}: reading its {frames} frames ({size / 2**30:.1f} GiB) and generating "
-                                  f"from them need about {need / 2**30:.1f} GiB, and {free / 2**30:.1f} GiB are "
-                                  "free: use a shorter clip")
+        _check_memory(READ_BYTES_PER_BYTE * size + kept * self.bytes_per_frame(),
+                      f"{path}: reading its {frames} frames ({size / 2**30:.1f} GiB) and generating from them need",
+                      "use a shorter clip")
 
     @cached_property
     def trajectory_source(self) -> "TrajectorySource":

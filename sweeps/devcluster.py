@@ -91,6 +91,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ganimator.files import atomic_write_text
+
 DEFAULT_DIR = "/tmp/gs-cluster"
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
@@ -194,10 +196,7 @@ def load_state(state_dir: str | os.PathLike = DEFAULT_DIR) -> ClusterState | Non
 
 
 def _save_state(state: ClusterState) -> None:
-    path = _state_path(state.state_dir)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(_state_path(state.state_dir), json.dumps(state.to_json(), indent=2) + "\n")
 
 
 @contextlib.contextmanager
