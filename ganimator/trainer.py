@@ -137,8 +137,9 @@ class Trainer:
             own = self.run.data
             dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
         self.dataset = dataset
-        check_device(resolve_device(cfg.util.device))
-        self.device = torch.device(resolve_device(cfg.util.device))
+        device = resolve_device(cfg.util.device)
+        check_device(device)
+        self.device = torch.device(device)
         self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
         self._scorers: dict[int, Scorer] = {}  # per validated level
 
