@@ -3,18 +3,20 @@
     python benchmarks/faults.py [clip.bvh] [--faults worker-node,trial-process,...] [--iters 30] [--population 2]
                                 [--optuna-storage postgresql://...]
 
-The harness and its scenarios are `sweeps/faults.py`; this prints one table row per fault: trials
+The harness and its scenarios are `cluster/faults.py`; this prints one table row per fault: trials
 started, finished, failed with a reason, lost (must be 0), and the seconds from the fault until the
 hit trial reported again. Without a clip it uses the procedural demo clip.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from sweeps import faults
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's cluster/, not in the wheel
+from cluster import faults  # noqa: E402
 
 
 def main() -> None:

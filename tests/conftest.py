@@ -100,7 +100,7 @@ def stop_process_group(proc: subprocess.Popen) -> None:
 
 
 def assert_accounted_for(outcome, trials: int):
-    """A fault run (sweeps/faults.py): every configuration started is in the summary and in the
+    """A fault run (cluster/faults.py): every configuration started is in the summary and in the
     Optuna study once, finished or failed."""
     assert outcome.started == trials and outcome.lost == 0, [r["status"] for r in outcome.rows]
     assert sorted(outcome.study_ids()) == sorted(r["trial_id"] for r in outcome.rows)

@@ -1,12 +1,12 @@
-"""Faults on a real local multi-node Ray cluster (sweeps/devcluster.py: a head without CPUs and two
+"""Faults on a real local multi-node Ray cluster (cluster/devcluster: a head without CPUs and two
 1-CPU worker nodes on 127.0.0.1), each injected from outside into a real sweep run as users run
-it. The scenarios are sweeps/faults.py's; here their outcomes are checked. The driver killed
+it. The scenarios are cluster/faults.py's; here their outcomes are checked. The driver killed
 and resumed, and a diverging trial, are tested in test_sweeps.py. About 3.5 minutes on 2 cores.
 """
 import optuna
 import pytest
 
-from sweeps import faults
+from cluster import faults
 from sweeps.results import TUNE_ID
 
 from conftest import assert_accounted_for

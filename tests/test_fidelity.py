@@ -2,7 +2,6 @@
 checked against facts taken from the original code (PeizhuoLi/ganimator). The fixture
 tests/data/original_fixtures.json was written by running the original's own code on the shared
 clips (`python benchmarks/original_code.py fixtures --original PATH`)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ganimator.procedural import procedural_dance
 from ganimator.networks import build_models
 from ganimator.trainer import Trainer, train_iteration
 
-from conftest import ROOT
+from benchmarks import original_code  # its functions that run this project only: the original's code is not needed here
 
 ORIGINAL = json.loads((Path(__file__).parent / "data" / "original_fixtures.json").read_text())
 CLIPS = ["Salsa-Dancing-6", "Crab-dance-long", "proud"]
@@ -141,9 +140,6 @@ def test_every_rig_of_the_original_is_ours(name, tmp_path):
     assert data.layout.channels == 6 * (len(joints) + len(rig["contacts"]) + 1)
 
 
-spec = importlib.util.spec_from_file_location("gs_original_code", ROOT / "benchmarks" / "original_code.py")
-original_code = importlib.util.module_from_spec(spec)  # its functions that run this project only:
-spec.loader.exec_module(original_code)  # the original's code is not needed here
 ITERATION = np.load(Path(__file__).parent / "data" / "original_iteration.npz")
 
 

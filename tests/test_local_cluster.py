@@ -1,4 +1,4 @@
-"""sweeps/devcluster.py (`ganimator-cluster`): a head (0 CPUs) and 2 one-CPU workers on this
+"""cluster/devcluster (`python -m cluster.devcluster`): a head (0 CPUs) and 2 one-CPU workers on this
 machine, a task pinned to a worker, that worker SIGKILLed and seen dead by the GCS, then
 everything stopped.
 
@@ -17,15 +17,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweeps import devcluster
+from cluster import devcluster
+from conftest import ROOT
 
 pytestmark = pytest.mark.ray
 
 
 def cli(*args, timeout=180):
-    """The command line, as `ganimator-cluster` (the same main()) runs it."""
-    return subprocess.run([sys.executable, "-m", "sweeps.devcluster", *args], check=False, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    """The command line, run from the checkout as the README says."""
+    return subprocess.run([sys.executable, "-m", "cluster.devcluster", *args], check=False, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
 
 
 def running(pid):
@@ -132,7 +133,7 @@ def test_local_cluster_start_pin_kill_stop(tmp_path):
         assert len({n.ports["node_manager"] for n in state.nodes}) == 3
 
         # The cluster refuses a wrong token.
-        bad = subprocess.run([devcluster._ray_cli(), "status", "--address", state.gcs_address],
+        bad = subprocess.run([devcluster.ray_cli(), "status", "--address", state.gcs_address],
                              env={**state.client_env(), "RAY_AUTH_TOKEN": "0" * 64}, capture_output=True, text=True,
                              check=False, timeout=60)
         assert bad.returncode != 0 and "Authentication" in bad.stdout + bad.stderr

@@ -1,4 +1,4 @@
-"""A population sweep on the local multi-node cluster (sweeps/devcluster.py: a head without CPUs and
+"""A population sweep on the local multi-node cluster (cluster/devcluster: a head without CPUs and
 two 1-CPU worker nodes on 127.0.0.1) with its Optuna study in a real PostgreSQL server, as a
 multi-node population sweep needs it: the driver is killed mid-sweep and `resume=true` finishes
 it, with every configuration in the study once. The server is Debian's PostgreSQL (`.ci/run`
@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweeps import faults
+from cluster import faults
 from sweeps.config import database_url
 
 from conftest import assert_accounted_for, free_port

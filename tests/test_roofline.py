@@ -1,15 +1,9 @@
 """benchmarks/roofline.py counts the arithmetic that the speed benchmarks set against the peak:
 checked here against the textbook counts of a convolution, its backward and a gradient penalty."""
-import importlib.util
-
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("gs_roofline", ROOT / "benchmarks" / "roofline.py")
-roofline = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(roofline)
+from benchmarks import roofline
 
 B, C_IN, C_OUT, K, T = 2, 16, 32, 5, 40
 FORWARD = 2 * B * C_OUT * C_IN * K * T  # a multiply and an add per weight and output frame

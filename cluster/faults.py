@@ -1,10 +1,10 @@
 """Fault-test harness: faults injected from outside into small sweeps on a local multi-node Ray
 cluster, and what became of the trials.
 
-`run_fault(fault, npz, work)` gives the fault its own cluster (`sweeps.devcluster`: a head with no
+`run_fault(fault, npz, work)` gives the fault its own cluster (`cluster.devcluster`: a head with no
 CPUs and two 1-CPU worker nodes on 127.0.0.1) and its own sweep of `trials` trials (with
 `population=K`: configurations, K to a Tune trial), driven by `sweeps/run.py` exactly as a user
-runs it, and returns an `Outcome`: trials started, finished, failed with a reason, lost (started
+runs it, and returns a `FaultOutcome`: trials started, finished, failed with a reason, lost (started
 but neither finished nor failed with a reason; must be 0), and the seconds from the fault until
 the hit trial reported again (for a diverging trial: until it was recorded failed).
 
@@ -32,16 +32,18 @@ from pathlib import Path
 
 import optuna
 
-from sweeps import devcluster
+from cluster import devcluster
 from sweeps.config import ARGS, database_url
 from sweeps.results import TUNE_ID, member_id
 
-RUN = Path(__file__).resolve().with_name("run.py")  # the sweep's entry point, run by path as users do
-ROOT = RUN.parents[1]  # the checkout: the driver runs from there, as a user's does
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: the driver runs from there, as a user's does
+RUN = ROOT / "sweeps" / "run.py"  # the sweep's entry point, run by path as users do
 
 
 @dataclass
-class Outcome:
+class FaultOutcome:
+    """What became of a fault run's configurations (not the trainer's `Outcome` of one member)."""
+
     fault: str
     rows: list[dict]  # the sweep's summary.csv
     study: list[optuna.trial.FrozenTrial]
@@ -180,10 +182,10 @@ class Sweep:
     def output(self) -> str:
         return "".join(log.read_text(errors="replace") for log in self.logs if log.exists())
 
-    def outcome(self, fault: str, recover_s: float) -> Outcome:
+    def outcome(self, fault: str, recover_s: float) -> FaultOutcome:
         with open(self.work / "exports" / self.name / "summary.csv") as f:
             rows = list(csv.DictReader(f))
-        return Outcome(fault, rows, self.study(), self.results(), recover_s, self.output())
+        return FaultOutcome(fault, rows, self.study(), self.results(), recover_s, self.output())
 
     @property
     def population(self) -> int:
@@ -325,7 +327,7 @@ def clip_npz(clip: Path | None, folder: Path) -> Path:
 
 
 def run_fault(fault: str, npz: Path, work: Path, iters: int = 30, trials: int = 4, population: int = 1,
-              optuna_storage: str = "", **options) -> Outcome:
+              optuna_storage: str = "", **options) -> FaultOutcome:
     """One fault on its own two-worker cluster; the cluster is stopped whatever happens. With
     `population` > 1, each Tune trial trains that many configurations fused. `optuna_storage`: the
     study's database URL (default: SQLite in the sweep's folder)."""
