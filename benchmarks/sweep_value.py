@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ganimator.metrics import Quality  # noqa: E402
-from sweeps.objective import Objective  # noqa: E402
+from sweeps.objective import ScoreObjective  # noqa: E402
 from sweeps.results import importances, rung_correlations, spearman, study_rows  # noqa: E402
 
 SHOWN = ("score", *Quality.NAMES)
@@ -212,7 +212,7 @@ def render(args, short_iters, rows, best_row, retrained, full, study) -> str:
     return "\n".join(lines) + "\n"
 
 
-OBJECTIVE = Objective()  # the default: what the sweep ranks by
+OBJECTIVE = ScoreObjective()  # the default: what the sweep ranks by
 
 if __name__ == "__main__":
     main()

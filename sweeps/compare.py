@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"{sweep_dir} holds no sweep (no {ARGS}); check the name and --results-dir")
     cfg, overrides, base = load_sweep_config(json.loads(trust.read(str(sweep_dir), ARGS)))
     space = load_space(cfg.space, overrides)
-    objective = Objective(cfg.objective, cfg.rec_weight)
+    objective = Objective.named(cfg.objective, cfg.rec_weight)
     online = clearml_mode(base.tracking.clearml) == "on"
     if args.source == "clearml" and not online:
         raise ConfigError("--source clearml needs a ClearML server: configure clearml.conf or CLEARML_API_HOST")

@@ -12,44 +12,35 @@ cost above which the original counts a window as not covered.
 
 Coverage and diversity compare poses, one frame at a time, so they cannot see how motion moves:
 jittery motion and blurred, sluggish motion both read as diverse. Jitter (the joints' mean jerk
-over the clip's, ganimator/naturalness.py) can: 1 moves like the clip. Too much is noise: a
-model sampled with amplified noise, or a configuration with too much of it (Salsa-Dancing-6,
-25 iterations a stage: noise_amp_scale 2.8-3.7 gave 2.6-4.8). Too little is motion blurred
-towards a mean pose or slowed down: an under-trained model (0.3-0.6 on Salsa after 25-50
-iterations a stage) or a frozen pose (0). Both directions cost alike, by the factor the jerk is
-off: twice or half the clip's halves the score. The penalty is proportional, not a threshold,
-because jerk is unbounded while diversity is capped.
+over the clip's, ganimator/naturalness.py) can: 1 moves like the clip. Too much is noise (a
+model sampled with amplified noise, or a configuration with too much of it); too little is
+motion blurred towards a mean pose or slowed down (an under-trained model) or a frozen pose (0).
+Both directions cost alike, by the factor the jerk is off: twice or half the clip's halves the
+score. The penalty is proportional, not a threshold, because jerk is unbounded while diversity
+is capped. Without it a shorter training's extra diversity counts in its favour (README, "Does
+the sweep find better motion?").
 
-Foot skating and floor penetration are reported beside it but not yet scored. Both are now
-measured from positions alone (ganimator/naturalness.py: height-weighted sliding against the
-clip's floor, depth below it), so a model can no longer zero them by never labelling a foot
-planted, as the old label-based skating let it: 0 for such models, 47x the clip's for others
-on Salsa, among configurations that all covered nothing (benchmarks/sweep_value.py). What they
-add to jitter in ranking trained models has not been measured yet, and a factor in the score
-waits for that measurement: an unmeasured penalty would move every sweep's ranking on a guess.
-
-Measured on Salsa-Dancing-6 (the default configuration, 200 samples; README, "Does the sweep
-find better motion?"): trained 400 iterations a stage it scores 0.43 (coverage 0.93, diversity
-1.78, jitter 0.58), trained 40 it scores 0.29 (0.81, 2.05, 0.47), and the 400-iteration model
-sampled with twice its noise 0.14 (0.20, 4.61, 0.95). The score without naturalness ranked them
-alike but 400 over 40 by 8% (0.78 and 0.72), because the shorter training's extra diversity
-counted in its favour; now by 48%. Noise moves an over-smooth model's jitter towards 1, which
-this factor would reward, but coverage falls far faster (0.93 to 0.20): the product still
-drops by two thirds.
+Foot skating and floor penetration are reported beside it but not scored: what they add to
+jitter in ranking trained models is unmeasured, and an unmeasured penalty would move every
+sweep's ranking on a guess.
 
 The reconstruction error (L1 of the features from z*) keeps the chain anchored to the clip; at
 a typical 0.005-0.05 it only separates close calls at the default weight 1, and it is what
 ranks configurations that cover nothing yet (short sweeps on hard clips).
 
-The multi-objective mode (`objective=pareto`) maximises coverage, global diversity and
-naturalness separately and keeps the Pareto front. Optuna prunes single-objective studies
-only, so a Pareto sweep trains every configuration to the end.
+Two kinds, one class each: `ScoreObjective` (`objective=score`) tells Optuna the score;
+`ParetoObjective` (`objective=pareto`) maximises coverage, global diversity and naturalness
+separately and keeps the Pareto front. Call sites ask the objective (its values and directions,
+its default sampler, whether Optuna may prune, what plots and importances rank by, how trials
+rank) rather than which kind it is.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import optuna
 
@@ -57,7 +48,6 @@ from ganimator.metrics import Quality
 
 DIVERSITY_CAP = 2.0
 PARETO_METRICS = ("coverage", "global_diversity", "naturalness")
-KINDS = ("score", "pareto")
 
 
 def naturalness(quality: Quality) -> float:
@@ -77,34 +67,45 @@ def pareto_values(quality: Quality) -> list[float]:
     return [quality.coverage, quality.global_diversity, naturalness(quality)]
 
 
+TrialScore = Callable[[optuna.trial.FrozenTrial], float]
+
+
 @dataclass(frozen=True)
 class Objective:
     """The sweep's objective: what the study's trials are told, in which directions, and how
-    trials rank. `kind` is 'score' (one number) or 'pareto' (coverage, global diversity and
-    naturalness)."""
+    trials rank. `Objective.named(kind)` builds the kind a sweep config names."""
 
-    kind: str = "score"
     rec_weight: float = 1.0
 
-    @property
-    def pareto(self) -> bool:
-        return self.kind == "pareto"
+    kind: ClassVar[str]
+    names: ClassVar[tuple[str, ...]]  # the values told to Optuna, in order
+    description: ClassVar[str]
+    sampler: ClassVar[str]  # the Optuna sampler a sweep uses unless it names one
+    prunable: ClassVar[bool]  # Optuna prunes single-objective studies only
+    columns: ClassVar[tuple[str, ...]] = ()  # the summary's columns of this kind
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The values told to Optuna, in order."""
-        return PARETO_METRICS if self.pareto else ("score",)
+    @staticmethod
+    def named(kind: str, rec_weight: float = 1.0) -> Objective:
+        return {c.kind: c for c in (ScoreObjective, ParetoObjective)}[kind](rec_weight)
 
     @property
     def directions(self) -> list[str]:
         return ["maximize"] * len(self.names)
 
-    @property
-    def description(self) -> str:
-        return "coverage vs global diversity vs naturalness (Pareto front)" if self.pareto else "score"
-
     def score(self, quality: Quality) -> float:
         return score(quality, self.rec_weight)
+
+    def values(self, quality: Quality) -> list[float]:
+        raise NotImplementedError
+
+    def target(self, recorded: TrialScore) -> TrialScore | None:
+        """What plots and importances rank trials by, given how to read the score recorded with a
+        trial: None where the study's own value is the score."""
+        raise NotImplementedError
+
+    def figures(self, study: optuna.Study) -> dict:
+        """Plots of this kind only, beside the ones every sweep has."""
+        return {}
 
     def new_study(self, **kwargs) -> optuna.Study:
         """An Optuna study of this objective (`kwargs`: storage, name, sampler), its values named."""
@@ -114,24 +115,62 @@ class Objective:
             study.set_metric_names(list(self.names))  # the dashboard's and the plots' axis names
         return study
 
-    def values(self, quality: Quality) -> list[float]:
-        if not self.pareto:
-            return [self.score(quality)]
-        return pareto_values(quality)
-
     def rank(self, rows: list) -> list:
         """Best first: finished trials by score (the Pareto front first in Pareto mode), then those
         stopped early by how far they got, then unfinished ones, then failures. Sets each row's
         `rank` and, in Pareto mode, `pareto`."""
-        if self.pareto:
-            finished = [r for r in rows if r.finished]
-            for i in pareto_front([r.quality for r in finished]):
-                finished[i].pareto = True
         rows.sort(key=lambda r: (not r.status.failed, r.stages_done, r.pareto,
                                  -math.inf if r.score is None else r.score), reverse=True)
         for position, row in enumerate(rows, 1):
             row.rank = position
         return rows
+
+
+@dataclass(frozen=True)
+class ScoreObjective(Objective):
+    """One number, the score: Optuna ranks, prunes and plots by it."""
+
+    kind: ClassVar[str] = "score"
+    names: ClassVar[tuple[str, ...]] = ("score",)
+    description: ClassVar[str] = "score"
+    sampler: ClassVar[str] = "tpe"
+    prunable: ClassVar[bool] = True
+
+    def values(self, quality: Quality) -> list[float]:
+        return [self.score(quality)]
+
+    def target(self, recorded: TrialScore) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class ParetoObjective(Objective):
+    """Coverage, global diversity and naturalness, each maximised: the Pareto front. The score is
+    no study value here, so plots and importances read it from each trial's record."""
+
+    kind: ClassVar[str] = "pareto"
+    names: ClassVar[tuple[str, ...]] = PARETO_METRICS
+    description: ClassVar[str] = "coverage vs global diversity vs naturalness (Pareto front)"
+    sampler: ClassVar[str] = "nsga2"
+    prunable: ClassVar[bool] = False
+    columns: ClassVar[tuple[str, ...]] = ("pareto",)
+
+    def values(self, quality: Quality) -> list[float]:
+        return pareto_values(quality)
+
+    def target(self, recorded: TrialScore) -> TrialScore:
+        return recorded
+
+    def figures(self, study: optuna.Study) -> dict:
+        import optuna.visualization as vis  # plotly: for the driver's plots, not in every trial
+
+        return {"pareto front": vis.plot_pareto_front(study)}
+
+    def rank(self, rows: list) -> list:
+        finished = [r for r in rows if r.finished]
+        for i in pareto_front([r.quality for r in finished]):
+            finished[i].pareto = True
+        return super().rank(rows)
 
 
 def pareto_front(qualities: list[Quality]) -> list[int]:

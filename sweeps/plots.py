@@ -42,16 +42,14 @@ def comparison_figures(study: optuna.Study, objective: Objective) -> dict[str, g
     """Figures named by what they show; none before a configuration has finished."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return {}
-    # In Pareto mode the score is no study value: the slices and lines show it from the trial's record.
-    target = {"target": _score, "target_name": "score"} if objective.pareto else {"target_name": "score"}
+    target = {"target": objective.target(_score), "target_name": "score"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)  # "too few trials: importances equal" says the plot itself
         figures = {"score vs parameters": slice_grid(vis.plot_slice(study, **target)),
                    "parallel coordinates": readable_lines(vis.plot_parallel_coordinate(study, **target), study),
                    "importances": vis.plot_param_importances(study)}
-        if objective.pareto:
-            figures["pareto front"] = vis.plot_pareto_front(study)
+        figures.update(objective.figures(study))
     rungs = rung_figure(study_rows(study, [], objective))
     if rungs is not None:
         figures["rung correlation"] = rungs

@@ -120,8 +120,7 @@ SUMMARY_METRICS = ("score", *Quality.NAMES)
 def summary_table(rows: list[TrialRow], space_keys, objective: Objective) -> tuple[list[str], list[list]]:
     """Column names, and one line per trial: rank, status, metrics, searched values, export folder."""
     columns = ["rank", "trial_id", "status", "stages_done", "steps", *SUMMARY_METRICS, *space_keys, "export"]
-    if objective.pareto:
-        columns.insert(3, "pareto")
+    columns[3:3] = objective.columns
     return columns, [[cell(row, c) for c in columns] for row in rows]
 
 
@@ -183,7 +182,7 @@ def importances(study: optuna.Study, objective: Objective) -> dict[str, float]:
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(finished) < 2 or not any(len({str(t.params.get(k)) for t in finished}) > 1 for k in finished[0].params):
         return {}
-    target = (lambda t: t.user_attrs[METRICS]["score"]) if objective.pareto else None
+    target = objective.target(lambda t: t.user_attrs[METRICS]["score"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return dict(optuna.importance.get_param_importances(study, target=target))

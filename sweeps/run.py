@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
                   "again or keep the password in PGPASSWORD or ~/.pgpass", file=sys.stderr)
         trust.write(sweep_path, ARGS, (json.dumps(saved, indent=1) + "\n").encode())
 
-    objective = Objective(cfg.objective, cfg.rec_weight)
+    objective = Objective.named(cfg.objective, cfg.rec_weight)
     with SweepTask(cfg, base, space, setup_dir) as sweep_task:
         data = Path(base.data.npz_filename).read_bytes()
         setup = TrialSetup((*trainer_overrides, *sweep_task.trial_overrides()), data, num_stages, sweep=cfg.name,

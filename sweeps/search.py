@@ -36,14 +36,14 @@ class StudySpec:
 
     @property
     def objective(self) -> Objective:
-        return Objective(self.sweep.objective, self.sweep.rec_weight)
+        return Objective.named(self.sweep.objective, self.sweep.rec_weight)
 
     def sampler(self, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-        kind = self.sweep.sampler or ("nsga2" if self.objective.pareto else "tpe")
+        kind = self.sweep.sampler or self.objective.sampler
         return SAMPLERS[kind](seed=self.sweep.sampler_seed + seed_offset)
 
     def pruner(self) -> optuna.pruners.BasePruner:
-        if not self.sweep.early_stopping or self.objective.pareto:  # Optuna prunes single objectives only
+        if not self.sweep.early_stopping or not self.objective.prunable:
             return optuna.pruners.NopPruner()
         # stages_done is the step, so the rungs fall on stage boundaries.
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.sweep.grace_stages,

@@ -190,8 +190,8 @@ def _judge(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, num_stages
         if event.stages_done == num_stages:
             study.tell(trial, objective.values(quality))
             return False
-        if objective.pareto:
-            return False  # Optuna prunes single-objective studies only
+        if not objective.prunable:
+            return False
         trial.report(score, step=event.stages_done)
         if trial.should_prune():
             study.tell(trial, state=TrialState.PRUNED)

@@ -21,7 +21,7 @@ from ganimator.naturalness import Naturalness
 from ganimator.pyramid import resample
 from ganimator.trainer import Trainer
 from sweeps.config import load_sweep_config
-from sweeps.objective import Objective, pareto_front
+from sweeps.objective import ParetoObjective, ScoreObjective, pareto_front
 from sweeps.results import (BATCH, METRICS, STAGE_SCORES, TUNE_ID, Status, close_orphans, importances, learned_lines,
                             rung_correlations, study_rows)
 from sweeps.space import load_space
@@ -30,7 +30,7 @@ from sweeps.trainable import batches, member_trials, restore_run
 from conftest import ROOT, TINY, run_sweep
 
 SPACE = load_space(ROOT / "sweeps" / "space.yaml")
-SCORE = Objective("score")
+SCORE = ScoreObjective()
 
 
 # ---- the objective -------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def test_pareto_front_keeps_the_undominated_trials():
     q = [Quality(1.0, 0.2, 0, 0, 1, 1, 0.0), Quality(0.5, 1.5, 0, 0, 2, 1, 0.0), Quality(0.4, 1.0, 0, 0, 1, 1, 0.0),
          Quality(1.0, 0.1, 0, 0, 1, 1, 0.0)]
     assert pareto_front(q) == [0, 1, 2]  # 2 is behind 1 on coverage and diversity, but moves like the clip
-    pareto = Objective("pareto")
+    pareto = ParetoObjective()
     assert pareto.directions == ["maximize"] * 3 and pareto.values(q[1]) == [0.5, 1.5, 0.5]
     assert SCORE.directions == ["maximize"] and SCORE.values(q[1]) == [SCORE.score(q[1])]
 

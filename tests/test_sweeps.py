@@ -24,7 +24,7 @@ from ganimator.dataset import MotionDataset
 from ganimator.generate import load_run
 from ganimator.metrics import Quality
 from sweeps.compare import row_from_task
-from sweeps.objective import Objective, pareto_values
+from sweeps.objective import ScoreObjective, pareto_values
 from sweeps.results import TUNE_ID
 from sweeps.space import load_space
 
@@ -221,8 +221,8 @@ def test_trials_as_clearml_holds_them_rank_as_the_study(sweep):
             last = {}
             for (title, series), points in s["scalars"].items():
                 last.setdefault(title, {})[series] = {"last": points[-1][1]}
-            rows.append(row_from_task(s["task"]["name"], params, last, "completed", KEYS, 4, Objective()))
-    rows = Objective().rank(rows)
+            rows.append(row_from_task(s["task"]["name"], params, last, "completed", KEYS, 4, ScoreObjective()))
+    rows = ScoreObjective().rank(rows)
     summary = read_summary(sweep.tmp, "six")
     assert [r.trial_id for r in rows] == [r["trial_id"] for r in summary]
     for row, local in zip(rows, summary):
