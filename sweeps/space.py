@@ -33,9 +33,6 @@ class Param:
         d = self.distribution
         return list(d.choices) if isinstance(d, optuna.distributions.CategoricalDistribution) else [d.low, d.high]
 
-    def override(self, value) -> str:
-        return f"{self.key}={value}"
-
 
 class SearchSpace(dict):
     """name -> Param, in the YAML's order."""
@@ -45,9 +42,6 @@ class SearchSpace(dict):
 
     def defaults(self) -> dict:
         return {k: p.default for k, p in self.items()}
-
-    def log_scales(self) -> dict[str, bool]:
-        return {k: bool(getattr(p.distribution, "log", False)) for k, p in self.items()}
 
 
 def load_space(path, trainer_overrides: list[str] = ()) -> SearchSpace:
@@ -125,7 +119,7 @@ def check_on_data(space: SearchSpace, trainer_overrides: list[str], dataset, che
     refused here, naming the entry, instead of in each trial on the cluster."""
     for key, param in space.items():
         for value in param.extremes():
-            cfg = load_config([*trainer_overrides, param.override(value)])
+            cfg = load_config([*trainer_overrides, f"{key}={value}"])
             try:
                 stage_levels(cfg.model, dataset.num_levels, dataset.source or "the data")
                 check_kernel(cfg, dataset)

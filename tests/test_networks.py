@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from ganimator.config import load_config
+from ganimator.config import ConfigError, load_config
 from ganimator.dataset import MotionDataset
-from ganimator.networks import SkeletonConv1d
-from ganimator.networks import build_models
+from ganimator.networks import SkeletonConv1d, build_models, check_fits
 from ganimator.trainer import Trainer, train_iteration
 
 
@@ -124,3 +123,10 @@ def test_critic_masks_are_trained_as_in_the_original(npz, tmp_path):
                                   "train_critic_masks=false"]))
     assert not any(k.endswith("mask") for k in frozen.critics.state_dict())
     assert sum(p.numel() for p in trainer.critics.parameters()) > sum(p.numel() for p in frozen.critics.parameters())
+
+
+def test_networks_larger_than_memory_are_refused_and_the_default_is_accepted(walk):
+    cpu = torch.device("cpu")
+    check_fits(load_config([]), walk, cpu)
+    with pytest.raises(ConfigError, match=r"'model.hidden_channels' \[20000, 20000, 20000\].*GiB free"):
+        check_fits(load_config(["hidden_channels=[20000,20000,20000]"]), walk, cpu)
