@@ -10,10 +10,13 @@ line up in ClearML's compare view: the config's sections are connected as flat h
 sections (`optim/lambda_rec`), each loss is a scalar per level on the global iteration axis,
 and a run that finishes its last stage attaches what its folder holds: resolved config,
 history, generated BVH and the Rerun recordings (the trainer writes them, whatever the
-tracking). Credentials stay in ClearML's own configuration; nothing here reads or prints them.
+tracking). Every task, the sweep's too (sweeps/report.py), is a `RunTask` and closes with an
+explicit `TaskOutcome`: completed, stopped or failed. Credentials stay in ClearML's own
+configuration; nothing here reads or prints them.
 """
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -24,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
 from .rundir import RunDir, read_history
-from .trainer import EventKind, TrainEvent
+from .trainer import EventKind, Outcome, TrainEvent, TrainingDiverged
 
 OFF_NOTE = ("ClearML: off (no clearml.conf, CLEARML_CONFIG_FILE or CLEARML_API_HOST; "
             "clearml=offline records sessions locally)")
@@ -53,34 +56,69 @@ def offline_dir() -> Path:
     return Path(get_cache_dir()) / "offline"
 
 
-def start_task(mode: str, project: str, name: str, tags: Iterable[str], task_type: str = "training",
-               parent: str = "", continue_task: str = ""):
-    """A new ClearML task (`mode` 'on' or 'offline'), child of `parent` when given."""
-    from clearml import Task
-    from clearml.config import config_obj
+class TaskOutcome(enum.Enum):
+    """How a task ends: every close names one."""
 
-    # ClearML reports through a subprocess by default, and each flush or close then waits about 5 s
-    # for it; a sweep flushes at every stage end, so a reporting thread is used instead.
-    config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
-    # A process that inherited ClearML's marker of a tracked parent (Ray workers started by a
-    # tracked sweep driver) would join the parent's task; each run here is a task of its own.
-    for var in ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID"):
-        if os.environ.get(var, "").partition(":")[0] not in ("", str(os.getpid())):
-            del os.environ[var]
-    logging.getLogger("clearml.Repository Detection").setLevel(logging.ERROR)  # Ray workers are in no repository
-    Task.set_offline(mode == "offline")
-    try:
-        task = Task.init(project_name=project, task_name=name, task_type=task_type, tags=list(tags),
-                         reuse_last_task_id=False, continue_last_task=continue_task or False,
-                         auto_connect_frameworks=False, auto_connect_arg_parser=False,
-                         auto_resource_monitoring=False)
-    except Exception as e:  # ClearML raises several types for a missing or unreachable server
-        reason = " ".join(str(e).split())  # ClearML's messages span lines; ours is one
-        raise TrackingError(f"ClearML could not start a task ({type(e).__name__}: {reason}); "
-                            "set clearml=offline to record locally or clearml=off") from None
-    if parent:
-        task.set_parent(parent)
-    return task
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # a scheduler (a pruner, Tune) or the user ended it early
+    FAILED = "failed"
+
+
+class RunTask:
+    """One ClearML task (`mode` 'on' or 'offline'), child of `parent` when given: started here,
+    reported and uploaded to, and closed with an explicit `TaskOutcome`. The one ClearML task type
+    of a training run, a sweep trial, a retrain and a sweep."""
+
+    def __init__(self, mode: str, project: str, name: str, tags: Iterable[str], task_type: str = "training",
+                 parent: str = "", continue_task: str = ""):
+        from clearml import Task
+        from clearml.config import config_obj
+
+        # ClearML reports through a subprocess by default, and each flush or close then waits about 5 s
+        # for it; a sweep flushes at every stage end, so a reporting thread is used instead.
+        config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
+        # A process that inherited ClearML's marker of a tracked parent (Ray workers started by a
+        # tracked sweep driver) would join the parent's task; each run here is a task of its own.
+        for var in ("CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID"):
+            if os.environ.get(var, "").partition(":")[0] not in ("", str(os.getpid())):
+                del os.environ[var]
+        logging.getLogger("clearml.Repository Detection").setLevel(logging.ERROR)  # Ray workers are in no repository
+        Task.set_offline(mode == "offline")
+        try:
+            self.task = Task.init(project_name=project, task_name=name, task_type=task_type, tags=list(tags),
+                                  reuse_last_task_id=False, continue_last_task=continue_task or False,
+                                  auto_connect_frameworks=False, auto_connect_arg_parser=False,
+                                  auto_resource_monitoring=False)
+        except Exception as e:  # ClearML raises several types for a missing or unreachable server
+            reason = " ".join(str(e).split())  # ClearML's messages span lines; ours is one
+            raise TrackingError(f"ClearML could not start a task ({type(e).__name__}: {reason}); "
+                                "set clearml=offline to record locally or clearml=off") from None
+        if parent:
+            self.task.set_parent(parent)
+
+    @property
+    def id(self) -> str:
+        return self.task.id
+
+    @property
+    def logger(self):
+        return self.task.get_logger()
+
+    def connect(self, values: dict, name: str) -> None:
+        self.task.connect(values, name=name)
+
+    def upload(self, name: str, path: Path) -> None:
+        self.task.upload_artifact(name, artifact_object=path, wait_on_upload=True)
+
+    def flush(self) -> None:
+        self.task.flush(wait_for_uploads=True)
+
+    def close(self, outcome: TaskOutcome, reason: str = "") -> None:
+        if outcome is TaskOutcome.FAILED:
+            self.task.mark_failed(status_reason=reason[:500])
+        elif outcome is TaskOutcome.STOPPED:
+            self.task.mark_stopped(force=True, status_message=reason or "stopped")
+        self.task.close()
 
 
 def flat_sections(cfg: DictConfig) -> dict[str, dict]:
@@ -91,7 +129,9 @@ def flat_sections(cfg: DictConfig) -> dict[str, dict]:
 
 
 class Tracking:
-    """ClearML task and Rerun validation recording of one training run, as trainer callbacks."""
+    """The ClearML task of one training run, reported to by trainer callbacks. It closes on exit
+    with the outcome `end` gave it; without one, completed unless an exception or interrupt
+    ended the run before its last stage (failed, or stopped)."""
 
     def __init__(self, cfg: DictConfig, num_stages: int, tags: Iterable[str] = ("train",),
                  params: dict | None = None, announce: bool = True,
@@ -103,8 +143,8 @@ class Tracking:
         self.run_dir = self.run.path
         self.num_stages = num_stages
         self.finished = False
-        self.stopped = False
-        self.failure = ""
+        self.outcome: TaskOutcome | None = None
+        self.reason = ""
         self.objective = objective
         self.callbacks = []
         self.mode = clearml_mode(cfg.tracking.clearml)
@@ -115,7 +155,7 @@ class Tracking:
             return
         t = cfg.tracking
         name = cfg.util.experiment_name or self.run_dir.name
-        self.task = start_task(self.mode, t.project, name, [*tags, *t.tags], parent=t.parent_task)
+        self.task = RunTask(self.mode, t.project, name, [*tags, *t.tags], parent=t.parent_task)
         for section, values in flat_sections(cfg).items():
             self.task.connect(values, name=section)
         if params:  # a trial's searched values, under the names the search space gives them
@@ -126,25 +166,32 @@ class Tracking:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self.task is not None:
-            if exc_type is not None and issubclass(exc_type, Exception):
-                self.failure = f"{exc_type.__name__}: {exc}"
-            if self.failure:
-                self.task.mark_failed(status_reason=self.failure[:500])
-                self.task.close()
-            elif (exc_type is None and not self.stopped) or self.finished:
-                self.task.close()
-            else:  # SystemExit or an interrupt: a sweep's scheduler stopped the trial, or the user did
-                self.task.mark_stopped(force=True, status_message="stopped")
-                self.task.close()
+        if self.task is None:
+            return False
+        if exc_type is not None and issubclass(exc_type, Exception) and self.outcome is not TaskOutcome.FAILED:
+            self.end(TaskOutcome.FAILED, f"{exc_type.__name__}: {exc}")
+        # SystemExit or an interrupt before the last stage: a sweep's scheduler stopped the trial, or the user did.
+        unfinished = TaskOutcome.COMPLETED if exc_type is None or self.finished else TaskOutcome.STOPPED
+        self.task.close(self.outcome or unfinished, self.reason)
         return False
 
-    def fail(self, reason: str) -> None:
-        """Mark the run failed (a caller that handles the error itself); the task closes on exit."""
-        self.failure = reason
-        if self.task is not None:
-            self.task.get_logger().report_text(f"failed: {reason}")
-            self.task.flush(wait_for_uploads=True)
+    def end(self, outcome: TaskOutcome, reason: str = "") -> None:
+        """The outcome the task closes with on exit. A failure is reported and flushed at once: a
+        sweep may end this process before the exit."""
+        if (outcome, reason) == (self.outcome, self.reason):
+            return
+        self.outcome, self.reason = outcome, reason
+        if self.task is not None and outcome is TaskOutcome.FAILED:
+            self.task.logger.report_text(f"failed: {reason}")
+            self.task.flush()
+
+    def end_as(self, outcome: Outcome) -> None:
+        """The outcome of the member that left the stage loop: failed (it diverged), completed
+        (it trained every stage) or stopped (pruned)."""
+        if isinstance(outcome, TrainingDiverged):
+            self.end(TaskOutcome.FAILED, str(outcome))
+        else:
+            self.end(TaskOutcome.COMPLETED if outcome.finished else TaskOutcome.STOPPED)
 
     def replay(self, history: Path) -> None:
         """Report a run that trained without this task (a population member) from its history."""
@@ -159,7 +206,7 @@ class Tracking:
 
     def on_event(self, event: TrainEvent) -> None:
         """Losses as `<loss>/level <l>`, sample quality as `quality/<metric>`, on the global iteration axis."""
-        logger = self.task.get_logger()
+        logger = self.task.logger
         for key, value in event.metrics.items():
             level, _, metric = key.rpartition("/")
             title, series = (metric, f"level {level}") if level else ("quality", key)
@@ -173,7 +220,7 @@ class Tracking:
                 self.finished = True
                 self.attach_results()
             # A sweep may end this process inside its next report, so nothing may wait for close().
-            self.task.flush(wait_for_uploads=True)
+            self.task.flush()
 
     def attach_results(self) -> None:
         """What the finished run's folder holds: config, history, samples and Rerun recordings."""
@@ -184,11 +231,11 @@ class Tracking:
 
     def upload(self, name: str, path: Path) -> None:
         if self.task is not None:
-            self.task.upload_artifact(name, artifact_object=path, wait_on_upload=True)
+            self.task.upload(name, path)
 
     def report_values(self, values: dict) -> None:
         """Single numbers (a retrain's final evaluation) shown in the task's summary table."""
         if self.task is not None:
             for name, value in values.items():
                 if isinstance(value, (int, float)):
-                    self.task.get_logger().report_single_value(name, value)
+                    self.task.logger.report_single_value(name, value)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ganimator.tracking import OFF_NOTE, clearml_mode, offline_dir, start_task
+from ganimator.tracking import OFF_NOTE, RunTask, TaskOutcome, clearml_mode, offline_dir
 
 from .config import hide_password
 from .export import Export
@@ -26,6 +26,8 @@ TASK_ID = "clearml-task-id"  # in the sweep folder, so a resumed sweep continues
 
 
 class SweepTask:
+    """The sweep's ClearML task (a `RunTask`, or none when ClearML is off)."""
+
     def __init__(self, cfg, base, space, sweep_dir: Path | None):
         """`sweep_dir`: the local sweep folder, where a resumed sweep finds its task id (None: remote storage)."""
         self.mode = clearml_mode(base.tracking.clearml)
@@ -36,11 +38,11 @@ class SweepTask:
         id_file = sweep_dir / TASK_ID if sweep_dir else None
         resumable = cfg.resume and self.mode == "on" and id_file is not None and id_file.is_file()
         resume_id = id_file.read_text().strip() if resumable else ""
-        self.task = start_task(self.mode, base.tracking.project, cfg.name, ["sweep", cfg.name, *base.tracking.tags],
-                               task_type="optimizer", continue_task=resume_id)
+        self.task = RunTask(self.mode, base.tracking.project, cfg.name, ["sweep", cfg.name, *base.tracking.tags],
+                            task_type="optimizer", continue_task=resume_id)
         settings = {**OmegaConf.to_container(cfg, resolve=True), "optuna_storage": hide_password(cfg.optuna_storage)}
-        self.task.connect({k: json.dumps(v) if isinstance(v, list) else v for k, v in settings.items()}, name="sweep")
-        self.task.connect({key: repr(p.distribution) for key, p in space.items()}, name="space")
+        self.task.connect({k: json.dumps(v) if isinstance(v, list) else v for k, v in settings.items()}, "sweep")
+        self.task.connect({key: repr(p.distribution) for key, p in space.items()}, "space")
         if id_file:
             id_file.write_text(self.task.id + "\n")
         where = f", sessions in {offline_dir()}" if self.mode == "offline" else ""
@@ -54,7 +56,7 @@ class SweepTask:
                files: list[Path]) -> None:
         if self.task is None:
             return
-        logger = self.task.get_logger()
+        logger = self.task.logger
         columns, table = summary_table(rows, space_keys, objective)
         logger.report_table("trials", "ranked", table_plot=[columns, *[[_plain(v) for v in line] for line in table]])
         for name, fig in figures.items():
@@ -64,7 +66,7 @@ class SweepTask:
         if exports:
             logger.report_single_value("best score", exports[0].metrics["score"])
         for path in files:
-            self.task.upload_artifact(path.name, artifact_object=path, wait_on_upload=True)
+            self.task.upload(path.name, path)
         if self.mode == "on":
             self._tag_best(exports)
 
@@ -79,10 +81,11 @@ class SweepTask:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self.task is not None:
-            if exc_type is not None:
-                self.task.mark_failed(status_reason=f"{exc_type.__name__}: {exc}"[:500])
-            self.task.close()
+        if self.task is not None:  # an interrupted sweep too is failed: its comparison was never reported
+            if exc_type is None:
+                self.task.close(TaskOutcome.COMPLETED)
+            else:
+                self.task.close(TaskOutcome.FAILED, f"{exc_type.__name__}: {exc}")
         return False
 
 

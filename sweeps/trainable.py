@@ -132,12 +132,12 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
                 trial.set_user_attr(FAILURE, str(outcome)[:1000])
                 study.tell(trial, state=TrialState.FAIL)
                 for tracking in trackers:
-                    tracking.fail(str(outcome))
+                    tracking.end_as(outcome)
 
         population = Population(cfgs, dataset, callbacks, after_stage=after_stage, on_leave=on_leave)
         outcomes = population.fit()
         for tracking, outcome in zip(trackers, outcomes):
-            tracking.stopped = not isinstance(outcome, TrainingDiverged) and not outcome.finished  # pruned
+            tracking.end_as(outcome)
     if not live:
         for cfg, trial, outcome in zip(cfgs, trials, outcomes):
             _replay(cfg, trial, outcome, setup, spec)
@@ -214,9 +214,7 @@ def _replay(cfg, trial: optuna.Trial, outcome, setup: TrialSetup, spec: StudySpe
     """A population member as a ClearML task (when the sweep tracks to ClearML), from its history."""
     with _tracking(cfg, trial, setup, spec) as tracking:
         tracking.replay(RunDir(cfg.util.run_dir).history)
-        if isinstance(outcome, TrainingDiverged):
-            tracking.fail(str(outcome))
-        tracking.stopped = not isinstance(outcome, TrainingDiverged) and not outcome.finished  # pruned
+        tracking.end_as(outcome)
 
 
 def restore_run(checkpoint: tune.Checkpoint, run_dir: Path) -> bool:
