@@ -51,6 +51,30 @@ def npz(clip, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def walk_npz(clip, tmp_path_factory) -> Path:
+    """Walk-In-Circle.bvh preprocessed (`walk.npz`): the real Mixamo clip that review and network tests share."""
+    from ganimator.dataset import MotionDataset
+
+    path = tmp_path_factory.mktemp("walk") / "walk.npz"
+    MotionDataset.from_bvh(clip("Walk-In-Circle.bvh")).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def walk_runs(walk_npz, tmp_path_factory) -> list[Path]:
+    """Two tiny runs trained on the walk, seeds 0 and 1, in folders `trial0` and `trial1`: runs to
+    review and serve, trained once for every module. Read them; copy one to change it."""
+    from ganimator.config import load_config
+    from ganimator.trainer import Trainer
+
+    tmp = tmp_path_factory.mktemp("walk-runs")
+    return [Trainer(load_config([f"npz_filename={walk_npz}", f"run_dir={tmp / f'trial{seed}'}", f"seed={seed}",
+                                 "train_data_iter=1", "validation_samples=0", "hidden_channels=[8,16,16]",
+                                 "progress=false"])).fit().run_dir
+            for seed in (0, 1)]
+
+
 # ---- sweeps -------------------------------------------------------------------------------------
 
 # Tiny trials on a short real clip: 4 iterations a stage, small networks; ClearML off unless a test asks.

@@ -8,8 +8,8 @@ from ganimator.trainer import Trainer, train_iteration
 
 
 @pytest.fixture(scope="module")
-def walk(clip):
-    return MotionDataset.from_bvh(clip("Walk-In-Circle.bvh"))
+def walk(walk_npz):
+    return MotionDataset.load(walk_npz)
 
 
 def node_reads(conv: SkeletonConv1d, node: int, nodes: int) -> set[int]:

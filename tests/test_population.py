@@ -100,7 +100,7 @@ def test_memory_per_member_and_the_largest_population_are_reported(fused_and_alo
     assert report.largest >= 3  # the three members did fit
 
 
-def test_a_stopped_or_diverging_member_leaves_and_the_others_go_on(npz, tmp_path):
+def test_a_stopped_or_diverging_member_leaves_and_the_others_go_on(npz, tmp_path, fused_and_alone):
     members = [["seed=0"], ["seed=1", "lr_d=1e10"], ["seed=2"]]  # member 1 diverges at once
     cfgs = configs(npz, tmp_path, "m", members)
     stop_after_stage_1 = [lambda e: e.kind == "stage_end" and e.stage == 0]
@@ -109,9 +109,9 @@ def test_a_stopped_or_diverging_member_leaves_and_the_others_go_on(npz, tmp_path
     assert outcomes[0].finished
     assert isinstance(outcomes[1], TrainingDiverged) and "is nan" in str(outcomes[1])
     assert not outcomes[2].finished and [e.stage for e in outcomes[2].events if e.kind == "stage_end"] == [0]
-    # the member that stayed trained as it would have alone
-    Trainer(configs(npz, tmp_path, "alone", members[:1])[0]).fit()
-    assert_same_run(tmp_path / "m0", tmp_path / "alone0")
+    # the member that stayed trained as it would have alone (members[0] is MEMBERS[0], trained alone there)
+    assert members[0] == MEMBERS[0]
+    assert_same_run(tmp_path / "m0", fused_and_alone[0] / "alone0")
 
 
 def test_members_must_share_what_shapes_the_networks_and_the_schedule(npz, tmp_path):

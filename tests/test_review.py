@@ -9,13 +9,11 @@ import rerun as rr
 from rerun.chunk import RrdReader
 
 from ganimator.bvh import BVHError, write_bvh
-from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.errors import UserError
 from ganimator.features import Motion, contact_labels, load_motion, motion_to_bvh
 from ganimator.generate import load_run
 from ganimator.review import CONTACT, features_clip, log_clips, review_dirs, write_recording
-from ganimator.trainer import Trainer
 
 MIXAMO_PARENTS = [-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 13, 16, 17, 18, 13, 20, 21, 22]
 
@@ -68,16 +66,9 @@ def blueprint(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(clip, tmp_path_factory):
-    """Two tiny trained runs on the Mixamo walk: two trials to compare."""
-    tmp = tmp_path_factory.mktemp("review")
-    MotionDataset.from_bvh(clip("Walk-In-Circle.bvh")).save(tmp / "walk.npz")
-    dirs = []
-    for seed in (0, 1):
-        cfg = load_config([f"npz_filename={tmp / 'walk.npz'}", f"run_dir={tmp / f'trial{seed}'}", f"seed={seed}",
-                           "train_data_iter=1", "validation_samples=0", "hidden_channels=[8,16,16]", "progress=false"])
-        dirs.append(Trainer(cfg).fit().run_dir)
-    return tmp, dirs
+def runs(walk_npz, walk_runs):
+    """Two tiny trained runs on the Mixamo walk: two trials to compare (the folder of walk.npz, their folders)."""
+    return walk_npz.parent, walk_runs
 
 
 def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):

@@ -20,10 +20,8 @@ import pytest
 from PIL import Image
 from rerun.chunk import RrdReader
 
-from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.review import BONE, ReviewServer, ServeError, _rerun_cli, features_clip
-from ganimator.trainer import Trainer
 
 from conftest import Page
 
@@ -31,13 +29,9 @@ LENGTH = 30  # generated frames: small, and not the clip's own length
 
 
 @pytest.fixture(scope="module")
-def run(clip, tmp_path_factory):
-    """One tiny trained run on the Mixamo walk."""
-    tmp = tmp_path_factory.mktemp("serve")
-    MotionDataset.from_bvh(clip("Walk-In-Circle.bvh")).save(tmp / "walk.npz")
-    cfg = load_config([f"npz_filename={tmp / 'walk.npz'}", f"run_dir={tmp / 'trial'}", "train_data_iter=1",
-                       "validation_samples=0", "hidden_channels=[8,16,16]", "progress=false"])
-    return Trainer(cfg).fit().run_dir, MotionDataset.load(tmp / "walk.npz")
+def run(walk_npz, walk_runs):
+    """One tiny trained run on the Mixamo walk, and the walk."""
+    return walk_runs[0], MotionDataset.load(walk_npz)
 
 
 def ignore_sigint() -> None:
