@@ -3,9 +3,9 @@ ClearML shows them natively, and they are written as HTML files that open offlin
 once beside them), with a PNG copy of each for summary.md (kaleido draws them in Chrome or Chromium;
 without either, the HTML alone).
 
-Optuna's figures are made readable first (`readable`): its colour scales start at white, where the
-first trial (the defaults, often the best) vanished; its slice plot put every searched value in one
-row, 3,300 px wide; parallel coordinates cut axis names to 20 characters.
+Optuna's figures are made readable first: its colour scales start at white, where the first trial
+(the defaults, often the best) would vanish; its slice plot puts every searched value in one row,
+too wide to read; parallel coordinates cut axis names to 20 characters.
 
 - `score vs parameters`: every finished configuration's score against each searched value;
 - `parallel coordinates`: all searched values and the score, one line per configuration;
