@@ -21,7 +21,7 @@ def _print_nodes(info: dict[str, Any]) -> None:
         print(f"(GCS view unavailable: {info['ray_error']})")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cluster.devcluster", description=devcluster.__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p = with_dir(sub.add_parser("kill-worker", help="SIGKILL worker node N (for fault tests)"))
     p.add_argument("n", type=int)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
