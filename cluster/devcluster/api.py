@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.devcluster.node import gcs_view, launch, ray_nodes, wait_registered, write_token
-from cluster.devcluster.ports import allocate_ports, node_ports, port_free
+from cluster.devcluster.ports import cluster_ports, node_ports
 from cluster.devcluster.procs import node_alive, node_processes, reap, signal_node, terminate
 from cluster.devcluster.state import (DEFAULT_DIR, HOST, STATE_FILE, TEMP_MARKER, TOKEN_FILE, ClusterError,
                                       ClusterState, NodeState, load_state, locked, save_state)
@@ -44,15 +44,7 @@ def start(workers: int = 2, cpus_per_node: int = 1, head_cpus: int = 0, state_di
                                    f"stop it first (python -m cluster.devcluster stop --dir {shlex.quote(state_dir)})")
             _stop_locked(old, grace=1.0, log=log)  # stale record: clean up its files
 
-        fixed = {p for p in (port, dashboard_port) if p}
-        for p in fixed:
-            if not port_free(p):
-                raise ClusterError(f"port {p} is in use")
-        per_node = 6 + worker_ports
-        pool = iter(allocate_ports(5 + (workers + 1) * per_node, avoid=fixed))
-        head_ports = {"gcs": port or next(pool), "dashboard": dashboard_port or next(pool),
-                      "client_server": next(pool), "autoscaler_metrics": next(pool), "dashboard_metrics": next(pool)}
-        head_ports.update(node_ports(pool, worker_ports))
+        head_ports, pool = cluster_ports(workers, worker_ports, port, dashboard_port)
 
         cluster_id = uuid.uuid4().hex
         temp_root = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # /tmp/ray-XXXXXXXX: sockets stay < 108 bytes
@@ -72,9 +64,8 @@ def start(workers: int = 2, cpus_per_node: int = 1, head_cpus: int = 0, state_di
 
         def node(i: int, role: str, cpus: int, ports: dict[str, int]) -> NodeState:
             (logs / f"node_{i}.log").write_bytes(b"")
-            return NodeState(index=i, role=role, pid=0, pgid=0, start_time=0, cpus=cpus,
-                             resources={f"node_{i}": 1}, ports=ports, temp_dir=f"{temp_root}/n{i}",
-                             log=str(logs / f"node_{i}.log"))
+            return NodeState(index=i, role=role, pid=0, pgid=0, start_time=0, cpus=cpus, resources={f"node_{i}": 1},
+                             ports=ports, temp_dir=f"{temp_root}/n{i}", log=str(logs / f"node_{i}.log"))
 
         deadline = time.monotonic() + timeout
         t0 = time.monotonic()

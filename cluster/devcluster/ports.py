@@ -49,3 +49,16 @@ def node_ports(pool: Iterator[int], worker_ports: int) -> dict[str, int]:
     ports["max_worker"] = next(pool)
     return ports
 
+
+
+def cluster_ports(workers: int, worker_ports: int, port: int | None,
+                  dashboard_port: int | None) -> tuple[dict[str, int], Iterator[int]]:
+    """The head's ports (`port` and `dashboard_port` where given) and a pool holding every worker's."""
+    fixed = {p for p in (port, dashboard_port) if p}
+    for p in fixed:
+        if not port_free(p):
+            raise ClusterError(f"port {p} is in use")
+    pool = iter(allocate_ports(5 + (workers + 1) * (6 + worker_ports), avoid=fixed))
+    head = {"gcs": port or next(pool), "dashboard": dashboard_port or next(pool), "client_server": next(pool),
+            "autoscaler_metrics": next(pool), "dashboard_metrics": next(pool)}
+    return {**head, **node_ports(pool, worker_ports)}, pool
