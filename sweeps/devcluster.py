@@ -34,7 +34,7 @@ Ray 2.60 facts this relies on (checked on the 2-core dev machine):
   the three Prometheus ports (metrics export, autoscaler, dashboard) bind loopback when it is a
   loopback address. So every node and client runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (in
   the nodes' and `client_env()`'s environment). In that mode `ray start --address` refuses to
-  join a node, so worker nodes run Ray's CLI through `_JOIN_ON_LOOPBACK`, which lets it join and
+  join a node, so worker nodes run Ray's CLI through `JOIN_ON_LOOPBACK`, which lets it join and
   keeps 127.0.0.1. Nothing of the cluster listens beyond loopback (tests/test_local_cluster.py
   checks every socket); the metrics ports answer local users without the token.
 - On SIGTERM, `ray start --block` first drains the node for up to 30 s
@@ -92,6 +92,7 @@ from pathlib import Path
 from typing import Any
 
 from ganimator.files import atomic_write_text
+from sweeps._compat import JOIN_ON_LOOPBACK
 
 DEFAULT_DIR = "/tmp/gs-cluster"
 STATE_FILE = "cluster.json"
@@ -477,24 +478,9 @@ def _tail(path: str, lines: int = 25) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
-# `ray start` for a worker node in single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in its
-# environment, inherited by the node's processes so that they keep 127.0.0.1). Ray's CLI refuses to
-# join a node in that mode, and outside it would rewrite 127.0.0.1 to the machine's IP: this lets it
-# join and keeps loopback addresses as given.
-_JOIN_ON_LOOPBACK = r"""
-import sys
-from ray._private import ray_constants, services
-ray_constants.ENABLE_RAY_CLUSTER = True
-services.resolve_ip_for_localhost = lambda host: host
-from ray.scripts.scripts import main
-sys.argv[0] = "ray"
-sys.exit(main())
-"""
-
-
 def _ray_start_cmd(state: ClusterState, node: NodeState, object_store_mb: int, dashboard: bool) -> list[str]:
     p = node.ports
-    ray = [_ray_cli()] if node.role == "head" else [_ray_python(), "-c", _JOIN_ON_LOOPBACK]
+    ray = [_ray_cli()] if node.role == "head" else [_ray_python(), "-c", JOIN_ON_LOOPBACK]
     cmd = [*ray, "start", "--block", "--disable-usage-stats", f"--node-ip-address={HOST}",
            f"--num-cpus={node.cpus}", f"--resources={json.dumps(node.resources)}", f"--temp-dir={node.temp_dir}",
            f"--node-manager-port={p['node_manager']}", f"--object-manager-port={p['object_manager']}",
@@ -538,7 +524,7 @@ def _launch(state: ClusterState, node: NodeState, token: str, object_store_mb: i
     cmd = _ray_start_cmd(state, node, object_store_mb, dashboard)
     Path(node.temp_dir).mkdir(parents=True, exist_ok=True)
     with open(node.log, "ab") as log:
-        shown = [_ray_cli(), *cmd[3:], "# through _JOIN_ON_LOOPBACK"] if node.role == "worker" else cmd
+        shown = [_ray_cli(), *cmd[3:], "# through JOIN_ON_LOOPBACK"] if node.role == "worker" else cmd
         log.write(f"$ {shlex.join(shown)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, env=_node_env(state, node, token), stdin=subprocess.DEVNULL, stdout=log,

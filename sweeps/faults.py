@@ -33,7 +33,8 @@ from pathlib import Path
 import optuna
 
 from sweeps import devcluster
-from sweeps.config import ARGS, database_url
+from sweeps.config import database_url
+from sweeps.paths import ARGS
 from sweeps.results import TUNE_ID, member_id
 
 RUN = Path(__file__).resolve().with_name("run.py")  # the sweep's entry point, run by path as users do

@@ -1,24 +1,17 @@
 """Shared fixtures and helpers. Tests that start Ray are marked `ray`: `pytest -m "not ray"` is the quick loop."""
-import atexit
 import csv
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Resume's record of what each sweep wrote (sweeps/trust.py) goes to a folder of this test session,
-# shared by every command the tests run, and never to the user's own ~/.local/state.
-os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ganimator-test-state-")
-atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 CLIPS = ["Salsa-Dancing-6.bvh", "Walk-In-Circle.bvh", "Crab-dance-long.bvh", "proud.bvh", "normal.bvh"]
 
 
