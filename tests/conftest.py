@@ -64,6 +64,35 @@ def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.Comple
     return out
 
 
+class Payload:
+    """Unpickled, it creates `marker`: what a crafted state file would do with a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def plant_payloads(sweep: Path, marker: Path) -> list[Path]:
+    """Replace every Tune state file of a sweep folder (`tuner.pkl`, the experiment, searcher and
+    variant states, each trial's params) with one that runs code when Tune loads it, and plant a
+    newer experiment state beside them: resume must load none of them."""
+    import pickle
+
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    crafted = pickle.dumps(Payload(marker))
+    # A cloudpickled field, as Tune writes them into its JSON state; Tune's decoder unpickles it.
+    as_json = json.dumps({"trial_data": [], "runner_data": {"x": Payload(marker)}, "stats": {}},
+                         cls=TuneFunctionEncoder)
+    planted = [*sweep.glob("*.pkl"), *sweep.glob("*-state-*.json"), *sweep.glob("train_trial_*/params.*"),
+               sweep / "experiment_state-2999-01-01_00-00-00.json"]
+    for path in planted:
+        path.write_bytes(crafted) if path.suffix == ".pkl" else path.write_text(as_json)
+    return planted
+
+
 def read_summary(tmp: Path, name: str) -> list[dict]:
     with open(tmp / "exports" / name / "summary.csv") as f:
         return list(csv.DictReader(f))
