@@ -76,11 +76,9 @@ def batches(num_samples: int, population: int) -> list[dict]:
 
 
 def batch_of(config: dict, sweep) -> dict:
-    """A Ray trial's batch from its Tune config: Tune's grid holds the batch's index, a number that
-    its live table shows whole (the dict it held was printed cut to `... 0, 'members': 1}`); a sweep
-    started before holds the dict itself."""
-    batch = config["batch"]
-    return batch if isinstance(batch, dict) else batches(sweep.num_samples, sweep.population)[batch]
+    """A Ray trial's batch from its Tune config, which holds the batch's index: a number that
+    Tune's live table shows whole."""
+    return batches(sweep.num_samples, sweep.population)[config["batch"]]
 
 
 def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPaths) -> None:
@@ -134,7 +132,7 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPa
                 (staging / MEMBERS).write_text(json.dumps(going) + "\n")
                 tune.report(last, checkpoint=tune.Checkpoint.from_directory(staging))
                 kept = {"path": checkpoint_name(tune.get_checkpoint().path), "stages_done": stage + 1}
-                for m, number in zip(active, going):  # where resume finds them
+                for m in active:  # where resume finds them
                     trials[population.members.index(m)].set_user_attr(CHECKPOINT, kept)
 
         def on_leave(member, outcome) -> None:
@@ -178,13 +176,14 @@ def member_trials(study: optuna.Study, backend: optuna.storages.BaseStorage, bat
 
 def recorded_checkpoint(study: optuna.Study, batch: int, paths: SweepPaths) -> tune.Checkpoint | None:
     """The newest stage checkpoint that the batch's running configurations record, in the sweep folder."""
-    kept = [t.user_attrs[CHECKPOINT] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.user_attrs.get(BATCH) == batch and CHECKPOINT in t.user_attrs]
+    kept = [t.user_attrs.get(CHECKPOINT) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get(BATCH) == batch]
+    kept = [k for k in kept if isinstance(k, dict) and isinstance(k.get("stages_done"), int)]
     if not kept:
         return None
     newest = max(kept, key=lambda k: k["stages_done"])
     try:
-        return tune.Checkpoint(paths.checkpoint(newest["path"]))
+        return tune.Checkpoint(paths.checkpoint(str(newest.get("path"))))
     except ValueError as e:
         print(f"warning: {e}; batch {batch} starts again from scratch", file=sys.stderr)
         return None
