@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import version
 
-TRIED = ("2.40", "2.60")  # the oldest and newest Ray minor versions these patches were run with
+TRIED = ("2.60", "2.60")  # the oldest and newest Ray minor versions these patches were run with
 
 
 def untried_ray() -> str | None:

@@ -102,9 +102,10 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     sweep_dir = Path(args.results_dir) / args.name
-    if not (sweep_dir / ARGS).is_file():
+    saved = SweepPaths.of(SweepConfig(name=args.name, results_dir=args.results_dir)).args
+    if not saved.is_file():
         raise ConfigError(f"{sweep_dir} holds no sweep (no {ARGS}); check the name and --results-dir")
-    cfg, overrides, base = load_sweep_config(saved_args(sweep_dir / ARGS))
+    cfg, overrides, base = load_sweep_config(saved_args(saved))
     cfg.results_dir = args.results_dir  # where the sweep is now
     paths = SweepPaths.of(cfg)
     space = load_space(cfg.space, overrides)
@@ -125,8 +126,8 @@ def main(argv: list[str]) -> int:
         print_ranking(remote, list(space), objective, f"ClearML project {base.tracking.project!r}")
         study = study or rows_study(remote, space.distributions(), objective)
     out = Path(args.out) if args.out else paths.plots
-    paths = write_figures(comparison_figures(study, objective), out)
-    print(f"{len(paths)} plots written to {out}")
+    written = write_figures(comparison_figures(study, objective), out)
+    print(f"{len(written)} plots written to {out}")
     return 0
 
 

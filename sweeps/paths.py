@@ -16,7 +16,7 @@ from ganimator.config import ConfigError
 
 ARGS = "sweep-args.json"  # a sweep's own arguments, in its folder, for resume and compare
 STUDY_DB = "optuna.db"  # the Optuna study in the sweep's folder, unless optuna_storage names another
-SUMMARY_CSV = "summary.csv"  # in the export folder, written last
+SUMMARY_CSV = "summary.csv"  # in the export folder
 SUMMARY_MD = "summary.md"
 # A Ray trial's stage checkpoint, as the study records it: relative to the sweep folder.
 CHECKPOINT = re.compile(r"train_trial_[A-Za-z0-9_=.,\-]+/checkpoint_[0-9]+")
