@@ -33,7 +33,8 @@ from pathlib import Path
 import optuna
 
 from cluster import devcluster
-from sweeps.config import ARGS, database_url
+from sweeps.config import database_url
+from sweeps.paths import ARGS
 from sweeps.results import TUNE_ID, member_id
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: the driver runs from there, as a user's does

@@ -23,9 +23,9 @@ from ganimator.dataset import MotionDataset
 from ganimator.errors import run_command
 from ganimator.metrics import Quality
 from ganimator.tracking import clearml_mode
-from sweeps import trust
-from sweeps.config import ARGS, STUDY_DB, SweepConfig, load_sweep_config
+from sweeps.config import SweepConfig, load_sweep_config
 from sweeps.objective import Objective
+from sweeps.paths import ARGS, SweepPaths, saved_args
 from sweeps.plots import comparison_figures, rows_study, write_figures
 from sweeps.results import Status, TrialRow, study_rows, summary_table
 from sweeps.space import load_space
@@ -33,9 +33,8 @@ from sweeps.space import load_space
 SHOWN = ("rank", "trial_id", "status", "pareto", *("score", *Quality.NAMES))
 
 
-def local_study(sweep_dir: Path, cfg) -> optuna.Study:
-    storage = cfg.optuna_storage or f"sqlite:///{sweep_dir / STUDY_DB}"
-    return optuna.load_study(study_name=cfg.name, storage=storage)
+def local_study(paths: SweepPaths) -> optuna.Study:
+    return optuna.load_study(study_name=paths.name, storage=paths.storage)
 
 
 def clearml_rows(project: str, name: str, space, num_stages: int, objective: Objective) -> list[TrialRow]:
@@ -103,9 +102,12 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     sweep_dir = Path(args.results_dir) / args.name
-    if not (sweep_dir / ARGS).is_file():
+    saved = SweepPaths.of(SweepConfig(name=args.name, results_dir=args.results_dir)).args
+    if not saved.is_file():
         raise ConfigError(f"{sweep_dir} holds no sweep (no {ARGS}); check the name and --results-dir")
-    cfg, overrides, base = load_sweep_config(json.loads(trust.read(str(sweep_dir), ARGS)))
+    cfg, overrides, base = load_sweep_config(saved_args(saved))
+    cfg.results_dir = args.results_dir  # where the sweep is now
+    paths = SweepPaths.of(cfg)
     space = load_space(cfg.space, overrides)
     objective = Objective.named(cfg.objective, cfg.rec_weight)
     online = clearml_mode(base.tracking.clearml) == "on"
@@ -114,7 +116,7 @@ def main(argv: list[str]) -> int:
 
     study = None
     if args.source in ("auto", "local"):
-        study = local_study(sweep_dir.resolve(), cfg)
+        study = local_study(paths)
         print_ranking(study_rows(study, list(space), objective), list(space), objective,
                       f"the sweep's study in {sweep_dir}")
     if args.source == "clearml" or (args.source == "auto" and online):
@@ -123,9 +125,9 @@ def main(argv: list[str]) -> int:
         remote = clearml_rows(base.tracking.project, cfg.name, space, num_stages, objective)
         print_ranking(remote, list(space), objective, f"ClearML project {base.tracking.project!r}")
         study = study or rows_study(remote, space.distributions(), objective)
-    out = Path(args.out) if args.out else Path(cfg.export_dir) / cfg.name / "plots"
-    paths = write_figures(comparison_figures(study, objective), out)
-    print(f"{len(paths)} plots written to {out}")
+    out = Path(args.out) if args.out else paths.plots
+    written = write_figures(comparison_figures(study, objective), out)
+    print(f"{len(written)} plots written to {out}")
     return 0
 
 

@@ -18,8 +18,6 @@ from omegaconf.errors import OmegaConfBaseException
 from ganimator.config import ConfigError, load_config, npz_filename, refuse_resolvers
 
 SPACE = Path(__file__).with_name("space.yaml")
-ARGS = "sweep-args.json"  # a sweep's own arguments, in its folder, for resume and compare
-STUDY_DB = "optuna.db"  # the Optuna study in the sweep's folder, unless optuna_storage names another
 
 
 @dataclass

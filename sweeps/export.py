@@ -25,6 +25,7 @@ from ganimator.tracking import Tracking
 from ganimator.trainer import Trainer
 
 from .objective import Objective
+from .paths import SweepPaths
 from .results import SUMMARY_METRICS, TrialRow, cell
 from .trainable import TrialSetup, trial_overrides
 
@@ -66,7 +67,7 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
 
 
 def retrain_and_export(rows: list[TrialRow], setup: TrialSetup, cfg, objective: Objective,
-                       resources: dict) -> list[Export]:
+                       resources: dict, paths: SweepPaths) -> list[Export]:
     """The top-k finished trials, retrained for every seed in parallel on the cluster; each rank
     exports the seed with the best score."""
     best = [r for r in rows if r.finished][:cfg.top_k]
@@ -86,7 +87,7 @@ def retrain_and_export(rows: list[TrialRow], setup: TrialSetup, cfg, objective: 
             done[jobs[ready[0]]] = ray.get(ready[0])
             bar.update()
 
-    sweep_dir = Path(cfg.export_dir) / cfg.name
+    sweep_dir = paths.exports
     sweep_dir.mkdir(parents=True, exist_ok=True)
     exports = []
     for rank, row in tqdm(list(enumerate(best, 1)), desc="exporting (samples, BVH)", unit="rank"):

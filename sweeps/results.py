@@ -3,7 +3,8 @@
 The study is the one record of every configuration a sweep tried: its searched values, its state
 (COMPLETE, PRUNED, FAIL, or RUNNING until told), and user attributes written by the trial that
 trained it: `metrics` (its newest stage end's quality, `stages_done` and `step`), `failure` (why
-it failed) and the Ray trial that trained it. Ranking, the exports, the summary files, the plots
+it failed), the Ray trial that asked it, its batch and its newest stage checkpoint (what
+resume continues it from). Ranking, the exports, the summary files, the plots
 and `ganimator-compare` all read it here.
 """
 from __future__ import annotations
@@ -22,14 +23,16 @@ from optuna.trial import FrozenTrial, TrialState
 from ganimator.metrics import Quality
 
 from .objective import Objective
+from .paths import SweepPaths
+from .search import adopt
 
-TUNE_ID = "tune_trial_id"  # user attribute: the Ray trial that trained the configuration
-BATCH = "batch"  # user attribute: that Ray trial's batch index
+TUNE_ID = "tune_trial_id"  # user attribute: the Ray trial that asked the configuration (its name)
+BATCH = "batch"  # user attribute: the batch index of the Ray trials that train it
+CHECKPOINT = "checkpoint"  # user attribute: {"path": its newest stage checkpoint in the sweep folder, "stages_done"}
 METRICS = "metrics"  # user attribute: the newest stage end's quality, stages_done and step
 FAILURE = "failure"  # user attribute: why the configuration failed
 STAGE_SCORES = "stage_scores"  # user attribute: the score at each stage end, in order
 EXPORTED = "exported"  # study attribute: where the finished sweep exported and summarised its results
-SUMMARY_CSV = "summary.csv"  # in the export folder, written last
 
 
 class Status(Enum):
@@ -99,17 +102,30 @@ def last_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def close_orphans(study: optuna.Study, errors: dict[int, BaseException]) -> int:
+def close_orphans(study: optuna.Study, backend: optuna.storages.BaseStorage, errors: dict[int, BaseException]) -> int:
     """FAIL the configurations still running in the Ray trials that errored past their retries
     (`errors`: batch index -> the error), so the study says what happened. Those of a sweep that
     was interrupted stay running, for `resume=true` to continue. Returns how many were closed."""
     orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.user_attrs.get(BATCH) in errors]
-    for t in orphans:
+    for t, trial in zip(orphans, adopt(study, backend, [t.number for t in orphans])):
         error = last_line(errors[t.user_attrs[BATCH]])
-        optuna.Trial(study, t._trial_id).set_user_attr(FAILURE, f"its Ray trial ended with an error: {error}"[:1000])
+        trial.set_user_attr(FAILURE, f"its Ray trial ended with an error: {error}"[:1000])
         study.tell(t.number, state=TrialState.FAIL)
     return len(orphans)
+
+
+def unfinished_batches(study: optuna.Study, batches: list[dict]) -> list[int]:
+    """The batches (trainable.batches) that resume trains: those with a configuration still
+    running or not yet asked. The others are done, whatever Tune's record says."""
+    asked: dict[int, int] = {}
+    running = set()
+    for t in study.get_trials(deepcopy=False):
+        if (batch := t.user_attrs.get(BATCH)) is not None:
+            asked[batch] = asked.get(batch, 0) + 1
+            if t.state == TrialState.RUNNING:
+                running.add(batch)
+    return [b["index"] for b in batches if b["index"] in running or asked.get(b["index"], 0) < b["members"]]
 
 
 # ---- the summary --------------------------------------------------------------------------------
@@ -213,24 +229,24 @@ def counts(rows: list[TrialRow]) -> dict[Status, int]:
     return {status: sum(r.status is status for r in rows) for status in Status}
 
 
-def write_summary(rows: list[TrialRow], name: str, space_keys, objective: Objective, out_dir: Path,
+def write_summary(rows: list[TrialRow], paths: SweepPaths, space_keys, objective: Objective,
                   learned: list[str] = ()) -> tuple[Path, Path]:
     """summary.csv and summary.md: every trial, ranked, with parameters, metrics and status, then
     `learned` (learned_lines)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths.exports.mkdir(parents=True, exist_ok=True)
     columns, table = summary_table(rows, space_keys, objective)
-    csv_path = out_dir / SUMMARY_CSV
+    csv_path = paths.summary_csv
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows([columns, *table])
     n = counts(rows)
-    lines = [f"# Sweep {name}", "",
+    lines = [f"# Sweep {paths.name}", "",
              f"{len(rows)} trials: {n[Status.FINISHED]} finished, {n[Status.STOPPED]} stopped early, "
              f"{n[Status.FAILED]} failed" + (f", {n[Status.UNFINISHED]} unfinished" if n[Status.UNFINISHED] else "")
              + f". Objective: {objective.description} (see sweeps/objective.py).", "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(_fmt(v) for v in line) + " |" for line in table]
     lines += ["", *learned] if learned else []
-    md_path = out_dir / "summary.md"
+    md_path = paths.summary_md
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 

@@ -8,7 +8,9 @@ Under `ray job submit` (or with `address=...`) it runs on that cluster; otherwis
 local Ray on 127.0.0.1. Settings are `SweepConfig` fields (sweeps/config.py); every other
 `key=value` is a trainer override applied to all trials. The search space is `space.yaml`.
 Every Ray trial runs `sweeps/trainable.py`'s one trainable against the sweep's Optuna study,
-which then holds every configuration's result: ranking, exports and plots read it.
+which then holds every configuration's result and newest stage checkpoint: ranking, exports,
+plots and `resume=true` read it. Resume starts a new Tune run over the batches the study says
+are unfinished; Tune's own saved experiment state, pickles included, is never loaded.
 """
 from __future__ import annotations
 
@@ -24,21 +26,21 @@ import ray
 import torch
 from omegaconf import OmegaConf
 from ray import tune
-from ray._private import ray_constants
 
 from ganimator.config import ConfigError, stage_levels
 from ganimator.dataset import MotionDataset
 from ganimator.errors import run_command, stop_on_signals
+from ganimator.files import atomic_write_text
 from ganimator.rundir import new_or_empty
-from sweeps import trust
-from sweeps.config import (ARGS, STUDY_DB, SweepConfig, check_reachable, drop_password, hide_password,
-                           load_sweep_config)
+from sweeps._compat import keep_local_ray_on_loopback
+from sweeps.config import SweepConfig, check_reachable, drop_password, hide_password, load_sweep_config
 from sweeps.export import retrain_and_export
 from sweeps.objective import Objective
+from sweeps.paths import ARGS, STUDY_DB, SweepPaths, saved_args
 from sweeps.plots import comparison_figures, embed_pictures, write_figures
 from sweeps.report import TASK_ID, SweepTask
-from sweeps.results import (EXPORTED, SUMMARY_CSV, Status, close_orphans, counts, importances, learned_lines, rung_correlations,
-                            study_rows, write_summary)
+from sweeps.results import (EXPORTED, Status, close_orphans, counts, importances, learned_lines, rung_correlations,
+                            study_rows, unfinished_batches, write_summary)
 from sweeps.search import StudySpec
 from sweeps.space import check_on_data, load_space
 from sweeps.trainable import TrialSetup, batch_of, batches, check_space_fusable, train_trial
@@ -47,7 +49,7 @@ from sweeps.trainable import TrialSetup, batch_of, batches, check_space_fusable,
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Tune's own Ctrl-C handler ends `fit()` as if the sweep were done, and the driver would go on to
 # export a half-run sweep. Without it, SIGINT is a KeyboardInterrupt as SIGTERM is (run_command):
-# the driver stops at once, and resume=true continues from Tune's last saved state.
+# the driver stops at once, and resume=true continues from the study's record.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 
@@ -57,12 +59,7 @@ def connect(cfg) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # set by `ray job submit`
         ray.init()
     else:  # a new local Ray, reachable from this machine only
-        # Ray swaps a loopback node address for the machine's IP unless its single-machine mode is on
-        # (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default on macOS and Windows). Kept at 127.0.0.1, the
-        # GCS, raylet, workers, agents and the three Prometheus metrics ports all bind loopback. Ray's
-        # processes read the variable; this one read it at import, hence the constant too.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        keep_local_ray_on_loopback()
         _owner_only_token()
         ray.init(address="local", num_cpus=cfg.num_cpus or None, _node_ip_address="127.0.0.1",
                  dashboard_host="127.0.0.1")
@@ -109,19 +106,15 @@ def main(argv: list[str]) -> int:
                           "contact joints, so there are no feet to pin")
     local = not (cfg.address or os.environ.get("RAY_ADDRESS")) and cfg.gpus_per_trial == 0  # trials use this memory
     check_on_data(space, trainer_overrides, dataset, check_memory=local)
-    results_dir = cfg.results_dir if "://" in cfg.results_dir else str(Path(cfg.results_dir).resolve())
-    sweep_path = f"{results_dir}/{cfg.name}"
-    storage = cfg.optuna_storage or f"sqlite:///{Path(sweep_path) / STUDY_DB}"
-    check_reachable(storage)
-    _check_new_or_resume(cfg, sweep_path, storage)
-    if cfg.resume and (exported := _exported(cfg, storage)):
+    paths = SweepPaths.of(cfg)
+    check_reachable(paths.storage)
+    _check_new_or_resume(cfg, paths)
+    if cfg.resume and (exported := _exported(cfg, paths)):
         # Exporting again would replace what the user may have added to the exports since.
         print(f"sweep {cfg.name} is finished: its exports and summary are in {exported}; nothing to resume")
         return 0
 
-    setup_dir = Path(sweep_path) if "://" not in sweep_path else None  # where resume finds its study and arguments
-    if not cfg.resume:
-        trust.begin(sweep_path)  # a new record of the Tune state this sweep writes
+    setup_dir = paths.local  # where resume finds its arguments
     if setup_dir and not cfg.resume:
         setup_dir.mkdir(parents=True, exist_ok=True)
         saved = [f"{k}={drop_password(v)}" if k == "optuna_storage" else a
@@ -129,7 +122,7 @@ def main(argv: list[str]) -> int:
         if saved != argv:
             print("note: the database password is not saved with the sweep: on resume, give optuna_storage= "
                   "again or keep the password in PGPASSWORD or ~/.pgpass", file=sys.stderr)
-        trust.write(sweep_path, ARGS, (json.dumps(saved, indent=1) + "\n").encode())
+        atomic_write_text(paths.args, json.dumps(saved, indent=1) + "\n")
 
     objective = Objective.named(cfg.objective, cfg.rec_weight)
     with SweepTask(cfg, base, space, setup_dir) as sweep_task:
@@ -138,51 +131,49 @@ def main(argv: list[str]) -> int:
                            threads=max(1, int(cfg.cpus_per_trial)), device=_trial_device(cfg, base.util.device))
         resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
         # Trials ask the study for their configurations and stop their own members; Tune runs and restarts them.
-        spec = StudySpec(cfg.name, storage, OmegaConf.to_object(cfg), space)
-        trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup, spec=spec), resources)
+        spec = StudySpec(cfg.name, paths.storage, OmegaConf.to_object(cfg), space)
+        trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup, spec=spec, paths=paths),
+                                        resources)
 
         connect(cfg)
-        if cfg.resume:
-            trust.verify(sweep_path)  # again, just before Tune unpickles it: Ray took a while to start
-            tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
-        else:
+        if not cfg.resume:
             spec.create()
-            indices = list(range(len(batches(cfg.num_samples, cfg.population))))
+        backend = spec.backend()
+        study = spec.load(backend=backend)
+        todo = unfinished_batches(study, batches(cfg.num_samples, cfg.population))
+        if todo:  # a resumed sweep killed while exporting has none
             tuner = tune.Tuner(
-                trainable, param_space={"batch": tune.grid_search(indices)},
+                trainable, param_space={"batch": tune.grid_search(todo)},
                 tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.max_concurrent or None),
-                run_config=tune.RunConfig(name=cfg.name, storage_path=results_dir, verbose=1,  # a live trial table
+                run_config=tune.RunConfig(name=cfg.name, storage_path=paths.results, verbose=1,  # a live trial table
                                           failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-        trust.track(tuner, sweep_path, new=not cfg.resume)
-        results = tuner.fit()
-
-        study = spec.load()
-        close_orphans(study, {batch_of(r.config, cfg)["index"]: r.error for r in results if r.error is not None})
+            results = tuner.fit()
+            study = spec.load(backend=backend)
+            close_orphans(study, backend, {batch_of(r.config, cfg)["index"]: r.error
+                                           for r in results if r.error is not None})
         rows = study_rows(study, list(space), objective)
-        exports = retrain_and_export(rows, setup, cfg, objective, resources)
-        out_dir = Path(cfg.export_dir) / cfg.name
+        exports = retrain_and_export(rows, setup, cfg, objective, resources, paths)
         learned = learned_lines(rung_correlations(rows, num_stages), importances(study, objective))
-        csv_path, md_path = write_summary(rows, cfg.name, list(space), objective, out_dir, learned)
+        csv_path, md_path = write_summary(rows, paths, list(space), objective, learned)
         figures = comparison_figures(study, objective)
-        plots = write_figures(figures, out_dir / "plots", cfg.plot_pngs)
+        plots = write_figures(figures, paths.plots, cfg.plot_pngs)
         embed_pictures(md_path, plots)
         sweep_task.report(rows, exports, list(space), objective, figures, [csv_path, md_path])
-    spec.load().set_user_attr(EXPORTED, str(out_dir))
-    _print_summary(cfg, rows, exports, md_path, storage)
-    print(f"comparison plots: {out_dir / 'plots'}" if plots else "comparison plots: none (no finished trial)")
+    study.set_user_attr(EXPORTED, str(paths.exports))
+    _print_summary(cfg, rows, exports, md_path, paths.storage)
+    print(f"comparison plots: {paths.plots}" if plots else "comparison plots: none (no finished trial)")
     return 0
 
 
-def _exported(cfg, storage: str) -> str | None:
+def _exported(cfg, paths: SweepPaths) -> str | None:
     """Where a finished sweep exported its results (its study records it last; a sweep finished
     before the study did has its summary there); None before."""
     try:
-        exported = optuna.load_study(study_name=cfg.name, storage=storage).user_attrs.get(EXPORTED)
+        exported = optuna.load_study(study_name=cfg.name, storage=paths.storage).user_attrs.get(EXPORTED)
     except KeyError:  # no such study: not finished
         return None
-    summary = Path(cfg.export_dir) / cfg.name / SUMMARY_CSV
-    return exported or (str(summary.parent) if summary.is_file() else None)
+    return exported or (str(paths.exports) if paths.summary_csv.is_file() else None)
 
 
 def _trial_device(cfg, device: str) -> str:
@@ -205,46 +196,45 @@ def _with_saved_args(argv: list[str]) -> list[str]:
     if values.get("resume", "false").lower() != "true":
         return argv
     name = values.get("name") or Path(values.get("npz_filename", values.get("data.npz_filename", ""))).stem
-    saved = Path(values.get("results_dir", SweepConfig.results_dir)) / name / ARGS
-    return [*json.loads(trust.read(str(saved.parent), ARGS)), *argv] if name and saved.is_file() else argv
+    saved = SweepPaths.of(SweepConfig(name=name, results_dir=values.get("results_dir", SweepConfig.results_dir))).args
+    return [*saved_args(saved), *argv] if name and saved.is_file() else argv
 
 
-# What a sweep writes before Tune's first save: a sweep that failed with only these never started.
-BEFORE_TUNE = {ARGS, STUDY_DB, TASK_ID}
+# What a sweep writes before its study holds a configuration: a sweep that failed with only these never started.
+SETUP_FILES = {ARGS, STUDY_DB, TASK_ID}
 
 
-def _check_new_or_resume(cfg, sweep_path: str, storage: str) -> None:
-    """A new sweep never reuses an old one's folder or Optuna study; a resumed one needs both. A
-    sweep that failed before Tune saved anything (ClearML unreachable, say) never started: a new
-    start takes its name over, removing only what it had written."""
+def _check_new_or_resume(cfg, paths: SweepPaths) -> None:
+    """A new sweep never reuses an old one's folder or Optuna study; a resumed one needs its study.
+    A sweep that failed before its study held a configuration (ClearML unreachable, say) never
+    started: a new start takes its name over, removing only what it had written."""
+    storage, local = paths.storage, paths.local
     studies = optuna.study.get_all_study_names(storage) if (
-        "sqlite" not in storage or Path(sweep_path, STUDY_DB).exists()) else []
-    local = Path(sweep_path) if "://" not in sweep_path else None
+        paths.study_db is None or paths.study_db.exists()) else []
     trials = cfg.name in studies and optuna.load_study(study_name=cfg.name, storage=storage).get_trials(deepcopy=False)
     foreign = local is not None and local.exists() and (
-        not local.is_dir() or any(f.name not in BEFORE_TUNE for f in local.iterdir()))
-    tuned = tune.Tuner.can_restore(sweep_path)
-    started = tuned or bool(trials) or foreign
+        not local.is_dir() or any(f.name not in SETUP_FILES for f in local.iterdir()))
+    started = bool(trials) or foreign
     leftover = cfg.name in studies or (local is not None and local.exists())  # of a sweep that never started
     if cfg.resume:
         if leftover and not started:
             raise ConfigError(f"sweep {cfg.name!r} failed before it began training, so there is nothing to resume: "
                               "start it again without resume=true")
-        if not tuned:
-            raise ConfigError(f"resume=true but {sweep_path} holds no sweep to resume (check name= and results_dir=)")
-        trust.verify(sweep_path)  # before anything in it is unpickled
+        if not trials:
+            raise ConfigError(f"resume=true but {paths.sweep} holds no sweep to resume (check name=, results_dir= "
+                              "and optuna_storage=)")
     elif started:
-        raise ConfigError(f"sweep {cfg.name!r} already exists in {sweep_path}: pass resume=true to continue it, "
+        raise ConfigError(f"sweep {cfg.name!r} already exists in {paths.sweep}: pass resume=true to continue it, "
                           "or choose another name=")
     elif leftover:
         print(f"note: sweep {cfg.name!r} failed before it began training; starting it afresh", file=sys.stderr)
         if cfg.name in studies:
             optuna.delete_study(study_name=cfg.name, storage=storage)
-        for name in BEFORE_TUNE if local else ():
+        for name in SETUP_FILES if local else ():
             (local / name).unlink(missing_ok=True)
-    exports = Path(cfg.export_dir) / cfg.name
-    if not cfg.resume and not new_or_empty(exports):
-        raise ConfigError(f"export folder {exports} already exists and is not empty: choose another name= or export_dir=")
+    if not cfg.resume and not new_or_empty(paths.exports):
+        raise ConfigError(f"export folder {paths.exports} already exists and is not empty: choose another name= or "
+                          "export_dir=")
 
 
 def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:

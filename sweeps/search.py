@@ -51,16 +51,17 @@ class StudySpec:
 
     def create(self) -> optuna.Study:
         """A new study whose first trial tries the trainer's defaults."""
-        study = self.objective.new_study(storage=self._storage(), study_name=self.name, sampler=self.sampler())
+        study = self.objective.new_study(storage=self.backend(), study_name=self.name, sampler=self.sampler())
         study.enqueue_trial(self.space.defaults())
         return study
 
-    def load(self, seed_offset: int = 0) -> optuna.Study:
-        """The study as one trial asks from it; `seed_offset` keeps concurrent trials' samplers apart."""
+    def load(self, seed_offset: int = 0, backend: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+        """The study as one trial asks from it; `seed_offset` keeps concurrent trials' samplers apart.
+        `backend`: the storage to open it through (`backend()`), for `adopt`."""
         if self.storage.startswith("sqlite:///") and not Path(self.storage.removeprefix("sqlite:///")).is_file():
             raise FileNotFoundError(f"the sweep's Optuna study {self.storage} is not on this node: a sweep on "
                                     "several nodes needs optuna_storage= a PostgreSQL URL they all reach")
-        return optuna.load_study(study_name=self.name, storage=self._storage(),
+        return optuna.load_study(study_name=self.name, storage=backend or self.backend(),
                                  sampler=self.sampler(seed_offset), pruner=self.pruner())
 
     @contextlib.contextmanager
@@ -80,7 +81,15 @@ class StudySpec:
             finally:
                 fcntl.flock(db, fcntl.LOCK_UN)
 
-    def _storage(self) -> optuna.storages.RDBStorage:
+    def backend(self) -> optuna.storages.RDBStorage:
         # Trials of one machine share a SQLite file; they wait for its lock rather than fail.
         connect = {"connect_args": {"timeout": 60}} if self.storage.startswith("sqlite") else {}
         return optuna.storages.RDBStorage(self.storage, engine_kwargs=connect)
+
+
+def adopt(study: optuna.Study, backend: optuna.storages.BaseStorage, numbers: list[int]) -> list[optuna.Trial]:
+    """The trials `numbers` of `study` (opened through `backend`), to report to, prune and tell as
+    the process that asked them would: a restarted or resumed Ray trial takes its configurations
+    back by number, through the storage's public calls."""
+    study_id = backend.get_study_id_from_name(study.study_name)
+    return [optuna.Trial(study, backend.get_trial_id_from_study_id_trial_number(study_id, n)) for n in numbers]

@@ -12,10 +12,14 @@ A lone configuration is a ClearML task live, as it trains. ClearML holds one tas
 (and offline mode can create no other), so the members of a larger population become tasks
 after it ends, from their run histories.
 
-Faults: a Tune checkpoint at every stage end holds each running member's run folder, named by
-its Optuna trial number. A restarted trial continues the members that are still running in the
-study; one that never checkpointed takes back the Optuna trials it had asked (each records its
-Tune trial id), so a restart asks for nothing twice.
+Faults and resume: a Tune checkpoint at every stage end holds each running member's run folder,
+named by its Optuna trial number, and each member's Optuna trial records where it lies. Tune
+restarts a failed trial from its newest checkpoint; `resume=true` starts a new Tune run over the
+batches the study says are unfinished, and each continues from the checkpoint its members
+record. Either way a batch takes back the members still running in the study (each records its
+batch index), and one that never checkpointed those it had asked, so nothing is asked twice.
+Nothing read back is unpickled: the checkpoint holds run folders (weights-only torch files,
+YAML, JSON), and Tune's own experiment state is never loaded.
 """
 from __future__ import annotations
 
@@ -41,11 +45,10 @@ from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.tracking import Tracking
 from ganimator.trainer import EventKind, TrainEvent, TrainingDiverged
 
-from .results import BATCH, FAILURE, METRICS, STAGE_SCORES, TUNE_ID, member_id
-from .search import StudySpec
+from .paths import MEMBERS, SweepPaths, TrialFolder, checkpoint_name
+from .results import BATCH, CHECKPOINT, FAILURE, METRICS, STAGE_SCORES, TUNE_ID, member_id
+from .search import StudySpec, adopt
 from .space import SearchSpace
-
-MEMBERS = "members.json"  # in a trial's Tune checkpoint: the Optuna trial numbers that go on
 
 
 @dataclass(frozen=True)
@@ -73,36 +76,37 @@ def batches(num_samples: int, population: int) -> list[dict]:
 
 
 def batch_of(config: dict, sweep) -> dict:
-    """A Ray trial's batch from its Tune config: Tune's grid holds the batch's index, a number that
-    its live table shows whole (the dict it held was printed cut to `... 0, 'members': 1}`); a sweep
-    started before holds the dict itself."""
-    batch = config["batch"]
-    return batch if isinstance(batch, dict) else batches(sweep.num_samples, sweep.population)[batch]
+    """A Ray trial's batch from its Tune config, which holds the batch's index: a number that
+    Tune's live table shows whole."""
+    return batches(sweep.num_samples, sweep.population)[config["batch"]]
 
 
-def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
+def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPaths) -> None:
     # Ray logs every persisted checkpoint at INFO, which buries the trial table on the driver.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     context = tune.get_context()
-    trial_dir, tune_id = Path(context.get_trial_dir()), context.get_trial_id()
-    trial_dir.mkdir(parents=True, exist_ok=True)  # only the driver's node has it made already
-    (trial_dir / "input.npz").write_bytes(setup.data)
-    runs = trial_dir / "members"
-    shutil.rmtree(runs, ignore_errors=True)  # a restart begins from the Tune checkpoint or from scratch
-    checkpoint = tune.get_checkpoint()
-    restored = checkpoint is not None and restore_run(checkpoint, runs)
-    going_on = json.loads((runs / MEMBERS).read_text()) if restored else None
+    folder, tune_id = TrialFolder(Path(context.get_trial_dir())), context.get_trial_id()
+    folder.path.mkdir(parents=True, exist_ok=True)  # only the driver's node has it made already
+    folder.data.write_bytes(setup.data)
+    runs = folder.runs
+    shutil.rmtree(runs, ignore_errors=True)  # a restart begins from a stage checkpoint or from scratch
 
     batch = batch_of(config, spec.sweep)
-    study = spec.load(seed_offset=batch["index"])
-    trials = member_trials(study, tune_id, batch["members"], spec.space, going_on, spec.asking)
+    backend = spec.backend()
+    study = spec.load(seed_offset=batch["index"], backend=backend)
+    # Tune's own, when it restarts this trial; on resume, the newest its members recorded.
+    checkpoint = tune.get_checkpoint() or recorded_checkpoint(study, batch["index"], paths)
+    restored = checkpoint is not None and restore_run(checkpoint, runs)
+    going_on = _members(runs / MEMBERS) if restored else None
+    trials = member_trials(study, backend, batch["index"], tune_id, batch["members"], spec.space, going_on,
+                           spec.asking)
     if not trials:
         return  # every member was told its outcome before this restart
-    for t in trials:
-        t.set_user_attr(BATCH, batch["index"])
-    dataset = MotionDataset.load(trial_dir / "input.npz")
-    cfgs = [load_config([*trial_overrides(setup, t.params, trial_dir / "input.npz", runs / str(t.number), restored),
-                         f"experiment_name={setup.sweep}/{member_id(tune_id, t.number)}"]) for t in trials]
+    dataset = MotionDataset.load(folder.data)
+    # A member keeps the name of the Ray trial that asked it (its ClearML task's), across restarts and resumes.
+    cfgs = [load_config([*trial_overrides(setup, t.params, folder.data, runs / str(t.number), restored),
+                         f"experiment_name={setup.sweep}/{member_id(t.user_attrs.get(TUNE_ID, tune_id), t.number)}"])
+            for t in trials]
     live = len(trials) == 1
 
     with contextlib.ExitStack() as stack:
@@ -116,15 +120,20 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
             ended = [m.result.events[-1] for m in population.members if m.result.events]
             scores = [spec.objective.score(e.quality) for e in ended
                       if e.kind == EventKind.STAGE_END and e.stage == stage]
-            last.update({"stages_done": stage + 1, "members": len(going), "finished": stage + 1 == setup.num_stages,
-                         **({"score": max(scores)} if scores else {})})
+            # One report a stage end, so Tune's iteration is the stage: a batch continued by a new
+            # Tune run counts on from its checkpoint, as one that Tune restarted does.
+            last.update({"stages_done": stage + 1, "training_iteration": stage + 1, "members": len(going),
+                         "finished": stage + 1 == setup.num_stages, **({"score": max(scores)} if scores else {})})
             if going and not last["finished"]:
-                staging = trial_dir / "checkpoint-staging"
+                staging = folder.staging
                 shutil.rmtree(staging, ignore_errors=True)
                 for m, number in zip(active, going):
                     stage_files(m.result.events[-1].checkpoint, m.run_dir, staging / str(number))
                 (staging / MEMBERS).write_text(json.dumps(going) + "\n")
                 tune.report(last, checkpoint=tune.Checkpoint.from_directory(staging))
+                kept = {"path": checkpoint_name(tune.get_checkpoint().path), "stages_done": stage + 1}
+                for m in active:  # where resume finds them
+                    trials[population.members.index(m)].set_user_attr(CHECKPOINT, kept)
 
         def on_leave(member, outcome) -> None:
             if isinstance(outcome, TrainingDiverged):  # at once: the others may train for hours yet
@@ -145,21 +154,39 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec) -> None:
         tune.report(last)
 
 
-def member_trials(study: optuna.Study, tune_id: str, size: int, space: SearchSpace, going_on: list[int] | None,
+def member_trials(study: optuna.Study, backend: optuna.storages.BaseStorage, batch: int, tune_id: str, size: int,
+                  space: SearchSpace, going_on: list[int] | None,
                   asking: Callable[[], ContextManager] = contextlib.nullcontext) -> list[optuna.Trial]:
-    """This Tune trial's Optuna trials: those its checkpoint names, or on a first start the ones
-    an earlier attempt asked, topped up to `size` with new asks. `asking` (StudySpec.asking) makes
-    each ask and its claim one step among concurrent trials."""
-    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TUNE_ID) == tune_id]
-    running = {t.number: t for t in mine if t.state == TrialState.RUNNING}
+    """The Optuna trials of batch `batch`: those its checkpoint names, or without one those
+    still running that an earlier attempt asked, topped up to `size` with new asks. `asking`
+    (StudySpec.asking) makes each ask and its claim one step among concurrent trials; a new ask
+    records the batch, and the Ray trial `tune_id` that asked it."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(BATCH) == batch]
+    running = {t.number for t in mine if t.state == TrialState.RUNNING}
     numbers = [n for n in going_on if n in running] if going_on is not None else sorted(running)
-    trials = [optuna.Trial(study, running[n]._trial_id) for n in numbers]
+    trials = adopt(study, backend, numbers)
     for _ in range(size - len(mine) if going_on is None else 0):
         with asking():
             trial = study.ask(space.distributions())
+            trial.set_user_attr(BATCH, batch)
             trial.set_user_attr(TUNE_ID, tune_id)
         trials.append(trial)
     return trials
+
+
+def recorded_checkpoint(study: optuna.Study, batch: int, paths: SweepPaths) -> tune.Checkpoint | None:
+    """The newest stage checkpoint that the batch's running configurations record, in the sweep folder."""
+    kept = [t.user_attrs.get(CHECKPOINT) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get(BATCH) == batch]
+    kept = [k for k in kept if isinstance(k, dict) and isinstance(k.get("stages_done"), int)]
+    if not kept:
+        return None
+    newest = max(kept, key=lambda k: k["stages_done"])
+    try:
+        return tune.Checkpoint(paths.checkpoint(str(newest.get("path"))))
+    except ValueError as e:
+        print(f"warning: {e}; batch {batch} starts again from scratch", file=sys.stderr)
+        return None
 
 
 def check_space_fusable(space: SearchSpace, population: int) -> None:
@@ -225,6 +252,8 @@ def restore_run(checkpoint: tune.Checkpoint, run_dir: Path) -> bool:
             try:
                 for path in sorted(Path(saved).rglob(RunDir.CHECKPOINT)):
                     load_checkpoint_file(path)
+                if (Path(saved) / MEMBERS).exists():
+                    _members(Path(saved) / MEMBERS)
             except CheckpointError as e:
                 print(f"warning: {e} (Tune checkpoint {candidate.path}); trying the one before it", file=sys.stderr)
                 continue
@@ -232,6 +261,17 @@ def restore_run(checkpoint: tune.Checkpoint, run_dir: Path) -> bool:
             return True
     print("warning: no readable checkpoint left; the trial starts again from scratch", file=sys.stderr)
     return False
+
+
+def _members(path: Path) -> list[int]:
+    """The Optuna trial numbers a stage checkpoint names."""
+    try:
+        numbers = json.loads(path.read_text())
+    except (OSError, ValueError):
+        numbers = None
+    if not isinstance(numbers, list) or not all(type(n) is int for n in numbers):
+        raise CheckpointError(f"{path}: not a list of Optuna trial numbers")
+    return numbers
 
 
 def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:

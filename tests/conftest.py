@@ -1,24 +1,17 @@
 """Shared fixtures and helpers. Tests that start Ray are marked `ray`: `pytest -m "not ray"` is the quick loop."""
-import atexit
 import csv
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Resume's record of what each sweep wrote (sweeps/trust.py) goes to a folder of this test session,
-# shared by every command the tests run, and never to the user's own ~/.local/state.
-os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ganimator-test-state-")
-atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 CLIPS = ["Salsa-Dancing-6.bvh", "Walk-In-Circle.bvh", "Crab-dance-long.bvh", "proud.bvh", "normal.bvh"]
 
 
@@ -93,6 +86,35 @@ def run_sweep(npz, tmp: Path, *args, timeout=900, env=None) -> subprocess.Comple
                          capture_output=True, text=True, timeout=timeout, env=env)
     print(out.stdout[-3000:], out.stderr[-3000:])
     return out
+
+
+class Payload:
+    """Unpickled, it creates `marker`: what a crafted state file would do with a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def plant_payloads(sweep: Path, marker: Path) -> list[Path]:
+    """Replace every Tune state file of a sweep folder (`tuner.pkl`, the experiment, searcher and
+    variant states, each trial's params) with one that runs code when Tune loads it, and plant a
+    newer experiment state beside them: resume must load none of them."""
+    import pickle
+
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    crafted = pickle.dumps(Payload(marker))
+    # A cloudpickled field, as Tune writes them into its JSON state; Tune's decoder unpickles it.
+    as_json = json.dumps({"trial_data": [], "runner_data": {"x": Payload(marker)}, "stats": {}},
+                         cls=TuneFunctionEncoder)
+    planted = [*sweep.glob("*.pkl"), *sweep.glob("*-state-*.json"), *sweep.glob("train_trial_*/params.*"),
+               sweep / "experiment_state-2999-01-01_00-00-00.json"]
+    for path in planted:
+        path.write_bytes(crafted) if path.suffix == ".pkl" else path.write_text(as_json)
+    return planted
 
 
 def read_summary(tmp: Path, name: str) -> list[dict]:

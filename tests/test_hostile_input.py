@@ -4,7 +4,8 @@ no traceback), and every file that existed before is byte-identical afterwards.
 The ganimator-* commands run in this process through their entry points (the same code as the
 installed scripts, without a second torch import per case); sweeps/run.py runs as users run it.
 Covered elsewhere: review --serve on loopback (test_review_serve.py), Ray's ports and token
-(test_ray_exposure.py), a crafted tuner.pkl (test_resume_trust.py), PostgreSQL (test_postgres.py).
+(test_ray_exposure.py), Tune state that would run code, never loaded on resume (test_resume.py),
+PostgreSQL (test_postgres.py).
 """
 import dataclasses
 import json

@@ -22,7 +22,7 @@ from ganimator.pyramid import resample
 from ganimator.trainer import Trainer
 from sweeps.config import load_sweep_config
 from sweeps.objective import ParetoObjective, ScoreObjective, pareto_front
-from sweeps.results import (BATCH, METRICS, STAGE_SCORES, TUNE_ID, Status, close_orphans, importances, learned_lines,
+from sweeps.results import (METRICS, STAGE_SCORES, TUNE_ID, Status, close_orphans, importances, learned_lines,
                             rung_correlations, study_rows)
 from sweeps.space import load_space
 from sweeps.trainable import batches, member_trials, restore_run
@@ -97,11 +97,16 @@ def told(study, trial, q: Quality, stages_done: int, state=TrialState.COMPLETE):
         study.tell(trial, state=state)
 
 
+def in_memory() -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    backend = optuna.storages.InMemoryStorage()
+    return optuna.create_study(storage=backend, direction="maximize"), backend
+
+
 def test_ranking_reads_every_configuration_from_the_study():
     assert [b["members"] for b in batches(10, 4)] == [4, 4, 2] and [b["members"] for b in batches(3, 1)] == [1] * 3
-    study = optuna.create_study(direction="maximize")
+    study, backend = in_memory()
     study.enqueue_trial(SPACE.defaults())
-    trials = member_trials(study, "a", 4, SPACE, going_on=None)
+    trials = member_trials(study, backend, 0, "a", 4, SPACE, going_on=None)
     assert trials[0].params == pytest.approx(SPACE.defaults())  # the defaults are tried first
     told(study, trials[0], Quality(1.0, 0.4, 0.4, 0.0, 1.0, 1.0, 0.0), 4)
     told(study, trials[1], Quality(1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0), 4)
@@ -116,20 +121,21 @@ def test_ranking_reads_every_configuration_from_the_study():
 
 
 def test_a_restarted_trial_takes_back_its_own_configurations_and_asks_nothing_twice():
-    study = optuna.create_study(direction="maximize")
+    study, backend = in_memory()
     study.enqueue_trial(SPACE.defaults())
-    asked = member_trials(study, "a", 3, SPACE, going_on=None)
+    asked = member_trials(study, backend, 0, "a", 3, SPACE, going_on=None)
     assert len(asked) == 3 and asked[0].params == pytest.approx(SPACE.defaults())
-    member_trials(study, "b", 2, SPACE, going_on=None)  # another Ray trial's configurations are not ours
+    member_trials(study, backend, 1, "b", 2, SPACE, going_on=None)  # another batch's configurations are not ours
 
-    # Killed before its first checkpoint: the same trials again, nothing new asked.
-    again = member_trials(study, "a", 3, SPACE, going_on=None)
+    # Killed before its first checkpoint (or resumed by a new Ray trial, whose id differs): the
+    # same trials again, nothing new asked.
+    again = member_trials(study, backend, 0, "c", 3, SPACE, going_on=None)
     assert [t.number for t in again] == [t.number for t in asked] and len(study.trials) == 5
 
     # Restarted from a checkpoint after one member was pruned and another told after it: the
     # checkpoint's members that still run, and the freed slot is not refilled.
     study.tell(asked[1], state=TrialState.PRUNED)
-    restored = member_trials(study, "a", 3, SPACE, going_on=[t.number for t in asked])
+    restored = member_trials(study, backend, 0, "a", 3, SPACE, going_on=[t.number for t in asked])
     assert [t.number for t in restored] == [asked[0].number, asked[2].number] and len(study.trials) == 5
 
 
@@ -144,9 +150,11 @@ from sweeps.trainable import member_trials
 storage, tune_id, start, locked = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
 space = load_space("sweeps/space.yaml")
 spec = StudySpec("race", storage, OmegaConf.structured(SweepConfig), space)
-study = spec.load()
+backend = spec.backend()
+study = spec.load(backend=backend)
 time.sleep(max(0.0, start - time.time()))  # every asker at once
-trials = member_trials(study, tune_id, 3, space, None, spec.asking if locked else __import__("contextlib").nullcontext)
+trials = member_trials(study, backend, int(tune_id[1:]), tune_id, 3, space, None,
+                       spec.asking if locked else __import__("contextlib").nullcontext)
 print(json.dumps([t.number for t in trials]))
 """
 
@@ -169,11 +177,10 @@ def test_concurrent_trials_never_claim_the_same_enqueued_configuration(tmp_path)
 
 
 def test_only_configurations_of_errored_ray_trials_are_closed_as_failed():
-    study = optuna.create_study(direction="maximize")
+    study, backend = in_memory()
     for batch, tune_id in enumerate("ab"):  # a errored past its retries; b was interrupted (Ctrl-C)
-        for t in member_trials(study, tune_id, 2, SPACE, going_on=None):
-            t.set_user_attr(BATCH, batch)
-    assert close_orphans(study, {0: RuntimeError("Traceback (most recent call last):\n  ...\nRuntimeError: boom")}) == 2
+        member_trials(study, backend, batch, tune_id, 2, SPACE, going_on=None)
+    assert close_orphans(study, backend, {0: RuntimeError("Traceback (most recent call last):\n  ...\nRuntimeError: boom")}) == 2
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [TrialState.FAIL] * 2 + [TrialState.RUNNING] * 2
     rows = study_rows(study, list(SPACE), SCORE)

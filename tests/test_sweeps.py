@@ -28,8 +28,8 @@ from sweeps.objective import ScoreObjective, pareto_values
 from sweeps.results import TUNE_ID
 from sweeps.space import load_space
 
-from conftest import (EXPORT, ROOT, Page, artifacts, clean_env, free_port, offline_sessions, read_summary,
-                      run_sweep, stop_process_group, sweep_args)
+from conftest import (EXPORT, ROOT, Page, artifacts, clean_env, free_port, offline_sessions, plant_payloads,
+                      read_summary, run_sweep, stop_process_group, sweep_args)
 
 pytestmark = pytest.mark.ray
 SPACE = load_space(ROOT / "sweeps" / "space.yaml")
@@ -357,12 +357,17 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(npz, tmp_path
         stop_process_group(driver)  # killed: the driver and its local Ray
     done_before = sum(t.state.is_finished() for t in study_trials(tmp_path, "resumed"))
     assert 2 <= done_before < 4
+    # Resume reads the study and the stage checkpoints: every file of Tune's that a restore would
+    # load is now one that runs code, and none runs.
+    marker = tmp_path / "payload-ran"
+    plant_payloads(tmp_path / "results" / "resumed", marker)
 
     # The sweep's own arguments are saved with it: naming it is enough to resume.
     again = subprocess.run(["ganimator-sweep", "name=resumed", f"results_dir={tmp_path / 'results'}",
                             f"export_dir={tmp_path / 'exports'}", "num_cpus=2", "resume=true"],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert not marker.exists()
     rows = read_summary(tmp_path, "resumed")
     assert len(rows) == 4 and not any(r["status"].startswith(("failed", "unfinished")) for r in rows)
     trials = study_trials(tmp_path, "resumed")

@@ -37,8 +37,8 @@ Ray 2.60 facts this relies on:
   the three Prometheus ports (metrics export, autoscaler, dashboard) bind loopback when it is a
   loopback address. So every node and client runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (in
   the nodes' and `client_env()`'s environment). In that mode `ray start --address` refuses to
-  join a node, so worker nodes run Ray's CLI through `_JOIN_ON_LOOPBACK`, which lets it join and
-  keeps 127.0.0.1 (`ray_internals.JOIN_ON_LOOPBACK`). Nothing of the cluster listens beyond loopback (tests/test_local_cluster.py
+  join a node, so worker nodes run Ray's CLI through `sweeps._compat.JOIN_ON_LOOPBACK`, which lets it
+  join and keeps 127.0.0.1. Nothing of the cluster listens beyond loopback (tests/test_local_cluster.py
   checks every socket); the metrics ports answer local users without the token.
 - On SIGTERM, `ray start --block` first drains the node for up to 30 s
   (RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S); the nodes run with 0 so stop takes ~1-2 s a node.

@@ -1,7 +1,8 @@
-"""Every private Ray access of the dev cluster, in one place: two snippets run in Ray's interpreter.
-The product (`sweeps`) has its own, version-gated, in `sweeps/_compat.py`; this is dev tooling,
-checked by tests/test_local_cluster.py on the pinned Ray.
+"""Every private Ray access of the dev cluster, in one place: snippets run in Ray's interpreter.
+The node-joining one is the product's own, version-gated in `sweeps/_compat.py`; the node-table
+reader is dev tooling, checked by tests/test_local_cluster.py on the pinned Ray.
 """
+from sweeps._compat import JOIN_ON_LOOPBACK  # noqa: F401  (worker nodes join through it)
 
 # Reads the node table straight from the GCS (no driver, no job): ~0.5 s. Falls back to ray.nodes()
 # when Ray's private GcsClient is not there.
@@ -27,20 +28,3 @@ except (ImportError, AttributeError, TypeError):
              for n in ray.nodes()]
 print(json.dumps({"nodes": nodes}))
 """
-
-
-
-# `ray start` for a worker node in single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in its
-# environment, inherited by the node's processes so that they keep 127.0.0.1). Ray's CLI refuses to
-# join a node in that mode, and outside it would rewrite 127.0.0.1 to the machine's IP: this lets it
-# join and keeps loopback addresses as given.
-JOIN_ON_LOOPBACK = r"""
-import sys
-from ray._private import ray_constants, services
-ray_constants.ENABLE_RAY_CLUSTER = True
-services.resolve_ip_for_localhost = lambda host: host
-from ray.scripts.scripts import main
-sys.argv[0] = "ray"
-sys.exit(main())
-"""
-
