@@ -15,7 +15,7 @@ from ganimator.errors import UserError
 from ganimator.features import Motion, contact_labels, load_motion, motion_to_bvh
 from ganimator.generate import load_run
 from ganimator.review import CONTACT, features_clip, log_clips, review_dirs, write_recording
-from ganimator.trainer import Trainer
+from ganimator.run_hooks import train
 
 MIXAMO_PARENTS = [-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 13, 16, 17, 18, 13, 20, 21, 22]
 
@@ -76,7 +76,7 @@ def runs(clip, tmp_path_factory):
     for seed in (0, 1):
         cfg = load_config([f"npz_filename={tmp / 'walk.npz'}", f"run_dir={tmp / f'trial{seed}'}", f"seed={seed}",
                            "train_data_iter=1", "validation_samples=0", "hidden_channels=[8,16,16]", "progress=false"])
-        dirs.append(Trainer(cfg).fit().run_dir)
+        dirs.append(train(cfg).run_dir)
     return tmp, dirs
 
 

@@ -23,7 +23,7 @@ from rerun.chunk import RrdReader
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.review import BONE, ReviewServer, ServeError, _rerun_cli, features_clip
-from ganimator.trainer import Trainer
+from ganimator.run_hooks import train
 
 from conftest import Page
 
@@ -37,7 +37,7 @@ def run(clip, tmp_path_factory):
     MotionDataset.from_bvh(clip("Walk-In-Circle.bvh")).save(tmp / "walk.npz")
     cfg = load_config([f"npz_filename={tmp / 'walk.npz'}", f"run_dir={tmp / 'trial'}", "train_data_iter=1",
                        "validation_samples=0", "hidden_channels=[8,16,16]", "progress=false"])
-    return Trainer(cfg).fit().run_dir, MotionDataset.load(tmp / "walk.npz")
+    return train(cfg).run_dir, MotionDataset.load(tmp / "walk.npz")
 
 
 def ignore_sigint() -> None:
