@@ -3,7 +3,7 @@
     result = Trainer(cfg).fit()                     # one run
     outcomes = fit([Trainer(a), Trainer(b)])       # several, fused (ganimator/population.py)
 
-`fit` is the one stage loop. A `Trainer` is a `member.Member` (what one step touches) with its
+`fit` is the one stage loop. A `Trainer` holds a `member.Member` (what one step touches) with its
 config, its schedule (stages, iterations, validation) and its run folder (`rundir.RunDir`); the
 iteration itself is `step.train_iteration`. What a command adds (a Rerun recording, the samples
 of a finished run, ClearML, a sweep's judge) it attaches as `Hooks` (ganimator/run_hooks.py).
