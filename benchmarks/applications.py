@@ -39,7 +39,7 @@ from ganimator.generate import load_run  # noqa: E402
 from ganimator.metrics import Scorer  # noqa: E402
 from ganimator.contact_fix import skating  # noqa: E402
 from ganimator.naturalness import CONTACT, kinematics  # noqa: E402
-from ganimator.trainer import Trainer  # noqa: E402
+from ganimator.run_hooks import train  # noqa: E402
 
 
 def trained(out: Path, name: str, data: MotionDataset, iters: int, *overrides: str):
@@ -58,7 +58,7 @@ def trained(out: Path, name: str, data: MotionDataset, iters: int, *overrides: s
     cfg = load_config([f"npz_filename={out / f'{name}.npz'}", f"run_dir={run_dir}", f"train_data_iter={iters}",
                        f"validate_every={iters}", "clearml=off", "progress=false", "artifact_samples=0", *overrides])
     print(f"training {name} ({iters} iterations a stage)", flush=True)
-    Trainer(cfg).fit()
+    train(cfg)
     return load_run(run_dir)
 
 

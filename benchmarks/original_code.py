@@ -538,15 +538,15 @@ def original_iteration(path, bvh, stage: int, seed: int, work) -> dict:
     Returns {"losses": the original's, "tensors": {name: (positions, initial, updated, l1, projection)}
     for PROBES positions inside the skeleton pattern of each trained tensor, the update's L1 norm
     and projection}, and the same of the project's own run ("ours_...") to print how far apart."""
-    from ganimator.trainer import train_iteration
+    from ganimator.step import train_iteration
 
     orig = load(path)
     trainer, levels = our_trainer(bvh, stage, seed, work)
     top, n = levels[-1], trainer.cfg.optim.critic_steps
-    ours_nets = lambda: ([g.net for g in trainer.pyramid.generators], [c.net for c in trainer.critics])  # noqa: E731
+    ours_nets = lambda: ([g.net for g in trainer.member.pyramid.generators], [c.net for c in trainer.member.critics])  # noqa: E731
     start = {k: t.detach().clone() for k, t in trained_tensors(*ours_nets(), range(top + 1)).items()}
-    with _draws_recorded(trainer.rng) as draws:
-        [ours_losses] = train_iteration([trainer], levels)
+    with _draws_recorded(trainer.member.rng) as draws:
+        [ours_losses] = train_iteration([trainer.member], levels)
     if len(draws["randn"]) != top + 1 or len(draws["rand"]) != n * len(levels):
         raise RuntimeError(f"the project drew {len(draws['randn'])} noise tensors and {len(draws['rand'])} weights; "
                            "the hand-over below expects one noise tensor per level and one weight per critic step and level")
@@ -560,8 +560,8 @@ def original_iteration(path, bvh, stage: int, seed: int, work) -> dict:
     args = orig.TrainOptionParser().parse_args(_train_argv(bvh, Path(work) / "original", 1))
     args.silent = 1
     s = _setup(orig, args)
-    if s["lengths"] != trainer.lengths or s["groups"][stage] != levels:
-        raise RuntimeError(f"the pyramids differ: {s['lengths']}, {s['groups']} against {trainer.lengths}, {trainer.stages}")
+    if s["lengths"] != trainer.member.clips[0].lengths or s["groups"][stage] != levels:
+        raise RuntimeError(f"the pyramids differ: {s['lengths']}, {s['groups']} against {trainer.member.clips[0].lengths}, {trainer.stages}")
     gens, discs = s["gens"], [gan.disc for gan in s["gans"]]
     for gan in s["gans"]:  # in place: the parameters stay the ones its optimisers hold
         gan.gen.double(), gan.disc.double(), gan.criterion_consistency.double()
@@ -569,7 +569,7 @@ def original_iteration(path, bvh, stage: int, seed: int, work) -> dict:
     with torch.no_grad():
         for key, tensor in trained_tensors(gens, discs, range(top + 1)).items():
             tensor.copy_(start[key])
-    clip = trainer.clips[0]
+    clip = trainer.member.clips[0]
     reals = [[r.detach().clone() for r in clip.reals]]
     amps = clip.pyramid.amplitudes.detach().clone()[None]
     z_star = [clip.pyramid.z_star.detach().clone()[None]]

@@ -29,7 +29,7 @@ from roofline import count_flops, peak_flops, sync
 
 from ganimator.config import load_config
 from ganimator.population import Population
-from ganimator.trainer import train_iteration
+from ganimator.step import train_iteration
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -56,9 +56,9 @@ def trial_flops(npz: str, stage: int, device: str) -> int:
     """The arithmetic of one trial-iteration, counted on a lone trainer: a fused member does the
     same, and torch's formulas count a grouped convolution's weight gradient as ungrouped."""
     with tempfile.TemporaryDirectory() as root:
-        member = Population(configs(npz, root, range(1), device)).members
-        levels = start_stage(member, stage)
-        return count_flops(lambda: train_iteration(member, levels))
+        trainers = Population(configs(npz, root, range(1), device)).members
+        levels = start_stage(trainers, stage)
+        return count_flops(lambda: train_iteration([t.member for t in trainers], levels))
 
 
 def _worker(npz: str, members: range, stage: int, iters: int, threads: int, device: str, barrier, done) -> None:
@@ -66,11 +66,12 @@ def _worker(npz: str, members: range, stage: int, iters: int, threads: int, devi
     with tempfile.TemporaryDirectory() as root:
         trainers = Population(configs(npz, root, members, device)).members
         levels = start_stage(trainers, stage)
-        train_iteration(trainers, levels)  # warm-up: first allocations and kernel choices
+        members = [t.member for t in trainers]
+        train_iteration(members, levels)  # warm-up: first allocations and kernel choices
         sync(trainers[0].device)
         barrier.wait()  # every process built and warmed up: the clock runs on training alone
         for _ in range(iters):
-            train_iteration(trainers, levels)
+            train_iteration(members, levels)
         sync(trainers[0].device)
         done.put(None)
 

@@ -42,7 +42,8 @@ from ganimator.dataset import MotionDataset  # noqa: E402
 from ganimator.errors import UserError  # noqa: E402
 from ganimator.generate import TrainedRun  # noqa: E402
 from ganimator.metrics import PUBLISHED, Quality  # noqa: E402
-from ganimator.trainer import EventKind, TrainEvent, Trainer  # noqa: E402
+from ganimator.run_hooks import RunOutputs  # noqa: E402
+from ganimator.trainer import EventKind, OnEvent, TrainEvent, Trainer  # noqa: E402
 
 SHOWN = ("coverage", "global_diversity", "jitter", "foot_skating", "penetration")
 
@@ -73,7 +74,7 @@ class Point:
 
 
 class Clock:
-    """A trainer callback: training wall time with evaluations left out; evaluates at every stage
+    """A function of each event (trainer.OnEvent): training wall time with evaluations left out; evaluates at every stage
     end and every `every` seconds, and stops the run at `budget` seconds."""
 
     def __init__(self, trainer: Trainer, name: str, seed: int, budget: float, every: float, samples: int):
@@ -96,7 +97,7 @@ class Clock:
     def evaluate(self, trained: float, event: TrainEvent) -> None:
         paused = time.perf_counter()
         t = self.trainer
-        run = TrainedRun(t.run_dir, t.cfg, t.dataset, t.pyramid)
+        run = TrainedRun(t.run_dir, t.cfg, t.dataset, t.member.pyramid)
         quality = Quality.from_dict(run.evaluate(self.samples, seed=self.seed))
         self.points.append(Point(self.name, self.seed, trained / 60, event.stages_done, event.step, quality))
         p = self.points[-1]
@@ -113,8 +114,7 @@ def train(npz: Path, name: str, overrides: list[str], seed: int, args) -> list[P
                            f"checkpoint_every={10**9}", "clearml=off", *overrides])
         trainer = Trainer(cfg)
         clock = Clock(trainer, name, seed, args.minutes * 60, args.every * 60, args.eval_samples)
-        trainer.callbacks.append(clock)
-        trainer.fit()
+        trainer.fit([RunOutputs(), OnEvent(clock)])
         return clock.points
 
 

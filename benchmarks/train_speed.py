@@ -30,41 +30,42 @@ from roofline import count_flops, peak_flops
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.losses import generator_adversarial_loss, reconstruction_loss
-from ganimator.trainer import Trainer, train_iteration
+from ganimator.step import train_iteration
+from ganimator.trainer import Trainer
 
 def original_iteration(tr: Trainer, levels: list[int]) -> None:
-    o, pyr, hi = tr.cfg.optim, tr.pyramid, levels[-1]
+    o, pyr, hi = tr.cfg.optim, tr.member.pyramid, levels[-1]
     pyr.requires_grad_(True)  # the original never turned gradients off for frozen stages
     for sub in range(o.critic_steps + 2):
         rec = sub == o.critic_steps + 1
         noises = [pyr.z_star[None] if l == 0 else 0.0 for l in range(hi + 1)] if rec else \
-            [pyr.noise(l, 1, tr.lengths[l], tr.rng) for l in range(hi + 1)]
-        outs = pyr.run(range(hi + 1), tr.lengths, None, noises)  # a new chain for every sub-step
+            [pyr.noise(l, 1, tr.member.clips[0].lengths[l], tr.member.rng) for l in range(hi + 1)]
+        outs = pyr.run(range(hi + 1), tr.member.clips[0].lengths, None, noises)  # a new chain for every sub-step
         if sub < o.critic_steps:
             for l in levels:
-                critic, fake = tr.critics[l], outs[l].detach()
-                tr.opt_d[l].zero_grad()
-                (0.5 * (critic(fake).mean() - critic(tr.reals[l]).mean())).backward()
+                critic, fake = tr.member.critics[l], outs[l].detach()
+                tr.member.opt_d[l].zero_grad()
+                (0.5 * (critic(fake).mean() - critic(tr.member.clips[0].reals[l]).mean())).backward()
                 alpha = torch.rand(1)
-                interp = (alpha * tr.reals[l] + (1 - alpha) * fake).requires_grad_(True)
+                interp = (alpha * tr.member.clips[0].reals[l] + (1 - alpha) * fake).requires_grad_(True)
                 (grad,) = torch.autograd.grad(critic(interp).sum(), interp, create_graph=True)
                 (o.lambda_gp * ((grad.norm(dim=1) - 1) ** 2).mean()).backward()
-                tr.opt_d[l].step()
+                tr.member.opt_d[l].step()
             continue
         # Generator losses of the group in one backward through the whole chain: a little less
         # work than the original's backward per level, so the measured ratio is conservative.
-        tr.critics.requires_grad_(False)
+        tr.member.critics.requires_grad_(False)
         if rec:
-            loss = sum(o.lambda_rec * reconstruction_loss(outs[l], tr.reals[l]) for l in levels)
+            loss = sum(o.lambda_rec * reconstruction_loss(outs[l], tr.member.clips[0].reals[l]) for l in levels)
         else:
-            loss = sum(generator_adversarial_loss(tr.critics[l], outs[l])
-                       + o.lambda_consistency * tr.consistency(outs[l]) for l in levels)
+            loss = sum(generator_adversarial_loss(tr.member.critics[l], outs[l])
+                       + o.lambda_consistency * tr.member.consistency(outs[l]) for l in levels)
         for l in levels:
-            tr.opt_g[l].zero_grad()
+            tr.member.opt_g[l].zero_grad()
         loss.sum().backward()  # the losses hold one value per population member: here one
         for l in levels:
-            tr.opt_g[l].step()
-        tr.critics.requires_grad_(True)
+            tr.member.opt_g[l].step()
+        tr.member.critics.requires_grad_(True)
 
 
 def rate(step, iters: int) -> float:
@@ -86,13 +87,13 @@ def main() -> None:
         MotionDataset.from_bvh(args.clip).save(Path(tmp) / "clip.npz")
         cfg = load_config([f"npz_filename={tmp}/clip.npz", f"run_dir={tmp}/run", "progress=false"])
         tr = Trainer(cfg)
-        print(f"{Path(args.clip).name}: levels {tr.lengths}, {torch.get_num_threads()} threads, {args.iters} iterations")
+        print(f"{Path(args.clip).name}: levels {tr.member.clips[0].lengths}, {torch.get_num_threads()} threads, {args.iters} iterations")
         rows = []
         for k in range(len(tr.stages)):
             tr.stage = k
             levels = tr.begin_stage()  # freezes the stages below, as training does
-            ours = rate(lambda: train_iteration([tr], levels), args.iters)
-            work = count_flops(lambda: train_iteration([tr], levels))
+            ours = rate(lambda: train_iteration([tr.member], levels), args.iters)
+            work = count_flops(lambda: train_iteration([tr.member], levels))
             base = rate(lambda: original_iteration(tr, levels), max(2, args.iters // 2))
             base_work = count_flops(lambda: original_iteration(tr, levels))
             rows.append((levels, ours, base, work, base_work))

@@ -36,7 +36,7 @@ from ganimator.config import load_config  # noqa: E402
 from ganimator.dataset import MotionDataset  # noqa: E402
 from ganimator.generate import load_run  # noqa: E402
 from ganimator.metrics import pose_frames, quality  # noqa: E402
-from ganimator.trainer import Trainer  # noqa: E402
+from ganimator.run_hooks import train  # noqa: E402
 
 METRICS = ("coverage", "global_diversity", "local_diversity")
 
@@ -66,7 +66,7 @@ def job(code: str, clip: str, original: str, work: str, iters: int, seed: int, s
         cfg = load_config([f"npz_filename={folder.with_suffix('.npz')}", f"run_dir={folder}", f"seed={seed}",
                            f"train_data_iter={iters}", f"validate_every={iters}", "validation_samples=0",
                            "progress=false", "clearml=off", *overrides])
-        Trainer(cfg).fit()
+        train(cfg)
         trained = time.perf_counter() - start
         run = load_run(folder)
         features = torch.cat([run.generate(length, min(8, samples - k), seed=seed * 1_000_003 + k)

@@ -113,8 +113,9 @@ def train() -> None:
     args = [a for a in sys.argv[1:] if a != "--print-config"]
 
     def main():
+        from .run_hooks import RunOutputs, build_trainer
         from .tracking import Tracking
-        from .trainer import Trainer
+        from .trainer import OnEvent
 
         cfg = load_config(_with_run_config(args))
         if "--print-config" in sys.argv:
@@ -122,11 +123,10 @@ def train() -> None:
             return
         if not cfg.util.run_dir:
             cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
-        trainer = Trainer(cfg)
+        trainer = build_trainer(cfg)
         print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else ""), flush=True)
         with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
-            trainer.callbacks += tracking.callbacks
-            result = trainer.fit()
+            result = trainer.fit([RunOutputs(), *map(OnEvent, tracking.callbacks)])
         state = "finished" if result.finished else "stopped"
         print(f"{state}: {result.run_dir} (generate with: ganimator-generate {result.run_dir})")
 

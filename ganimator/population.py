@@ -2,18 +2,18 @@
 
 GANimator's networks are small, so one run leaves a GPU mostly idle and spends its time launching
 kernels. A population runs K members side by side on the channel axis: every convolution is one
-grouped convolution over all of them (`trainer.train_iteration`). On a CPU a lone run already
+grouped convolution over all of them (`step.train_iteration`). On a CPU a lone run already
 keeps the cores about half busy, and fusing gains little (benchmarks/population.py).
 
 Members may differ in what a sweep searches (noise amplitude scales, loss weights, learning rates,
 critic steps, seed); everything that shapes the networks, the data or the schedule must be equal.
-Each member is a whole `Trainer`: its own run folder, checkpoints, history and callbacks, so it
-is exactly the run it would have been alone. A member whose callback stops it, or whose losses
-diverge, leaves the population, and the others go on. The stage loop is the trainer's `fit`; this
-module checks that the members can be fused and reports what a member costs in memory.
+Each member is a whole `Trainer`: its own run folder, checkpoints and history, so it is exactly
+the run it would have been alone. A member that a hook stops, or whose losses diverge, leaves the
+population, and the others go on. The stage loop is the trainer's `fit`; this module checks that
+the members can be fused and reports what a member costs in memory.
 
     population = Population([cfg_a, cfg_b, cfg_c])
-    outcomes = population.fit()      # one TrainResult, or the TrainingDiverged error, per member
+    outcomes = population.fit(hooks)  # one TrainResult, or the TrainingDiverged error, per member
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, npz_filename
 from .dataset import MotionDataset
-from .trainer import Callback, Outcome, Trainer, fit, train_iteration
+from .trainer import Hooks, Losses, Outcome, Trainer, fit
 
 # What members may differ in: the values a sweep searches, and where and how each one reports.
 SEARCHABLE_KEYS = ("model.noise_amp_scale", "model.stage_noise_amp_scale", "optim.lr_g", "optim.lr_d",
@@ -90,34 +90,29 @@ class MemoryReport:
                 f"fit in the {self.free_mib / 1024:.1f} GiB free on {self.device}")
 
 
-class Population:
+class Population(Hooks):
     def __init__(self, cfgs: Sequence[DictConfig], dataset: MotionDataset | None = None,
-                 callbacks: Sequence[Sequence[Callback]] | None = None,
-                 after_stage: Callable[[int, list[Trainer]], None] | None = None,
-                 on_leave: Callable[[Trainer, Outcome], None] | None = None):
-        """`callbacks`: each member's own trainer callbacks; `after_stage(stage, active)`: called once
-        every member has ended a stage, with the members that go on (a sweep checkpoints them there);
-        `on_leave(member, outcome)`: called as a member stops or diverges, while the others train on."""
+                 trajectories: Callable[[DictConfig, MotionDataset], object] | None = None):
+        """`trajectories(cfg, dataset)`: a conditional member's (run_hooks.load_trajectories)."""
         check_fusable(cfgs)
         if dataset is None:
             dataset = MotionDataset.load(npz_filename(cfgs[0]))
-        callbacks = callbacks or [() for _ in cfgs]
-        self.members = [Trainer(cfg, dataset, cbs) for cfg, cbs in zip(cfgs, callbacks)]
+        self.members = [Trainer(cfg, dataset, trajectories and trajectories(cfg, dataset)) for cfg in cfgs]
         self.reports: list[MemoryReport] = []
-        self.after_stage, self.on_leave = after_stage, on_leave
 
-    def fit(self) -> list[Outcome]:
+    def fit(self, hooks: Sequence[Hooks] = ()) -> list[Outcome]:
         """Train every member through all stages; a member's outcome is its TrainResult, or the
         TrainingDiverged error that ended it."""
-        return fit(self.members, self.after_stage, self.on_leave, first_iteration=self._measured_iteration)
+        return fit(self.members, [self, *hooks])
 
-    def _measured_iteration(self, active: list[Trainer], levels: list[int]) -> list[dict[str, float]]:
+    def first_iteration(self, active: list[Trainer], iterate: Callable[[], Losses]) -> Losses:
         """A stage's first iteration, measured for the memory report."""
         device = active[0].device
         free, peak_before = _free_mib(device), _start_peak(device)
-        losses = train_iteration(active, levels)
-        weights = sum(t.numel() * t.element_size() for t in [*active[0].pyramid.parameters(),
-                                                              *active[0].critics.parameters()])
+        losses = iterate()
+        member = active[0].member
+        weights = sum(t.numel() * t.element_size() for t in [*member.pyramid.parameters(),
+                                                              *member.critics.parameters()])
         working = max(_peak_mib(device) - peak_before, 0.0)  # on a CPU: 0 unless the process grew
         report = MemoryReport(len(active), 3 * weights / 2**20, working / len(active), free, str(device))
         self.reports.append(report)  # weights x 3: Adam keeps two moments per weight

@@ -3,7 +3,8 @@
     runs/<name>/
       config.yaml      the resolved config, data.npz as its data
       data.npz         the training data, so the run never depends on the npz it started from
-      checkpoint.pt    the newest state (written beside and renamed into place)
+      checkpoint.pt    the newest state (written beside and renamed into place); an export's
+                       holds the generators only (`make_checkpoint`)
       stage-K.pt       the state at the end of stage K, kept for resume after a damaged checkpoint.pt
       history.jsonl    one line per validation and stage end
       samples/         generated BVH and npz of a finished run
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import pickle
@@ -35,6 +37,14 @@ from .files import atomic_write_text, replace_atomically
 from .errors import UserError
 
 CHECKPOINT_VERSION = 3  # 3: the original's channel layout and skeleton-aware networks
+GENERATOR_ONLY = ("pyramid",)  # what generation reads of a member's state (generate.load_run)
+
+
+def make_checkpoint(stage: int, iteration: int, step: int, member: dict, generators_only: bool = False) -> dict:
+    """A checkpoint: where the schedule stands and a member's state (`Member.state_dict`), all of
+    it (resume reads it) or only the generators (an export: generation reads no more)."""
+    kept = {k: member[k] for k in GENERATOR_ONLY} if generators_only else member
+    return {"version": CHECKPOINT_VERSION, "stage": stage, "iteration": iteration, "step": step, **kept}
 
 
 class CheckpointError(UserError, ValueError):
@@ -120,6 +130,14 @@ class RunDir:
             return self.checkpoint
         replace_atomically(self.stage_file(stage), lambda tmp: shutil.copyfile(self.checkpoint, tmp))
         return self.stage_file(stage)
+
+    def generator_checkpoint(self) -> bytes:
+        """checkpoint.pt as an export ships it: the generators only, as the bytes of a checkpoint file."""
+        state = load_checkpoint_file(self.checkpoint)
+        buffer = io.BytesIO()
+        torch.save(make_checkpoint(state["stage"], state["iteration"], state["step"], state, generators_only=True),
+                   buffer)
+        return buffer.getvalue()
 
     def newest_state(self) -> tuple[Path, dict]:
         """checkpoint.pt, or when it is damaged (truncated, corrupt, of another version) the newest

@@ -6,7 +6,6 @@ reads unchanged: the resolved config, the training data, a generator-only checkp
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tempfile
@@ -14,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-import torch
 from tqdm.auto import tqdm
 
 from ganimator.config import load_config
 from ganimator.generate import load_run
 from ganimator.metrics import Quality
-from ganimator.rundir import CHECKPOINT_VERSION, RunDir
+from ganimator.rundir import RunDir
+from ganimator.run_hooks import RunOutputs, build_trainer
 from ganimator.tracking import Tracking
-from ganimator.trainer import Trainer
+from ganimator.trainer import OnEvent
 
 from .objective import Objective
 from .paths import SweepPaths
@@ -49,20 +48,15 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
         cfg = load_config([*trial_overrides(setup, params, npz, tmp / "run", resume=False), f"seed={seed}",
                            f"train_data_iter={iterations}", f"experiment_name={setup.sweep}/rank-{rank}-seed-{seed}",
                            "progress=true"])
-        trainer = Trainer(cfg)
+        trainer = build_trainer(cfg)
         with Tracking(cfg, len(trainer.stages), tags, params, announce=False) as tracking:
-            trainer.callbacks += tracking.callbacks
-            trainer.fit()
+            trainer.fit([RunOutputs(), *map(OnEvent, tracking.callbacks)])
             run = load_run(tmp / "run")
             metrics = run.evaluate(eval_samples, progress=True)
             tracking.report_values(metrics)
         out = RunDir(tmp / "run")
-        state = torch.load(out.checkpoint, map_location="cpu", weights_only=True)
-        slim = {k: state[k] for k in ("stage", "iteration", "step", "pyramid")}  # the generators only
-        buffer = io.BytesIO()
-        torch.save({"version": CHECKPOINT_VERSION, **slim}, buffer)
         files = {name: (out.path / name).read_bytes() for name in (RunDir.CONFIG, RunDir.DATA, RunDir.HISTORY)}
-        return {"metrics": metrics, "files": {**files, RunDir.CHECKPOINT: buffer.getvalue()},
+        return {"metrics": metrics, "files": {**files, RunDir.CHECKPOINT: out.generator_checkpoint()},
                 "task_id": tracking.task_id}
 
 

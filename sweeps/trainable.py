@@ -41,9 +41,10 @@ from ray import tune
 from ganimator.config import ConfigError, load_config, qualify
 from ganimator.dataset import MotionDataset
 from ganimator.population import SEARCHABLE_KEYS, Population
+from ganimator.run_hooks import RunOutputs, load_trajectories
 from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.tracking import Tracking
-from ganimator.trainer import EventKind, TrainEvent, TrainingDiverged
+from ganimator.trainer import EventKind, Hooks, OnEvent, TrainEvent, TrainingDiverged
 
 from .paths import MEMBERS, SweepPaths, TrialFolder, checkpoint_name
 from .results import BATCH, CHECKPOINT, FAILURE, METRICS, STAGE_SCORES, TUNE_ID, member_id
@@ -111,10 +112,10 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPa
 
     with contextlib.ExitStack() as stack:
         trackers = [stack.enter_context(_tracking(cfgs[0], trials[0], setup, spec))] if live else []
-        callbacks = [[*(trackers[0].callbacks if live else []), _judge(study, t, spec, setup.num_stages)] for t in trials]
+        judges = [_judge(study, t, spec, setup.num_stages) for t in trials]
         last: dict = {}  # the newest stage end, for Tune's trial table: the best member's score
 
-        def after_stage(stage: int, active) -> None:
+        def stage_ended(stage: int, active) -> None:
             going = [trials[population.members.index(m)].number for m in active]
             # Every member that ended this stage, those pruned here too: the table shows the best score.
             ended = [m.result.events[-1] for m in population.members if m.result.events]
@@ -135,7 +136,7 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPa
                 for m in active:  # where resume finds them
                     trials[population.members.index(m)].set_user_attr(CHECKPOINT, kept)
 
-        def on_leave(member, outcome) -> None:
+        def member_left(member, outcome) -> None:
             if isinstance(outcome, TrainingDiverged):  # at once: the others may train for hours yet
                 trial = trials[population.members.index(member)]
                 trial.set_user_attr(FAILURE, str(outcome)[:1000])
@@ -143,8 +144,18 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPa
                 for tracking in trackers:
                     tracking.end_as(outcome)
 
-        population = Population(cfgs, dataset, callbacks, after_stage=after_stage, on_leave=on_leave)
-        outcomes = population.fit()
+        class TrialHooks(Hooks):
+            def on_event(self, member, event: TrainEvent) -> bool:
+                return judges[population.members.index(member)](event)
+
+            def after_stage(self, stage: int, active) -> None:
+                stage_ended(stage, active)
+
+            def on_leave(self, member, outcome) -> None:
+                member_left(member, outcome)
+
+        population = Population(cfgs, dataset, load_trajectories)
+        outcomes = population.fit([RunOutputs(), *(map(OnEvent, trackers[0].callbacks) if live else ()), TrialHooks()])
         for tracking, outcome in zip(trackers, outcomes):
             tracking.end_as(outcome)
     if not live:

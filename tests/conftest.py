@@ -59,12 +59,12 @@ def walk_runs(walk_npz, tmp_path_factory) -> list[Path]:
     """Two tiny runs trained on the walk, seeds 0 and 1, in folders `trial0` and `trial1`: runs to
     review and serve, trained once for every module. Read them; copy one to change it."""
     from ganimator.config import load_config
-    from ganimator.trainer import Trainer
+    from ganimator.run_hooks import train
 
     tmp = tmp_path_factory.mktemp("walk-runs")
-    return [Trainer(load_config([f"npz_filename={walk_npz}", f"run_dir={tmp / f'trial{seed}'}", f"seed={seed}",
-                                 "train_data_iter=1", "validation_samples=0", "hidden_channels=[8,16,16]",
-                                 "progress=false"])).fit().run_dir
+    return [train(load_config([f"npz_filename={walk_npz}", f"run_dir={tmp / f'trial{seed}'}", f"seed={seed}",
+                               "train_data_iter=1", "validation_samples=0", "hidden_channels=[8,16,16]",
+                               "progress=false"])).run_dir
             for seed in (0, 1)]
 
 

@@ -16,7 +16,10 @@ from ganimator.metrics import Scorer
 from ganimator.pyramid import pyramid_lengths, resample
 from ganimator.review import review_dirs
 from ganimator.networks import FusedPyramid
-from ganimator.trainer import Trainer, _draw, fit, train_iteration
+from ganimator import run_hooks
+from ganimator.run_hooks import RunOutputs, build_trainer
+from ganimator.step import _draw, train_iteration
+from ganimator.trainer import OnEvent, Trainer, fit
 
 from conftest import clean_env
 
@@ -27,7 +30,7 @@ TINY = ["validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]"
 
 def train(npz, run_dir, *overrides, iters=4) -> Path:
     cfg = load_config([f"npz_filename={npz}", f"run_dir={run_dir}", f"train_data_iter={iters}", *TINY, *overrides])
-    Trainer(cfg).fit()
+    run_hooks.train(cfg)
     return run_dir
 
 
@@ -76,13 +79,13 @@ def test_mixed_clips_take_turns_in_every_sub_step_and_share_one_fake_pool(clip, 
     levels = trainer.begin_stage()
     low, top = levels[0], levels[-1]
     seen = []  # the critic's and the generator's inputs, and the optimiser steps, in order
-    trainer.critics[low].net.register_forward_pre_hook(lambda m, args: seen.append(("critic", args[0].shape[-1])))
-    trainer.pyramid.generators[top].net.register_forward_pre_hook(lambda m, args: seen.append(("gen", args[0].shape[-1])))
-    trainer.opt_d[low].register_step_post_hook(lambda *a: seen.append(("D step", None)))
-    trainer.opt_g[top].register_step_post_hook(lambda *a: seen.append(("G step", None)))
+    trainer.member.critics[low].net.register_forward_pre_hook(lambda m, args: seen.append(("critic", args[0].shape[-1])))
+    trainer.member.pyramid.generators[top].net.register_forward_pre_hook(lambda m, args: seen.append(("gen", args[0].shape[-1])))
+    trainer.member.opt_d[low].register_step_post_hook(lambda *a: seen.append(("D step", None)))
+    trainer.member.opt_g[top].register_step_post_hook(lambda *a: seen.append(("G step", None)))
     for _ in range(2):
-        train_iteration([trainer], levels)
-    clip_of = {(net, c.lengths[level]): k for k, c in enumerate(trainer.clips)
+        train_iteration([trainer.member], levels)
+    clip_of = {(net, c.lengths[level]): k for k, c in enumerate(trainer.member.clips)
                for net, level in (("critic", low), ("gen", top))}
     last, steps, critic_calls, mixed = {}, [], set(), 0
     for kind, length in seen:
@@ -96,7 +99,7 @@ def test_mixed_clips_take_turns_in_every_sub_step_and_share_one_fake_pool(clip, 
             critic_calls = set()
     one_iteration = [("D step", 0), ("D step", 1)] * 5 + [("G step", 0), ("G step", 1)] * 2
     assert steps == one_iteration * 2
-    assert len(trainer.pools) == len(trainer.critics) and mixed > 0
+    assert len(trainer.member.pools) == len(trainer.member.critics) and mixed > 0
 
 
 def test_a_mixed_model_learns_and_is_scored_on_every_clip(clip, tmp_path):
@@ -105,8 +108,8 @@ def test_a_mixed_model_learns_and_is_scored_on_every_clip(clip, tmp_path):
                        "lr_g=3e-4", *TINY])
     trainer = Trainer(cfg)
     with torch.no_grad():
-        before = [(c.pyramid.reconstruct(c.lengths)[-1] - c.reals[-1]).abs().mean().item() for c in trainer.clips]
-    result = trainer.fit()
+        before = [(c.pyramid.reconstruct(c.lengths)[-1] - c.reals[-1]).abs().mean().item() for c in trainer.member.clips]
+    result = trainer.fit([RunOutputs()])
     assert result.finished and all(e.quality is not None for e in result.events)
     run = load_run(tmp_path / "mix")
     after = [(run.reconstruct(k)[0] - c.features).abs().mean().item() for k, c in enumerate(run.dataset.clips)]
@@ -121,13 +124,13 @@ def test_a_mixed_run_resumes_mid_stage_as_if_never_stopped(clip, tmp_path):
     base = [f"npz_filename={tmp_path / 'mix.npz'}", "train_data_iter=4", "checkpoint_every=2", "fake_pool_size=2",
             *TINY]
     straight = Trainer(load_config([*base, f"run_dir={tmp_path / 'straight'}"]))
-    assert straight.fit().finished
+    assert straight.fit([RunOutputs()]).finished
     stop = lambda e: e.kind == "validation" and e.stage == 1  # noqa: E731 - mid-stage 2
     cut = load_config([*base, f"run_dir={tmp_path / 'cut'}"])
-    assert not Trainer(cut, callbacks=[stop]).fit().finished
+    assert not run_hooks.train(cut, hooks=[OnEvent(stop)]).finished
     resumed = Trainer(load_config([*base, f"run_dir={tmp_path / 'cut'}", "resume=true"]))
-    assert resumed.fit().finished
-    for (name, x), (_, y) in zip(straight.pyramid.state_dict().items(), resumed.pyramid.state_dict().items()):
+    assert resumed.fit([RunOutputs()]).finished
+    for (name, x), (_, y) in zip(straight.member.pyramid.state_dict().items(), resumed.member.pyramid.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), name
 
 
@@ -261,19 +264,19 @@ def test_a_conditional_run_trains_on_the_trajectories_it_draws(clip, tmp_path):
     base = train(tmp_path / "proud.npz", tmp_path / "proud", iters=1)
     cfg = load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'cond'}", "train_data_iter=1",
                        f"trajectory_run={base}", "trajectory_levels=2", *TINY])
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer.begin()
     trainer.stage = 1  # levels 2 and 3: level 2's generators are not given the trajectory (trajectory_levels=2)
     levels = trainer.begin_stage()
-    _, fakes, _, conds = _draw([trainer], 0, levels, FusedPyramid([trainer.pyramid]))
+    _, fakes, _, conds = _draw([trainer.member], 0, levels, FusedPyramid([trainer.member.pyramid]))
     channels, n = trainer.dataset.layout.trajectory, trainer.cfg.optim.critic_steps
     assert len(conds) == 4 and conds[0].shape[0] == n + 1 and conds[0].std(0).mean() > 0  # a trajectory per chain
     assert not torch.allclose(fakes[0][:, channels], conds[2][:n, channels], atol=1e-3)
-    conditioned = Trainer(load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'cond2'}",
+    conditioned = build_trainer(load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'cond2'}",
                                        "train_data_iter=1", f"trajectory_run={base}", *TINY]))
     conditioned.begin()
     levels = conditioned.begin_stage()
-    _, fakes, _, conds = _draw([conditioned], 0, levels, FusedPyramid([conditioned.pyramid]))
+    _, fakes, _, conds = _draw([conditioned.member], 0, levels, FusedPyramid([conditioned.member.pyramid]))
     for j, l in enumerate(levels):
         assert torch.equal(fakes[j][:, channels], conds[l][:n, channels])
 
@@ -282,7 +285,7 @@ def test_members_of_a_population_train_on_every_clip(clip, tmp_path):
     MotionDataset.from_bvhs([clip("proud.bvh"), clip("normal.bvh")]).save(tmp_path / "mix.npz")
     cfgs = [load_config([f"npz_filename={tmp_path / 'mix.npz'}", f"run_dir={tmp_path / f'm{k}'}", "train_data_iter=2",
                          f"lr_g={lr}", *TINY]) for k, lr in enumerate((1e-4, 3e-4))]
-    outcomes = fit([Trainer(cfg) for cfg in cfgs])
+    outcomes = fit([Trainer(cfg) for cfg in cfgs], [RunOutputs()])
     assert all(o.finished for o in outcomes)
     assert all(len(load_run(tmp_path / f"m{k}").dataset.clips) == 2 for k in range(2))
 

@@ -15,7 +15,9 @@ from ganimator.dataset import MotionDataset
 from ganimator.networks import SkeletonConv1d
 from ganimator.procedural import procedural_dance
 from ganimator.networks import build_models
-from ganimator.trainer import Trainer, train_iteration
+from ganimator.step import train_iteration
+from ganimator.run_hooks import train
+from ganimator.trainer import Trainer
 
 from benchmarks import original_code  # its functions that run this project only: the original's code is not needed here
 
@@ -83,9 +85,9 @@ def test_frozen_stages_draw_a_fresh_output_for_every_sub_step(datasets, tmp_path
     trainer.stage = 1
     levels = trainer.begin_stage()  # levels 2 and 3; 0 and 1 are frozen
     seen = []
-    hook = trainer.pyramid.generators[1].net.register_forward_hook(  # the net: populations fuse it
+    hook = trainer.member.pyramid.generators[1].net.register_forward_hook(  # the net: populations fuse it
         lambda module, args, out: seen.append((out.detach().clone(), torch.is_grad_enabled())))
-    train_iteration([trainer], levels)
+    train_iteration([trainer.member], levels)
     hook.remove()
     random_calls = [(out, grad) for out, grad in seen if out.shape[0] > 1]
     assert len(random_calls) == 1  # one batched call for all the sub-steps
@@ -110,7 +112,7 @@ def test_a_generic_rig_trains_skeleton_aware(tmp_path):
     data.save(tmp_path / "generic.npz")
     cfg = load_config([f"npz_filename={tmp_path / 'generic.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
                        "train_data_iter=1", "validation_samples=0"])
-    assert Trainer(cfg).fit().finished
+    assert train(cfg).finished
 
 
 @pytest.mark.parametrize("name", list(ORIGINAL["skeleton_database"]))
@@ -156,14 +158,14 @@ def test_one_training_iteration_is_the_originals(stage, clip, tmp_path):
     assert str(ITERATION["clip"]) == original_code.ITERATION_CLIP and int(ITERATION["seed"]) == original_code.ITERATION_SEED
     short = original_code.trimmed_clip(clip(original_code.ITERATION_CLIP), int(ITERATION["frames"]), tmp_path / "short.bvh")
     trainer, levels = original_code.our_trainer(short, stage, original_code.ITERATION_SEED, tmp_path)
-    nets = lambda: ([g.net for g in trainer.pyramid.generators], [c.net for c in trainer.critics])  # noqa: E731
+    nets = lambda: ([g.net for g in trainer.member.pyramid.generators], [c.net for c in trainer.member.critics])  # noqa: E731
     before = {k: t.detach().clone() for k, t in original_code.trained_tensors(*nets(), levels).items()}
     for key, tensor in before.items():  # the start the original was given is this project's
         positions = torch.from_numpy(ITERATION[f"{stage}/{key}/positions"]).long()
         assert torch.equal(tensor.flatten()[positions], torch.from_numpy(ITERATION[f"{stage}/{key}/initial"])), \
             f"{key}: initial weights changed since the fixture was recorded; record it again"
 
-    [losses] = train_iteration([trainer], levels)
+    [losses] = train_iteration([trainer.member], levels)
     for l in levels:
         for name in ("critic", "gp", "adversarial", "contact", "reconstruction"):
             expected = float(ITERATION[f"{stage}/loss/{l}/{name}"])

@@ -4,7 +4,9 @@ import torch
 from ganimator.config import ConfigError, load_config
 from ganimator.dataset import MotionDataset
 from ganimator.networks import SkeletonConv1d, build_models, check_fits
-from ganimator.trainer import Trainer, train_iteration
+from ganimator.run_hooks import RunOutputs
+from ganimator.step import train_iteration
+from ganimator.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +59,9 @@ def test_plain_convolutions_stay_available(clip, tmp_path):
     cfg = load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
                        "skeleton_aware=false", "train_data_iter=2", "validation_samples=0"])
     trainer = Trainer(cfg)
-    conv = trainer.pyramid.generators[0].net[0]
+    conv = trainer.member.pyramid.generators[0].net[0]
     assert type(conv) is torch.nn.Conv1d and conv.out_channels == 128
-    assert trainer.fit().finished
+    assert trainer.fit([RunOutputs()]).finished
 
 
 def test_skeleton_aware_training_runs(clip, tmp_path):
@@ -67,8 +69,8 @@ def test_skeleton_aware_training_runs(clip, tmp_path):
     cfg = load_config([f"npz_filename={tmp_path / 'proud.npz'}", f"run_dir={tmp_path / 'run'}", "progress=false",
                        "train_data_iter=2", "validation_samples=0"])
     trainer = Trainer(cfg)
-    assert trainer.fit().finished
-    first = trainer.pyramid.generators[6].net[0]
+    assert trainer.fit([RunOutputs()]).finished
+    first = trainer.member.pyramid.generators[6].net[0]
     x = torch.zeros(1, first.in_channels, 30, requires_grad=True)
     (grad,) = torch.autograd.grad(first(x).sum(), x, torch.ones(()))
     jac = torch.stack([torch.autograd.grad(first(x)[0, o].sum(), x)[0][0].abs().sum(-1) for o in range(first.out_channels)])
@@ -98,11 +100,11 @@ def test_critic_masks_are_trained_as_in_the_original(npz, tmp_path):
     trainer = Trainer(cfg)
     trainer.begin()
     levels = trainer.begin_stage()
-    critic_conv, gen_conv = trainer.critics[0].net[0], trainer.pyramid.generators[0].net[0]
-    assert any(p is critic_conv.mask for p in trainer.opt_d[0].param_groups[0]["params"])
-    assert not any(p is gen_conv.mask for p in trainer.opt_g[0].param_groups[0]["params"])
+    critic_conv, gen_conv = trainer.member.critics[0].net[0], trainer.member.pyramid.generators[0].net[0]
+    assert any(p is critic_conv.mask for p in trainer.member.opt_d[0].param_groups[0]["params"])
+    assert not any(p is gen_conv.mask for p in trainer.member.opt_g[0].param_groups[0]["params"])
     pattern = critic_conv.mask.detach().clone()
-    train_iteration([trainer], levels)
+    train_iteration([trainer.member], levels)
     inside, moved = pattern > 0, (critic_conv.mask.detach() - pattern).abs()
     # five critic steps of at most lr each: the original's masks after one iteration lie in 1 +- 5e-4
     assert moved[inside].max() <= 5 * cfg.optim.lr_d * 1.01 and (moved[inside] > 0).float().mean() > 0.9
@@ -112,17 +114,17 @@ def test_critic_masks_are_trained_as_in_the_original(npz, tmp_path):
     state = trainer.state_dict()
     resumed = Trainer(cfg)
     resumed.load_state(state)
-    assert torch.equal(resumed.critics[0].net[0].mask, critic_conv.mask)
+    assert torch.equal(resumed.member.critics[0].net[0].mask, critic_conv.mask)
     for critic in state["critics"]:  # as a checkpoint from before trained masks holds them
         for key in [k for k in critic or () if k.endswith("mask")]:
             del critic[key]
     resumed.load_state(state)
-    assert torch.equal(resumed.critics[0].net[0].mask, pattern)
+    assert torch.equal(resumed.member.critics[0].net[0].mask, pattern)
 
     frozen = Trainer(load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'frozen'}", "progress=false",
                                   "train_critic_masks=false"]))
-    assert not any(k.endswith("mask") for k in frozen.critics.state_dict())
-    assert sum(p.numel() for p in trainer.critics.parameters()) > sum(p.numel() for p in frozen.critics.parameters())
+    assert not any(k.endswith("mask") for k in frozen.member.critics.state_dict())
+    assert sum(p.numel() for p in trainer.member.critics.parameters()) > sum(p.numel() for p in frozen.member.critics.parameters())
 
 
 def test_networks_larger_than_memory_are_refused_and_the_default_is_accepted(walk):

@@ -9,7 +9,9 @@ import torch
 from ganimator.config import ConfigError, load_config
 from ganimator.population import Population, check_fusable
 from ganimator.rundir import load_checkpoint_file
-from ganimator.trainer import Trainer, TrainingDiverged, train_iteration
+from ganimator.run_hooks import RunOutputs, train
+from ganimator.step import train_iteration
+from ganimator.trainer import Hooks, Trainer, TrainingDiverged
 
 # Members differ in everything a sweep searches; a small fake pool so that its random picks run too.
 TINY = ["train_data_iter=3", "validate_every=2", "validation_samples=2", "hidden_channels=[16,32,32]",
@@ -54,9 +56,9 @@ def assert_same_run(fused_dir, alone_dir):
 def fused_and_alone(npz, tmp_path_factory):
     root = tmp_path_factory.mktemp("population")
     population = Population(configs(npz, root, "fused"))
-    outcomes = population.fit()
+    outcomes = population.fit([RunOutputs()])
     for cfg in configs(npz, root, "alone"):
-        Trainer(cfg).fit()
+        train(cfg)
     return root, population, outcomes
 
 
@@ -79,12 +81,12 @@ def test_fused_members_equal_lone_runs_in_float64(npz, tmp_path):
         trainer.begin()
         levels = trainer.begin_stage()
     for _ in range(2):
-        train_iteration(fused, levels)
+        train_iteration([trainer.member for trainer in fused], levels)
         for trainer in alone:
-            train_iteration([trainer], levels)
+            train_iteration([trainer.member], levels)
     for f, a in zip(fused, alone):
-        for p, q in zip([*f.pyramid.parameters(), *f.critics.parameters()],
-                        [*a.pyramid.parameters(), *a.critics.parameters()]):
+        for p, q in zip([*f.member.pyramid.parameters(), *f.member.critics.parameters()],
+                        [*a.member.pyramid.parameters(), *a.member.critics.parameters()]):
             assert p.dtype == torch.float64 and (p - q).abs().max() < 1e-12
 
 
@@ -93,7 +95,7 @@ def test_memory_per_member_and_the_largest_population_are_reported(fused_and_alo
     assert len(population.reports) == 4  # one per stage
     report = population.reports[0]
     # A member holds more than its weights (its optimiser's state too); what was free is a share of the machine.
-    member = population.members[0]
+    member = population.members[0].member
     weights = sum(p.numel() * p.element_size() for p in [*member.pyramid.parameters(), *member.critics.parameters()])
     assert report.members == 3 and report.state_mib * 2**20 > weights
     assert 0 < report.free_mib <= psutil.virtual_memory().total / 2**20
@@ -103,9 +105,13 @@ def test_memory_per_member_and_the_largest_population_are_reported(fused_and_alo
 def test_a_stopped_or_diverging_member_leaves_and_the_others_go_on(npz, tmp_path, fused_and_alone):
     members = [["seed=0"], ["seed=1", "lr_d=1e10"], ["seed=2"]]  # member 1 diverges at once
     cfgs = configs(npz, tmp_path, "m", members)
-    stop_after_stage_1 = [lambda e: e.kind == "stage_end" and e.stage == 0]
-    population = Population(cfgs, callbacks=[(), (), stop_after_stage_1])
-    outcomes = population.fit()
+    population = Population(cfgs)
+
+    class StopMember2AfterStage1(Hooks):
+        def on_event(self, trainer, event):
+            return trainer is population.members[2] and event.kind == "stage_end" and event.stage == 0
+
+    outcomes = population.fit([RunOutputs(), StopMember2AfterStage1()])
     assert outcomes[0].finished
     assert isinstance(outcomes[1], TrainingDiverged) and "is nan" in str(outcomes[1])
     assert not outcomes[2].finished and [e.stage for e in outcomes[2].events if e.kind == "stage_end"] == [0]

@@ -19,7 +19,8 @@ from ganimator.dataset import MotionDataset
 from ganimator.metrics import Quality, pose_frames, quality
 from ganimator.naturalness import Naturalness
 from ganimator.pyramid import resample
-from ganimator.trainer import Trainer
+from ganimator.run_hooks import RunOutputs, train
+from ganimator.trainer import OnEvent, Trainer
 from sweeps.config import load_sweep_config
 from sweeps.objective import ParetoObjective, ScoreObjective, pareto_front
 from sweeps.results import (METRICS, STAGE_SCORES, TUNE_ID, Status, close_orphans, importances, learned_lines,
@@ -191,7 +192,7 @@ def test_only_configurations_of_errored_ray_trials_are_closed_as_failed():
 def test_a_restarted_trial_skips_a_truncated_checkpoint_for_the_one_before(npz, tmp_path, capsys):
     run_dir = tmp_path / "first"
     cfg = load_config([f"npz_filename={npz}", f"run_dir={run_dir}", "progress=false", *TINY])
-    Trainer(cfg, callbacks=[lambda e: e.kind == "stage_end" and e.stage == 1]).fit()
+    train(cfg, hooks=[OnEvent(lambda e: e.kind == "stage_end" and e.stage == 1)])
     trial = tmp_path / "trial"  # laid out as Tune keeps a trial's last two checkpoints
     for k, stage_file in enumerate(["stage-1.pt", "stage-2.pt"]):
         kept = trial / f"checkpoint_{k:06d}"
@@ -206,7 +207,7 @@ def test_a_restarted_trial_skips_a_truncated_checkpoint_for_the_one_before(npz, 
     assert f"{newest}: not a readable ganimator checkpoint" in capsys.readouterr().err
     restored = Trainer(load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'restored'}", "resume=true",
                                     "progress=false", *TINY]))
-    result = restored.fit()
+    result = restored.fit([RunOutputs()])
     assert result.finished and [e.stage for e in result.events if e.kind == "stage_end"] == [1, 2, 3]
 
     newest.parent.parent.joinpath("checkpoint_000000", "checkpoint.pt").write_bytes(b"")

@@ -9,7 +9,8 @@ from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.generate import GenerationError, load_run
 from ganimator.rundir import CheckpointError, load_checkpoint_file
-from ganimator.trainer import Trainer, TrainingDiverged
+from ganimator.run_hooks import RunOutputs, train
+from ganimator.trainer import OnEvent, Trainer, TrainingDiverged
 
 
 def config(tmp_path, name, npz, *overrides):
@@ -44,11 +45,10 @@ def trained(walk, tmp_path_factory):
     def record(event):
         events.append(event)
         if event.kind == "stage_end":  # weights of every level trained so far, to check they stay frozen
-            frozen[event.stage] = {l: {k: v.clone() for k, v in trainer.pyramid.generators[l].state_dict().items()}
+            frozen[event.stage] = {l: {k: v.clone() for k, v in trainer.member.pyramid.generators[l].state_dict().items()}
                                    for l in event.levels}
 
-    trainer.callbacks.append(record)
-    result = trainer.fit()
+    result = trainer.fit([RunOutputs(), OnEvent(record)])
     return trainer, result, events, frozen
 
 
@@ -70,7 +70,7 @@ def test_all_stages_train_and_report(trained):
 
 def test_validation_samples_are_drawn_as_the_final_evaluation_draws_them(trained):
     trainer, _, events, _ = trained
-    lengths = trainer.dataset.generation_lengths(2 * trainer.lengths[-1])  # twice the clip, at every level
+    lengths = trainer.dataset.generation_lengths(2 * trainer.member.clips[0].lengths[-1])  # twice the clip, at every level
     channels = trainer.dataset.layout.channels
     for e in events:
         assert e.samples.shape == (2, channels, lengths[e.levels[-1]])
@@ -92,7 +92,7 @@ def test_finished_stages_stay_frozen(trained):
     trainer, _, _, frozen = trained
     for stage, levels in frozen.items():
         for l, state in levels.items():
-            for k, v in trainer.pyramid.generators[l].state_dict().items():
+            for k, v in trainer.member.pyramid.generators[l].state_dict().items():
                 assert torch.equal(v, state[k]), (stage, l, k)
 
 
@@ -124,47 +124,46 @@ def test_resume_mid_stage_gives_the_same_result(proud, tmp_path):
     # a pool of 3 fills in the first iteration, so its random swaps run across the resume
     base = ["train_data_iter=6", "validate_every=2", "checkpoint_every=2", "validation_samples=1", "fake_pool_size=3"]
     straight = Trainer(config(tmp_path, "straight", proud, *base))
-    assert straight.fit().finished
+    assert straight.fit([RunOutputs()]).finished
 
     stop_at = lambda e: e.kind == "validation" and e.stage == 1 and e.iteration == 4  # noqa: E731
-    interrupted = Trainer(config(tmp_path, "resumed", proud, *base), callbacks=[stop_at])
-    assert not interrupted.fit().finished
+    assert not train(config(tmp_path, "resumed", proud, *base), hooks=[OnEvent(stop_at)]).finished
     assert load_checkpoint_file(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 4
     resumed = Trainer(config(tmp_path, "resumed", proud, *base, "resume=true"))
-    assert resumed.fit().finished
+    assert resumed.fit([RunOutputs()]).finished
     steps = [json.loads(l)["step"] for l in (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()]
     assert steps == [json.loads(l)["step"] for l in (tmp_path / "straight" / "history.jsonl").read_text().splitlines()]
 
     # every generator, and the critic of the last stage (frozen levels' critics are not kept)
-    for a, b in [(straight.pyramid, resumed.pyramid), (straight.critics[6], resumed.critics[6])]:
+    for a, b in [(straight.member.pyramid, resumed.member.pyramid), (straight.member.critics[6], resumed.member.critics[6])]:
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.allclose(x, y, atol=1e-6), name
 
 
 def test_an_existing_run_is_never_overwritten(proud, tmp_path):
     cfg = config(tmp_path, "once", proud, "train_data_iter=1", "validation_samples=0")
-    Trainer(cfg).fit()
+    train(cfg)
     with pytest.raises(FileExistsError, match="resume=true"):
-        Trainer(cfg).fit()
+        train(cfg)
 
 
 def test_diverging_losses_stop_with_a_clear_error_and_keep_the_checkpoint(proud, tmp_path):
     cfg = config(tmp_path, "nan", proud, "train_data_iter=2", "validation_samples=0")
-    Trainer(cfg).fit()  # a good run to continue from
+    train(cfg)  # a good run to continue from
     state = load_checkpoint_file(tmp_path / "nan" / "checkpoint.pt")
     state.update(stage=1, iteration=0)
     torch.save(state, tmp_path / "nan" / "checkpoint.pt")
     exploding = config(tmp_path, "nan", proud, "train_data_iter=2", "validation_samples=0", "resume=true",
                        "lr_g=1e30", "lr_d=1e30")
     with pytest.raises(TrainingDiverged, match="is (nan|inf)"):
-        Trainer(exploding).fit()
+        train(exploding)
     kept = load_checkpoint_file(tmp_path / "nan" / "checkpoint.pt")
     assert kept["stage"] == 1 and all(torch.isfinite(v).all() for v in kept["pyramid"].values())
 
 
 def test_corrupt_checkpoint_is_a_clear_error(proud, tmp_path):
     cfg = config(tmp_path, "corrupt", proud, "train_data_iter=1", "validation_samples=0")
-    Trainer(cfg).fit()
+    train(cfg)
     path = tmp_path / "corrupt" / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="checkpoint.pt: not a readable ganimator checkpoint"):
@@ -174,11 +173,11 @@ def test_corrupt_checkpoint_is_a_clear_error(proud, tmp_path):
 def test_resume_past_a_truncated_checkpoint_falls_back_to_the_last_stage(proud, tmp_path, capsys):
     base = ["train_data_iter=4", "validate_every=2", "checkpoint_every=2", "validation_samples=1"]
     stop_at = lambda e: e.kind == "validation" and e.stage == 2  # noqa: E731 - mid-stage 3
-    assert not Trainer(config(tmp_path, "cut", proud, *base), callbacks=[stop_at]).fit().finished
+    assert not train(config(tmp_path, "cut", proud, *base), hooks=[OnEvent(stop_at)]).finished
     path = tmp_path / "cut" / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:1000])
     resumed = Trainer(config(tmp_path, "cut", proud, *base, "resume=true"))
-    result = resumed.fit()
+    result = resumed.fit([RunOutputs()])
     assert result.finished and resumed.step == 16
     assert "checkpoint.pt: not a readable ganimator checkpoint" in capsys.readouterr().err
     assert [e.step for e in result.events] == [10, 12, 14, 16]  # stage 3 again from its start, after stage-2.pt
@@ -192,10 +191,10 @@ def test_a_checkpoint_that_cannot_be_opened_is_an_error_not_a_fall_back(proud, t
     resuming from an older stage would silently throw training away."""
     base = ["train_data_iter=2", "validation_samples=0"]
     stop_at = lambda e: e.kind == "stage_end" and e.stage == 1  # noqa: E731 - after stage 2
-    Trainer(config(tmp_path, "odd", proud, *base), callbacks=[stop_at]).fit()
+    train(config(tmp_path, "odd", proud, *base), hooks=[OnEvent(stop_at)])
     path = tmp_path / "odd" / "checkpoint.pt"
     path.unlink()
     path.mkdir()
     with pytest.raises(IsADirectoryError):
-        Trainer(config(tmp_path, "odd", proud, *base, "resume=true")).fit()
+        train(config(tmp_path, "odd", proud, *base, "resume=true"))
     assert "resuming from" not in capsys.readouterr().err

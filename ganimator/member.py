@@ -1,0 +1,154 @@
+"""A member of the stage loop: exactly what one training step touches, and nothing of where it is saved.
+
+Its networks (the generator pyramid and a critic per level), their optimisers, the critics' fake
+pools, its noise generator, the tensors of every training clip, its optimiser settings, the
+contact consistency loss and, for a conditional run, the trajectories it learns to follow.
+`step.train_iteration` runs members; `trainer.Trainer` gives one a run folder and a schedule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from .losses import ContactConsistency
+from .networks import GeneratorPyramid, build_models, clip_pyramids
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """What a sweep may vary per member of one step (config section `optim`)."""
+
+    lr_g: float
+    lr_d: float
+    lambda_rec: float
+    lambda_gp: float
+    lambda_consistency: float
+    critic_steps: int
+    fake_pool_size: int
+
+    @classmethod
+    def of(cls, optim: DictConfig) -> "OptimSettings":
+        return cls(optim.lr_g, optim.lr_d, optim.lambda_rec, optim.lambda_gp, optim.lambda_consistency,
+                   optim.critic_steps, optim.fake_pool_size)
+
+
+@dataclass
+class ClipTensors:
+    """One training clip (a multi-clip run has several), on the device."""
+
+    lengths: list[int]
+    reals: list[torch.Tensor]  # (1, C, length) per level
+    pyramid: GeneratorPyramid  # the run's generators with this clip's noise amplitudes and z*
+    frozen_rec: torch.Tensor | None = None  # the frozen levels' reconstruction, once per stage
+
+
+class FakePool:
+    """The original's history of generated motions: half the time the critic sees an older fake.
+    One per level, shared by the clips of a multi-clip run as in the original, so the critic may
+    see another clip's fake (of another length)."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, []
+
+    def query(self, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return fake
+        if len(self.items) < self.size:
+            self.items.append(fake.detach().clone())
+            return fake
+        if torch.rand((), generator=rng, device=fake.device) > 0.5:
+            k = int(torch.randint(self.size, (), generator=rng, device=fake.device))
+            older, self.items[k] = self.items[k], fake.detach().clone()
+            return older
+        return fake
+
+
+@dataclass
+class Member:
+    pyramid: GeneratorPyramid
+    critics: nn.ModuleList
+    opt_g: list[torch.optim.Optimizer]  # one per level
+    opt_d: list[torch.optim.Optimizer]
+    pools: list[FakePool]  # one per level, for every clip: the original's GAN_model holds one
+    rng: torch.Generator
+    clips: list[ClipTensors]
+    optim: OptimSettings
+    consistency: ContactConsistency
+    device: torch.device
+    trajectories: object | None = None  # generate.TrajectorySource: a conditional run's trajectories
+
+    @classmethod
+    def build(cls, cfg: DictConfig, dataset, device: torch.device, trajectories=None) -> "Member":
+        """A new member of `cfg` on `dataset`, its networks initialised from `cfg.util.seed`."""
+        pyramid, critics = build_models(cfg, dataset)
+        pyramid.to(device)
+        critics.to(device)
+        clips = [ClipTensors(clip.level_lengths, [lvl[None].to(device) for lvl in clip.levels()], clip_pyramid)
+                 for clip, clip_pyramid in zip(dataset.clips, clip_pyramids(cfg, dataset, pyramid))]
+        o = OptimSettings.of(cfg.optim)
+        # One fused kernel per optimiser step: 14 steps an iteration, each over a few small tensors.
+        return cls(pyramid, critics,
+                   [torch.optim.Adam(g.parameters(), lr=o.lr_g, fused=True) for g in pyramid.generators],
+                   [torch.optim.Adam(c.parameters(), lr=o.lr_d, fused=True) for c in critics],
+                   [FakePool(o.fake_pool_size) for _ in critics], torch.Generator(device).manual_seed(cfg.util.seed),
+                   clips, o, ContactConsistency(dataset.skeleton, dataset.layout).to(device), device, trajectories)
+
+    def double(self) -> "Member":
+        """Networks, data and losses in float64, before training starts: for checks of exactness
+        (the original's iteration replayed, fused members against lone runs), where float32
+        rounding, which Adam's normalised steps amplify wherever a gradient is near zero, would
+        hide what is computed."""
+        self.pyramid.double()
+        self.critics.double()
+        self.consistency.double()
+        for clip in self.clips:
+            clip.pyramid.double()  # clips after the first have their own amplitudes and z*
+            clip.reals = [r.double() for r in clip.reals]
+        return self
+
+    def given(self, levels: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """`levels` as a conditional run's conditions (None for an unconditional run)."""
+        return levels if self.trajectories is not None else None
+
+    def begin_stage(self, levels: list[int]) -> None:
+        """Freeze the levels below `levels`, and reconstruct each clip through them once."""
+        for l, g in enumerate(self.pyramid.generators):
+            g.train(l >= levels[0])
+            g.requires_grad_(l >= levels[0])
+        with torch.no_grad():
+            for clip in self.clips:
+                rec = clip.pyramid.reconstruct(clip.lengths, range(levels[0]), conds=self.given(clip.reals))
+                clip.frozen_rec = rec[-1] if levels[0] else None
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def state_dict(self, first_trained: int) -> dict:
+        """Everything a step reads. Levels below `first_trained` are frozen and keep only their
+        generator: their critics, optimiser states and fake pools are never used again, and are
+        most of the bytes."""
+        keep = lambda items: [item if l >= first_trained else None for l, item in enumerate(items)]  # noqa: E731
+        return {
+            "pyramid": self.pyramid.state_dict(),
+            "critics": keep([c.state_dict() for c in self.critics]),
+            "opt_g": keep([o.state_dict() for o in self.opt_g]), "opt_d": keep([o.state_dict() for o in self.opt_d]),
+            "pools": keep([p.items for p in self.pools]), "rng": self.rng.get_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.pyramid.load_state_dict(state["pyramid"])
+        for l, (critic, opt_g, opt_d, pool) in enumerate(zip(self.critics, self.opt_g, self.opt_d, self.pools)):
+            if state["critics"][l] is not None:
+                critic.load_state_dict(state["critics"][l])
+                opt_g.load_state_dict(state["opt_g"][l])
+                opt_d.load_state_dict(state["opt_d"][l])
+                saved = state["pools"][l]
+                if saved and not torch.is_tensor(saved[0]):  # a checkpoint that kept a pool per clip
+                    saved = [t for per_clip in saved for t in per_clip][:pool.size]
+                pool.items = [t.to(self.device) for t in saved]
+        for opts, lr in ((self.opt_g, self.optim.lr_g), (self.opt_d, self.optim.lr_d)):
+            for group in (g for opt in opts for g in opt.param_groups):
+                group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
+        self.rng.set_state(state["rng"])
