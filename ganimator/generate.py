@@ -277,7 +277,7 @@ def free_path(path: Path) -> Path:
     return next(p for p in candidates if new_or_empty(p))
 
 
-def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
+def load_run(run_dir) -> TrainedRun:
     """A run folder (or an exported one): config.yaml, data.npz and checkpoint.pt."""
     run = RunDir(run_dir)
     run_dir = run.path
@@ -292,7 +292,7 @@ def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
         pyramid.load_state_dict(state["pyramid"])
     pyramid.eval()
     stages = len(stage_levels(cfg.model, dataset.num_levels, str(run.data)))
-    if state["stage"] < stages and not allow_partial:
+    if state["stage"] < stages:
         raise CheckpointError(f"{run_dir} has trained {state['stage']} of {stages} stages; "
                            "continue it with ganimator-train ... resume=true")
     return TrainedRun(run_dir, cfg, dataset, pyramid)
