@@ -158,7 +158,7 @@ class Trainer:
         # A conditional run draws the trajectories it learns to follow from a trained run's samples.
         self.trajectories = None
         if cfg.model.trajectory_run:
-            from .generate import TrajectorySource
+            from .edit import TrajectorySource
 
             if len(self.clips) > 1:
                 raise ConfigError("config key 'model.trajectory_run': a conditional run trains on one clip, and "
@@ -171,7 +171,7 @@ class Trainer:
         self.rng = torch.Generator(self.device).manual_seed(cfg.util.seed)
         self.stage, self.iteration, self.step = 0, 0, 0
         if cfg.tracking.rerun:
-            from .review import ValidationRecording
+            from .recording import ValidationRecording
 
             self.callbacks.append(ValidationRecording(self.dataset, self.run_dir))
 
@@ -277,7 +277,7 @@ class Trainer:
 
     def write_results(self) -> None:
         """A finished run's samples and review.rrd, whatever the tracking: every run folder looks alike."""
-        from .review import write_run_results
+        from .artifacts import write_run_results
 
         write_run_results(self.run_dir, self.cfg.tracking.artifact_samples)
 

@@ -53,7 +53,7 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
             trainer.callbacks += tracking.callbacks
             trainer.fit()
             run = load_run(tmp / "run")
-            metrics = run.evaluate(eval_samples, progress=True)
+            metrics = {**run.evaluate(eval_samples, progress=True).as_dict(), **run.sampling(eval_samples)}
             tracking.report_values(metrics)
         out = RunDir(tmp / "run")
         state = torch.load(out.checkpoint, map_location="cpu", weights_only=True)
