@@ -21,6 +21,7 @@ from .npz import DatasetError
 from .pyramid import COARSEST_RATIO, build_pyramid, noise_amplitudes, pyramid_lengths, scaled_lengths
 from .skeleton import GENERIC, RIGS, Rig, Skeleton
 
+
 @dataclass
 class TrainingClip:
     """One training clip: its frames, features and pyramid."""

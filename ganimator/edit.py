@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .features import retime, encode
+from .dataset import MotionDataset
+from .features import decode, encode, retime
 from .generate import GenerationError, TrainedRun, load_run
 from .motion import Motion
-from .dataset import MotionDataset
 from .pyramid import build_pyramid, resample
 
 
@@ -56,8 +56,9 @@ class KeyFrames:
 
     def motion(self) -> Motion:
         """The clip's coarsest level as motion in real time: the file to edit."""
-        motion, _ = self.clip.decode(retime(self.clip.levels()[0], self.clip.layout, self.spacing))
-        motion.fps = self.clip.motion.fps / self.spacing
+        clip, spacing = self.clip, self.spacing
+        coarsest = retime(clip.levels()[0], clip.layout, spacing)
+        motion, _ = decode(coarsest, clip.layout, clip.begin_xz, clip.motion.fps / spacing)
         return motion
 
     def read(self, path) -> torch.Tensor:

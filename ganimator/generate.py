@@ -59,7 +59,7 @@ class TrainedRun:
         """(samples, channels, length) new motion features. As the original evaluates, only the
         coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it, and
         noise_scale multiplies all of it. A conditional run follows `trajectory` ((channels,
-        length) features, e.g. `read_clip`'s), or else one sampled from its trajectory run."""
+        length) features, e.g. `edit.read_clip`'s), or else one sampled from its trajectory run."""
         if trajectory is not None:
             if not self.pyramid.condition:
                 raise GenerationError(f"{self.run_dir} is not a conditional run (trained with trajectory_run=...): "
@@ -115,7 +115,7 @@ class TrainedRun:
         widest = max(m.out_channels for m in self.pyramid.modules() if isinstance(m, torch.nn.Conv1d))
         return 16 * 4 * widest
 
-    def reconstruct(self, clip: int = 0) -> torch.Tensor:
+    def reconstruct(self, clip: int) -> torch.Tensor:
         """(1, channels, T): the chain run on a clip's z*, which should reproduce that clip (a
         conditional run given the clip's own trajectory)."""
         pyramid, data = clip_pyramids(self.cfg, self.dataset, self.pyramid)[clip], self.dataset.clips[clip]

@@ -51,7 +51,6 @@ class DatasetError(UserError, ValueError):
     """A malformed or foreign npz, or clips that cannot train together; the message names the file."""
 
 
-
 def write(path, arrays: dict[str, np.ndarray]) -> None:
     """The arrays as a compressed npz, atomically, stamped with this FORMAT_VERSION."""
     buffer = io.BytesIO()
