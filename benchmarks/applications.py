@@ -30,11 +30,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ganimator.bvh import write_bvh  # noqa: E402
+from ganimator.bvh import motion_to_bvh, write_bvh  # noqa: E402
 from ganimator.config import load_config  # noqa: E402
 from ganimator.contact_fix import fix_samples  # noqa: E402
 from ganimator.dataset import MotionDataset  # noqa: E402
-from ganimator.features import motion_to_bvh  # noqa: E402
+from ganimator.edit import KeyFrames, read_clip, transfer_style  # noqa: E402
 from ganimator.generate import load_run  # noqa: E402
 from ganimator.metrics import Scorer  # noqa: E402
 from ganimator.contact_fix import skating  # noqa: E402
@@ -83,12 +83,12 @@ def mixing(out, clips, iters, samples) -> list[str]:
 
 def style(out, clips, iters) -> list[str]:
     run = trained(out, "proud", MotionDataset.from_bvh(clips / "proud.bvh"), iters)
-    content, start = run.read_clip(clips / "normal.bvh")
-    styled = run.transfer_style(content)
+    content, start = read_clip(run, clips / "normal.bvh")
+    styled = transfer_style(run, content)
     both = MotionDataset.from_bvhs([clips / "proud.bvh", clips / "normal.bvh"])
     scorer = Scorer(both)
     got, own = per_clip(scorer(styled), 2), per_clip(scorer(content[None]), 2)
-    (path, _), (want, _) = run.dataset.decode(styled[0]), run.dataset.decode(content)
+    (path, _), (want, _) = run.dataset.clips[0].decode(styled[0]), run.dataset.clips[0].decode(content)
     stray = (path.root_positions - want.root_positions)[:, [0, 2]].norm(dim=-1)
     walked = want.root_positions[1:, [0, 2]].sub(want.root_positions[:-1, [0, 2]]).norm(dim=-1).sum()
     return ["| motion | patch cost to proud (style) | patch cost to normal (content) |", "| --- | --- | --- |",
@@ -101,18 +101,19 @@ def style(out, clips, iters) -> list[str]:
 def keyframes(out, clips, iters) -> list[str]:
     run = trained(out, "walk-keys", MotionDataset.from_bvh(clips / "Walk-In-Circle.bvh", ratio=1 / 30), iters)
     d = run.dataset
-    keys = run.keyframes()
+    editor = KeyFrames(run)
+    keys = editor.motion()
     write_bvh(out / "keys.bvh", motion_to_bvh(keys, d.skeleton))
     arm, k = d.skeleton.names.index("LeftArm"), keys.num_frames // 2
     before = keys.rotations[k, arm].clone()
     keys.rotations[k, arm] = before @ roma.rotvec_to_rotmat(torch.tensor([1.5708, 0.0, 0.0]))
     write_bvh(out / "keys-edited.bvh", motion_to_bvh(keys, d.skeleton))
-    edited = run.edit_keyframes(out / "keys-edited.bvh")
-    motion, _ = d.decode(edited[0])
-    at = run.keyframe_frame(k)
+    edited = editor.edit(out / "keys-edited.bvh")
+    motion, _ = d.clips[0].decode(edited[0])
+    at = editor.frame(k)
     got = motion.rotations[at, arm]
     angle = lambda a, b: roma.rotmat_geodesic_distance(a, b).rad2deg().item()  # noqa: E731
-    quality = Scorer(d)(run.edit_keyframes(out / "keys.bvh"))
+    quality = Scorer(d)(editor.edit(out / "keys.bvh"))
     return [f"Key frame {k} of {keys.num_frames} with LeftArm turned 90 degrees: at frame {at} of the result the arm "
             f"is {angle(got, keys.rotations[k, arm]):.0f} degrees from the edit and {angle(got, before):.0f} from "
             f"the unedited pose.",
@@ -125,7 +126,7 @@ def trajectory(out, clips, iters, samples) -> list[str]:
     base = trained(out, "walk", walk, iters)
     cond = trained(out, "walk-cond", walk, iters, f"trajectory_run={out / 'walk'}")
     scorer, length = Scorer(walk), 2 * walk.num_frames
-    own, _ = cond.read_clip(clips / "Walk-In-Circle.bvh")
+    own, _ = read_clip(cond, clips / "Walk-In-Circle.bvh")
     cases = {"unconditional run": base.generate(length, samples),
              "conditional, sampled trajectories": cond.generate(length, samples),
              "conditional, the clip's trajectory": cond.generate(0, samples, trajectory=own)}
@@ -134,8 +135,8 @@ def trajectory(out, clips, iters, samples) -> list[str]:
         q = {k: v.mean().item() for k, v in scorer(features).items()}
         error = "-"
         if "clip's" in name:
-            got, _ = walk.decode(features)
-            error = f"{(got.root_positions - walk.motion.root_positions.float()).abs().max():.1e}"
+            got, _ = walk.clips[0].decode(features)
+            error = f"{(got.root_positions - walk.clips[0].motion.root_positions.float()).abs().max():.1e}"
         rows.append(f"| {name} | {q['coverage']:.2f} | {q['global_diversity']:.2f} | {q['jitter']:.2f} | {error} |")
     return rows
 
@@ -145,8 +146,9 @@ def contact(out, clips, iters, samples) -> list[str]:
     for name, clip in (("walk", "Walk-In-Circle.bvh"), ("proud", "proud.bvh")):
         run = trained(out, name, MotionDataset.from_bvh(clips / clip), iters)
         d = run.dataset
-        positions, planted = kinematics(d.features.double(), d), d.decode(d.features.double())[1] > CONTACT
-        own = skating(positions, planted, d.skeleton.contacts, d.motion.fps).item()
+        real = d.clips[0].features.double()
+        positions, planted = kinematics(real, d, 0), d.clips[0].decode(real)[1] > CONTACT
+        own = skating(positions, planted, d.skeleton.contacts, d.fps).item()
         start = time.perf_counter()
         fix = fix_samples(d, run.generate(2 * d.num_frames, samples))
         seconds = (time.perf_counter() - start) / samples

@@ -19,7 +19,7 @@ from ganimator.bvh import write_bvh
 from ganimator.dataset import MotionDataset
 from ganimator.procedural import procedural_dance
 from ganimator.pyramid import resample
-from ganimator.review import features_clip, write_recording
+from ganimator.recording import features_clip, write_recording
 
 
 def main() -> None:
@@ -33,10 +33,11 @@ def main() -> None:
         if not args.clip:
             write_bvh(clip, procedural_dance(12.0))
         data = MotionDataset.from_bvh(clip)
-        motions = [resample(data.features[None], args.frames)[0] + 0.01 * torch.randn(1).item()
+        motions = [resample(data.clips[0].features[None], args.frames)[0] + 0.01 * torch.randn(1).item()
                    for _ in range(args.trials)]
         start = time.perf_counter()
-        clips = [features_clip(data, f"trial-{k}/sample-0", m) for k, m in enumerate(motions)]
+        clips = [features_clip(data, f"trial-{k}/sample-0", m, begin_xz=data.clips[0].begin_xz)
+                 for k, m in enumerate(motions)]
         prepared = time.perf_counter()
         write_recording(clips, "save", Path(tmp) / "review.rrd")
         done = time.perf_counter()

@@ -60,7 +60,8 @@ def cached(path: Path, compute) -> dict:
 def evaluation(run_dir: Path, samples: int, noise_scale: float = 1.0) -> dict:
     from ganimator.generate import load_run
 
-    return load_run(run_dir).evaluate(samples, noise_scale=noise_scale)
+    run = load_run(run_dir)
+    return {**run.evaluate(samples, noise_scale=noise_scale).as_dict(), **run.sampling(samples, noise_scale=noise_scale)}
 
 
 def scored(metrics: dict) -> dict:

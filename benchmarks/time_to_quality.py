@@ -98,7 +98,7 @@ class Clock:
         paused = time.perf_counter()
         t = self.trainer
         run = TrainedRun(t.run_dir, t.cfg, t.dataset, t.member.pyramid)
-        quality = Quality.from_dict(run.evaluate(self.samples, seed=self.seed))
+        quality = run.evaluate(self.samples, seed=self.seed)
         self.points.append(Point(self.name, self.seed, trained / 60, event.stages_done, event.step, quality))
         p = self.points[-1]
         print(f"  {self.name} seed {self.seed}: {p.minutes:5.1f} min, stage {p.stage}, step {p.step}: "

@@ -43,7 +43,7 @@ METRICS = ("coverage", "global_diversity", "local_diversity")
 
 def score(samples: torch.Tensor, data: MotionDataset, batch: int = 8) -> dict[str, float]:
     """Mean metrics of (S, C, L) samples against the clip, a batch at a time (memory ~ L^2)."""
-    real = pose_frames(data.features, data.layout)
+    real = pose_frames(data.clips[0].features, data.layout)
     totals = dict.fromkeys(METRICS, 0.0)
     for start in range(0, len(samples), batch):
         part = samples[start:start + batch]
@@ -59,7 +59,7 @@ def job(code: str, clip: str, original: str, work: str, iters: int, seed: int, s
     torch.set_num_threads(threads)
     folder = Path(work) / f"{code}-seed{seed}".replace(" ", "_").replace("=", "-")
     data = MotionDataset.from_bvh(clip, seed=seed)
-    length = 2 * data.features.shape[-1]
+    length = 2 * data.clips[0].features.shape[-1]
     start = time.perf_counter()
     if code != "original":
         data.save(folder.with_suffix(".npz"))

@@ -1,4 +1,5 @@
-"""BVH files: parse into arrays, write back.
+"""BVH files: parse into arrays, write back, and convert to and from the Skeleton and Motion types
+(fairmotion's data/bvh: format <-> type; the rotation arithmetic is conversions.py's).
 
 A small reader of our own rather than bvhio: bvhio turns every frame into per-joint glm objects
 and, on a truncated or malformed file, fails with an IndexError that names neither the file nor
@@ -13,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import roma
 import torch
 
+from .conversions import euler_to_matrix, matrix_to_euler
 from .errors import UserError
 from .files import atomic_write_text
+from .motion import Motion
+from .skeleton import Rig, Skeleton, detect_rig, strip_namespace
 
+TARGET_FPS = 30  # the frame rate clips are read at for training, unless asked otherwise
 POSITION_CHANNELS = ("Xposition", "Yposition", "Zposition")
 ROTATION_CHANNELS = ("Xrotation", "Yrotation", "Zrotation")
 
@@ -62,7 +66,7 @@ class BVH:
             idx = [start + k for k, c in enumerate(chans) if c in ROTATION_CHANNELS]
             if len(idx) == 3:
                 angles = torch.from_numpy(self.motion[:, idx])
-                out[:, j] = roma.euler_to_rotmat(self.rotation_order(j), angles, degrees=True)
+                out[:, j] = euler_to_matrix(self.rotation_order(j), angles)
         return out
 
     def local_translations(self) -> np.ndarray:
@@ -264,3 +268,78 @@ def write_bvh(path: str | os.PathLike, bvh: BVH) -> None:
     out.write(f"MOTION\nFrames: {bvh.num_frames}\nFrame Time: {bvh.frame_time:.6f}\n")
     np.savetxt(out, bvh.motion, fmt="%.6f", delimiter=" ")
     atomic_write_text(path, out.getvalue())
+
+
+def select_joints(bvh: BVH, rig: Rig | None = None) -> tuple[Skeleton, list[int]]:
+    """The rig's joint subset of a BVH: the skeleton and the subset's indices in the file."""
+    rig = rig or detect_rig(bvh.names)
+    short = [strip_namespace(n) for n in bvh.names]
+    wanted = rig.joints or tuple(short)
+    missing = [n for n in wanted + rig.contacts if n not in short]
+    if missing:
+        raise ValueError(f"rig {rig.name!r}: joint {missing[0]!r} is not in the file")
+    missing = [n for n in rig.contacts if n not in wanted]
+    if missing:
+        raise ValueError(f"rig {rig.name!r}: contact joint {missing[0]!r} is not among its joints")
+    index = [short.index(n) for n in wanted]
+    position = {j: k for k, j in enumerate(index)}
+    parents = []
+    for k, j in enumerate(index):
+        p = bvh.parents[j]
+        if p >= 0 and p not in position:
+            raise ValueError(f"rig {rig.name!r}: parent {short[p]!r} of {short[j]!r} is not kept; "
+                             "the joint subset must be closed under parents")
+        parents.append(position[p] if p >= 0 else -1)
+        if k > 0 and parents[-1] >= k:
+            raise ValueError(f"rig {rig.name!r}: joint {short[j]!r} comes before its parent")
+    # centimetres if the root stands more than 10 units high, in its OFFSET or in the first frame
+    root_height = max(bvh.offsets[0, 1], bvh.local_translations()[0, 0, 1] if bvh.num_frames else 0.0)
+    scale = rig.scale if rig.scale is not None else (0.01 if root_height > 10 else 1.0)
+    end_sites = np.full((len(index), 3), np.nan)
+    for k, j in enumerate(index):
+        if j in bvh.end_sites:
+            end_sites[k] = bvh.end_sites[j] * scale
+    skeleton = Skeleton(
+        names=[short[j] for j in index],
+        parents=parents,
+        offsets=bvh.offsets[index] * scale,
+        end_sites=end_sites,
+        rotation_orders=[bvh.rotation_order(j) for j in index],
+        contacts=[wanted.index(n) for n in rig.contacts],
+        contact_threshold=rig.contact_threshold,
+        scale=scale,
+        rig=rig.name,
+    )
+    return skeleton, index
+
+
+def motion_from_bvh(bvh: BVH, rig: Rig | None = None, fps: float | None = TARGET_FPS) -> tuple[Skeleton, Motion]:
+    """The rig's joints of a BVH clip, in metres, subsampled to about `fps` frames a second (None:
+    every frame)."""
+    skeleton, index = select_joints(bvh, rig)
+    stride = 1 if fps is None else max(1, round(1.0 / (fps * bvh.frame_time)))
+    rotations = bvh.local_rotations()[::stride][:, index]
+    root = torch.from_numpy(bvh.local_translations()[::stride, index[0]] * skeleton.scale)
+    return skeleton, Motion(rotations, root, fps=1.0 / (bvh.frame_time * stride))
+
+
+def load_motion(path, rig: Rig | None = None, fps: float | None = TARGET_FPS) -> tuple[Skeleton, Motion]:
+    try:
+        return motion_from_bvh(read_bvh(path), rig, fps)
+    except ValueError as e:
+        if isinstance(e, BVHError):
+            raise
+        raise BVHError(path, None, str(e)) from None
+
+
+def motion_to_bvh(motion: Motion, skeleton: Skeleton) -> BVH:
+    """A BVH of the skeleton in the source's units and rotation orders (Blender opens it)."""
+    columns, channels = [motion.root_positions.double() / skeleton.scale], []
+    for j, order in enumerate(skeleton.rotation_orders):
+        rot_channels = tuple(f"{axis}rotation" for axis in order)
+        channels.append((POSITION_CHANNELS if j == 0 else ()) + rot_channels)
+        columns.append(matrix_to_euler(order, motion.rotations[:, j].double()))
+    end_sites = {j: s / skeleton.scale for j, s in enumerate(skeleton.end_sites) if np.isfinite(s).all()}
+    return BVH(names=list(skeleton.names), parents=list(skeleton.parents), offsets=skeleton.offsets / skeleton.scale,
+               channels=channels, frame_time=1.0 / motion.fps, motion=torch.cat(columns, dim=1).numpy(),
+               end_sites=end_sites)

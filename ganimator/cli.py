@@ -54,7 +54,7 @@ def preprocess() -> None:
         data.save(args.out)
         s = data.skeleton
         print(f"rig {s.rig}, {s.num_joints} joints, {len(s.contacts)} contacts, {data.layout.channels} channels, "
-              f"{data.motion.fps:g} fps")
+              f"{data.fps:g} fps")
         for path, clip in zip(args.bvh, data.clips):
             print(f"{path}: {clip.num_frames} frames, levels {clip.level_lengths}")
         print(f"wrote {args.out}")
@@ -172,11 +172,13 @@ def generate() -> None:
                              "(without it: a trajectory sampled from the run's trajectory_run)")
     source.add_argument("--write-keyframes", metavar="FILE.bvh",
                         help="write the clip's coarsest level as key frames to edit, and nothing else")
+    p.add_argument("--clip", type=int, help="the training clip whose key frames --write-keyframes and --keyframes "
+                                            "edit, counted from 0 (a run that mixes clips must say)")
     args = p.parse_args()
 
     def main():
-        from .bvh import write_bvh
-        from .features import motion_to_bvh
+        from .bvh import motion_to_bvh
+        from .edit import KeyFrames, read_clip, transfer_style
         from .generate import free_path, load_run, new_or_empty
 
         if not 0 <= args.seed < 2**63 or not args.detail_noise >= 0:
@@ -186,6 +188,8 @@ def generate() -> None:
         if args.length is not None and (edit or args.trajectory or args.write_keyframes):
             raise GenerationError("--length sets random samples' length; with --keyframes, --content or --trajectory "
                                   "the motion has its input's length")
+        if args.clip is not None and not (args.keyframes or args.write_keyframes):
+            raise GenerationError("--clip names the clip whose key frames --keyframes or --write-keyframes edit")
         samples = args.samples if args.samples is not None else 1 if edit else 5
         if edit and samples > 1 and args.detail_noise == 0:
             raise GenerationError(f"--samples {samples} from one {'key-frame file' if args.keyframes else 'content clip'} "
@@ -197,22 +201,23 @@ def generate() -> None:
         if args.write_keyframes:
             if Path(args.write_keyframes).exists():
                 raise FileExistsError(f"--write-keyframes {args.write_keyframes} exists: choose a new file")
-            keys = run.keyframes()
+            editor = KeyFrames(run, args.clip)
+            keys = editor.motion()
             write_bvh(args.write_keyframes, motion_to_bvh(keys, run.dataset.skeleton))
             print(f"wrote {args.write_keyframes}: {keys.num_frames} key frames, one every "
-                  f"{run.keyframe_spacing():.3g} frames; edit them and run --keyframes")
+                  f"{editor.spacing:.3g} frames; edit them and run --keyframes")
             return
         out = Path(args.out) if args.out else free_path(Path(args.run_dir) / "generated")
         if not new_or_empty(out):
             raise FileExistsError(f"--out {out} exists and is not an empty folder: choose a new one")
         common, start = dict(samples=samples, seed=args.seed, detail_noise=args.detail_noise), None
         if args.keyframes:
-            features, prefix = run.edit_keyframes(args.keyframes, **common), "edited"
+            features, prefix = KeyFrames(run, args.clip).edit(args.keyframes, **common), "edited"
         elif args.content:
-            content, start = run.read_clip(args.content)  # the content's path, from where it starts
-            features, prefix = run.transfer_style(content, **common), "styled"
+            content, start = read_clip(run, args.content)  # the content's path, from where it starts
+            features, prefix = transfer_style(run, content, **common), "styled"
         else:
-            trajectory, start = run.read_clip(args.trajectory) if args.trajectory else (None, None)
+            trajectory, start = read_clip(run, args.trajectory) if args.trajectory else (None, None)
             features, prefix = run.generate(args.length or 600, trajectory=trajectory, **common), "sample"
         outputs = [(features, prefix, start)]
         if args.reconstruct:
@@ -246,14 +251,15 @@ def evaluate() -> None:
         from .generate import load_run
 
         run = load_run(args.run_dir)
-        metrics = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True,
-                               noise_scale=args.noise_scale)
+        q = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True,
+                         noise_scale=args.noise_scale)
+        record = {**q.as_dict(), **run.sampling(args.samples, args.length_factor, args.seed, args.noise_scale)}
         with open(RunDir(args.run_dir).evaluations, "a") as f:  # appended: an export's metrics.json is not ours
-            f.write(json.dumps(metrics) + "\n")
-        print(f"coverage {metrics['coverage'] * 100:.1f}%  global diversity {metrics['global_diversity']:.3f}  "
-              f"local diversity {metrics['local_diversity']:.3f}  reconstruction L1 {metrics['rec_error']:.4f}  "
-              f"jitter {metrics['jitter']:.2f}x  foot skating {metrics['foot_skating']:.2f}x (of the clip's)  "
-              f"penetration {metrics['penetration']:.2f} (contact bands below the clip's floor)")
+            f.write(json.dumps(record) + "\n")
+        print(f"coverage {q.coverage * 100:.1f}%  global diversity {q.global_diversity:.3f}  "
+              f"local diversity {q.local_diversity:.3f}  reconstruction L1 {q.rec_error:.4f}  "
+              f"jitter {q.jitter:.2f}x  foot skating {q.foot_skating:.2f}x (of the clip's)  "
+              f"penetration {q.penetration:.2f} (contact bands below the clip's floor)")
 
     _run(main)
 
@@ -281,7 +287,8 @@ def review() -> None:
 
     def main():
         try:
-            from .review import review_dirs, write_recording
+            from .recording import write_recording
+            from .review_server import review_dirs
 
             clips = review_dirs(args.paths, args.samples, args.length, args.seed)
             if args.serve:
@@ -296,7 +303,7 @@ def review() -> None:
     def serve_review(clips):
         import signal
 
-        from .review import ReviewServer, ServeError
+        from .review_server import ReviewServer, ServeError
 
         # _run made SIGINT and SIGTERM raise KeyboardInterrupt, even where SIGINT came ignored.
         if not _is_loopback(args.host):

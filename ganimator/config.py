@@ -143,12 +143,10 @@ def qualify(key: str) -> str:
     raise ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def load_config(overrides: list[str] = (), base: DictConfig | dict | None = None) -> DictConfig:
-    """Defaults <- `base` <- each `config=FILE.yaml` <- `key=value` overrides, in that order."""
+def load_config(overrides: list[str] = ()) -> DictConfig:
+    """Defaults <- each `config=FILE.yaml` <- `key=value` overrides, in that order."""
     cfg = OmegaConf.structured(TrainConfig)
     try:
-        if base is not None:
-            cfg = OmegaConf.merge(cfg, base)
         assignments = []
         for item in overrides:
             key, sep, value = item.partition("=")

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import roma
 import torch
 
+from .conversions import matrix_to_rot6d, rot6d_to_matrix
 from .dataset import MotionDataset
 from .errors import UserError
-from .features import Motion, decode
+from .features import decode
 from .kinematics import forward_kinematics
+from .motion import Motion
 from .naturalness import CONTACT
 from .progress import progress_bar
 from .skeleton import Skeleton
@@ -130,12 +131,6 @@ def contact_targets(positions: torch.Tensor, planted: torch.Tensor, joints: list
     return targets
 
 
-def _rows_to_matrices(rows6d: torch.Tensor) -> torch.Tensor:
-    """(..., 6) first two rows -> (..., 3, 3) rotation, as features.decode: Gram-Schmidt on rows."""
-    rows = rows6d.unflatten(-1, (2, 3))
-    return roma.special_gramschmidt(rows.transpose(-1, -2)).transpose(-1, -2)
-
-
 def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iterations: int = ITERATIONS,
                 progress: str | None = None) -> Motion:
     """`motion` with its planted feet held still by inverse kinematics (see the module docstring).
@@ -167,9 +162,9 @@ def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iter
     def positions(rows6d: torch.Tensor, root_velocity: torch.Tensor) -> torch.Tensor:
         """(T, J, 3) global positions; root_velocity: first row absolute, then per-frame steps."""
         translations = torch.cat([root_velocity.cumsum(0)[:, None], offsets[1:].expand(T, J - 1, 3)], dim=1)
-        return forward_kinematics(_rows_to_matrices(rows6d), translations, skeleton.parents)
+        return forward_kinematics(rot6d_to_matrix(rows6d), translations, skeleton.parents)
 
-    rows0 = rotations[..., :2, :].reshape(T, J, 6)
+    rows0 = matrix_to_rot6d(rotations)
     velocity0 = torch.cat([root[:1], root.diff(dim=0)])
     targets = contact_targets(positions(rows0, velocity0), contacts.detach().cpu() > CONTACT, skeleton.contacts)
 
@@ -187,25 +182,24 @@ def fix_contact(motion: Motion, contacts: torch.Tensor, skeleton: Skeleton, iter
     bar.close()
 
     with torch.no_grad():
-        return Motion(_rows_to_matrices(rows6d), velocity.cumsum(0) * scale, fps=motion.fps)
+        return Motion(rot6d_to_matrix(rows6d), velocity.cumsum(0) * scale, fps=motion.fps)
 
 
 def fix_samples(dataset: MotionDataset, features: torch.Tensor, iterations: int = ITERATIONS,
                 begin_xz: torch.Tensor | None = None, progress: bool = False) -> ContactFix:
     """Decode each (C, T) sample of a (N, C, T) batch (its root starting at `begin_xz`, default
-    the clip's start), pin its feet where its contact channels say planted, and measure its foot
+    the first clip's start), pin its feet where its contact channels say planted, and measure its foot
     skating before and after in those frames (`skating`), at the clip's fps."""
     if features.dim() != 3:
         raise ValueError(f"fix_samples takes a batch (N, channels, T), got shape {tuple(features.shape)}")
-    skeleton, fps = dataset.skeleton, dataset.motion.fps
+    skeleton, fps = dataset.skeleton, dataset.fps
     result = ContactFix([], [], [])
     if not skeleton.contacts:
         raise ContactFixError(f"{dataset.source or 'the data'}'s rig ({skeleton.rig}) has no contact joints: there "
                               "are no feet to pin")
     for k, sample in enumerate(features.detach().cpu()):
-        start = dataset.begin_xz if begin_xz is None else begin_xz
-        motion, contacts = decode(sample.double(), dataset.layout, start)  # float64, as naturalness measures
-        motion.fps = fps
+        start = dataset.clips[0].begin_xz if begin_xz is None else begin_xz
+        motion, contacts = decode(sample.double(), dataset.layout, start, fps)  # float64, as naturalness measures
         label = f"pinning feet, motion {k + 1}/{len(features)}" if progress else None
         fixed = fix_contact(motion, contacts, skeleton, iterations, label)
         planted = contacts > CONTACT

@@ -1,28 +1,33 @@
-"""Loading a trained run, generating motion of any length, and writing it as BVH and npz."""
+"""Loading a trained run, generating motion of any length, evaluating it, and writing it as BVH
+and npz. Editing with a run (key frames, style transfer, trajectories): edit.py."""
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
 import torch
 from omegaconf import DictConfig
 
-from .bvh import frame_header, write_bvh
+from .bvh import TARGET_FPS, frame_header, motion_to_bvh, write_bvh
 from .config import load_config, stage_levels
 from .contact_fix import ContactFix, fix_samples
 from .dataset import MotionDataset
 from .errors import UserError
-from .features import TARGET_FPS, Motion, decode, encode, motion_to_bvh, retime
+from .features import decode
 from .metrics import Quality, Scorer
 from .networks import GeneratorPyramid, build_models, clip_pyramids
 from .progress import progress_bar
-from .pyramid import build_pyramid, resample
+from .pyramid import build_pyramid
 from .rundir import CheckpointError, RunDir, checkpoint_fits, load_checkpoint_file, new_or_empty
+
+if TYPE_CHECKING:
+    from .edit import TrajectorySource
 
 
 # Peak memory of reading and encoding a BVH, per byte of the file: 5.3 measured on proud at
@@ -54,13 +59,13 @@ class TrainedRun:
         """(samples, channels, length) new motion features. As the original evaluates, only the
         coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it, and
         noise_scale multiplies all of it. A conditional run follows `trajectory` ((channels,
-        length) features, e.g. `read_clip`'s), or else one sampled from its trajectory run."""
+        length) features, e.g. `edit.read_clip`'s), or else one sampled from its trajectory run."""
         if trajectory is not None:
             if not self.pyramid.condition:
                 raise GenerationError(f"{self.run_dir} is not a conditional run (trained with trajectory_run=...): "
                                       "it cannot follow a trajectory")
             length = trajectory.shape[-1]
-        lengths = self._lengths(length, samples)
+        lengths = self.level_lengths(length, samples)
         rng = torch.Generator().manual_seed(seed)
         conds = None
         if trajectory is not None:
@@ -71,7 +76,7 @@ class TrainedRun:
             return self.pyramid.sample(lengths, samples, rng, detail_noise=detail_noise, noise_scale=noise_scale,
                                        conds=conds)
 
-    def _lengths(self, length: int, samples: int) -> list[int]:
+    def level_lengths(self, length: int, samples: int) -> list[int]:
         """The pyramid's level lengths for `samples` motions of `length` frames, if they fit."""
         if samples < 1:
             raise GenerationError(f"samples must be at least 1, got {samples}")
@@ -82,7 +87,7 @@ class TrainedRun:
                       "ask for fewer or shorter samples")
         return lengths
 
-    def _input_fits(self, path, fps: float | None = TARGET_FPS) -> None:
+    def check_input(self, path, fps: float | None = TARGET_FPS) -> None:
         """Refuse a BVH input (content, trajectory, key frames) too large to read and generate
         from in the memory free now, before any of it is read."""
         header = frame_header(path)
@@ -99,76 +104,10 @@ class TrainedRun:
     def trajectory_source(self) -> "TrajectorySource":
         """A conditional run's trajectory run, which samples the trajectories it follows by default:
         the copy in its folder (RunDir.trajectory_run), or else the one its config names."""
+        from .edit import TrajectorySource  # here: edit.py builds on this module
+
         own = RunDir(self.run_dir).trajectory_run
         return TrajectorySource.load(own if own.is_dir() else self.cfg.model.trajectory_run, self.dataset, "cpu")
-
-    # ---- editing: the coarsest level given (the original's key-frame editing and style transfer) ----
-
-    def from_coarse(self, coarse: torch.Tensor, lengths: list[int], samples: int = 1, seed: int = 0,
-                    detail_noise: float = 0.0) -> torch.Tensor:
-        """(samples, channels, lengths[-1]) motion whose coarsest level is `coarse`, (channels,
-        lengths[0]): the levels above add the run's detail to it, with noise scaled by detail_noise
-        (0, the original's: one result)."""
-        if self.pyramid.condition:
-            raise GenerationError(f"{self.run_dir} is a conditional run: edit with the run it was trained on")
-        self._lengths(lengths[-1], samples)
-        rng = torch.Generator().manual_seed(seed)
-        prev = coarse[None].expand(samples, -1, -1)
-        with torch.no_grad():
-            return self.pyramid.sample(lengths, samples, rng, range(1, len(lengths)), prev, detail_noise=detail_noise)
-
-    def keyframe_spacing(self) -> float:
-        """Training frames between two frames of the (first) clip's coarsest level."""
-        return self.dataset.features.shape[-1] / self.dataset.level_lengths[0]
-
-    def keyframe_frame(self, k: int) -> int:
-        """The frame of the clip-length motion where key frame k stands: linear resampling puts
-        each coarse frame at the centre of the training frames it stands for."""
-        return round((k + 0.5) * self.keyframe_spacing() - 0.5)
-
-    def keyframes(self) -> Motion:
-        """The clip's coarsest level as motion in real time, one frame per key frame: the file to
-        edit for key-frame editing."""
-        d, spacing = self.dataset, self.keyframe_spacing()
-        motion, _ = d.decode(retime(d.levels()[0], d.layout, spacing))
-        motion.fps = d.motion.fps / spacing
-        return motion
-
-    def edit_keyframes(self, path, samples: int = 1, seed: int = 0, detail_noise: float = 0.0) -> torch.Tensor:
-        """Motion of the clip's length from edited key frames: a BVH of the run's skeleton with one
-        frame per frame of the coarsest level (as `keyframes` writes it)."""
-        return self.from_coarse(self.read_keyframes(path), self.dataset.level_lengths, samples, seed, detail_noise)
-
-    def read_keyframes(self, path) -> torch.Tensor:
-        """A key-frame BVH as the coarsest level's features, (channels, key frames)."""
-        d, spacing = self.dataset, self.keyframe_spacing()
-        self._input_fits(path, fps=None)
-        motion = d.read_like(path, fps=None)  # every frame: one per key frame, whatever its frame time
-        if motion.num_frames != d.level_lengths[0]:
-            raise GenerationError(f"{path}: {motion.num_frames} key frames, and {self.run_dir}'s coarsest level has "
-                                  f"{d.level_lengths[0]} (write them with ganimator-generate RUN --write-keyframes)")
-        # Contacts at key-frame spacing: a foot may move `spacing` times as far between two key frames.
-        skeleton = replace(d.skeleton, contact_threshold=d.skeleton.contact_threshold * spacing)
-        features, _ = encode(motion, skeleton)
-        return retime(features.float(), d.layout, 1 / spacing)
-
-    def transfer_style(self, content: torch.Tensor, samples: int = 1, seed: int = 0,
-                       detail_noise: float = 0.0) -> torch.Tensor:
-        """A content clip ((channels, T) features of the run's skeleton, `read_clip`'s) in the
-        style of the run's clip: the content's coarsest level, the run's levels above it."""
-        lengths = self.dataset.generation_lengths(content.shape[-1])
-        return self.from_coarse(resample(content[None], lengths[0])[0], lengths, samples, seed, detail_noise)
-
-    def read_clip(self, path) -> tuple[torch.Tensor, torch.Tensor]:
-        """A BVH of the run's skeleton as features (channels, T), and its root's first x/z
-        position: the content of style transfer, or the trajectory a conditional run follows."""
-        self._input_fits(path)
-        features, begin_xz = encode(self.dataset.read_like(path), self.dataset.skeleton)
-        frames = features.shape[-1]
-        if self.dataset.generation_lengths(frames)[0] <= self.cfg.model.kernel_size // 2:
-            raise GenerationError(f"{path}: {frames} frames are too few for {self.run_dir}'s pyramid (its coarsest "
-                                  f"level would have {self.dataset.generation_lengths(frames)[0]})")
-        return features.float(), begin_xz.float()
 
     def bytes_per_frame(self) -> int:
         """Peak memory of one generated frame: measured on Salsa (widest layer 261) at 10-14 KB,
@@ -176,7 +115,7 @@ class TrainedRun:
         widest = max(m.out_channels for m in self.pyramid.modules() if isinstance(m, torch.nn.Conv1d))
         return 16 * 4 * widest
 
-    def reconstruct(self, clip: int = 0) -> torch.Tensor:
+    def reconstruct(self, clip: int) -> torch.Tensor:
         """(1, channels, T): the chain run on a clip's z*, which should reproduce that clip (a
         conditional run given the clip's own trajectory)."""
         pyramid, data = clip_pyramids(self.cfg, self.dataset, self.pyramid)[clip], self.dataset.clips[clip]
@@ -185,17 +124,16 @@ class TrainedRun:
             return pyramid.reconstruct(data.level_lengths, conds=conds)[-1]
 
     def evaluate(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0, batch: int = 8,
-                 progress: bool = False, noise_scale: float = 1.0) -> dict:
+                 progress: bool = False, noise_scale: float = 1.0) -> Quality:
         """The original's evaluation: mean coverage, global and local diversity of `samples` motions
         of `length_factor` times the clip's length, the reconstruction error from z*, and the
-        samples' jitter and foot skating relative to the clip's (naturalness.py): a `Quality`'s
-        fields. A multi-clip run's samples are `length_factor` times all clips long, and scored
-        against each clip (the means pool them), its reconstruction error the clips' mean. Then how it was sampled (samples, length, sample_seed: not the seed the run was
-        trained with, which an export records as `seed`; noise_scale when not 1)."""
+        samples' jitter and foot skating relative to the clip's (naturalness.py). A multi-clip
+        run's samples are `length_factor` times all clips long, and scored against each clip (the
+        means pool them), its reconstruction error the clips' mean."""
         if samples < 1 or batch < 1 or not length_factor > 0 or not noise_scale >= 0:
             raise GenerationError(f"samples and batch must be at least 1, the length factor positive and the noise "
                                   f"scale not negative, got {samples}, {batch}, {length_factor} and {noise_scale}")
-        length, scorer = round(self.dataset.num_frames * length_factor), Scorer(self.dataset)
+        length, scorer = self.evaluation_length(length_factor), Scorer(self.dataset)
         scores = {}
         bar = progress_bar(math.ceil(samples / batch), f"evaluating {samples} samples", enabled=progress, unit="batch")
         for start in range(0, samples, batch):
@@ -209,25 +147,35 @@ class TrainedRun:
         clips = self.dataset.clips
         metrics["rec_error"] = sum((self.reconstruct(k)[0] - c.features).abs().mean().item()
                                    for k, c in enumerate(clips)) / len(clips)
-        sampled = {"samples": samples, "length": length, "sample_seed": seed}
+        return Quality.from_dict(metrics)
+
+    def evaluation_length(self, length_factor: float = 2.0) -> int:
+        return round(self.dataset.num_frames * length_factor)
+
+    def sampling(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0,
+                 noise_scale: float = 1.0) -> dict:
+        """How `evaluate` sampled, for the records beside its Quality (an evaluation line, an export's
+        metrics): samples, length, sample_seed (not the seed the run was trained with, which an
+        export records as `seed`), and noise_scale when not 1."""
+        sampled = {"samples": samples, "length": self.evaluation_length(length_factor), "sample_seed": seed}
         if noise_scale != 1.0:
             sampled["noise_scale"] = noise_scale
-        return {**Quality.from_dict(metrics).as_dict(), **sampled}
+        return sampled
 
     def write(self, features: torch.Tensor, out_dir, prefix: str = "sample",
               begin_xz: torch.Tensor | None = None) -> list[Path]:
         """Each (channels, T) sample as <prefix>-NNN.bvh, plus all of them in <prefix>.npz. The
-        root starts at `begin_xz` (default: where the clip starts)."""
+        root starts at `begin_xz` (default: where the first clip starts)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
+        d, paths = self.dataset, []
+        start = d.clips[0].begin_xz if begin_xz is None else begin_xz
         for k, sample in enumerate(features):
-            motion, contacts = decode(sample, self.dataset.layout, self.dataset.begin_xz if begin_xz is None else begin_xz)
-            motion.fps = self.dataset.motion.fps
+            motion, _ = decode(sample, d.layout, start, d.fps)
             path = out_dir / f"{prefix}-{k:03d}.bvh"
-            write_bvh(path, motion_to_bvh(motion, self.dataset.skeleton))
+            write_bvh(path, motion_to_bvh(motion, d.skeleton))
             paths.append(path)
-        np.savez_compressed(out_dir / f"{prefix}.npz", features=features.numpy(), fps=self.dataset.motion.fps)
+        np.savez_compressed(out_dir / f"{prefix}.npz", features=features.numpy(), fps=d.fps)
         return paths
 
     def write_fixed(self, features: torch.Tensor, out_dir, prefix: str = "sample",
@@ -242,34 +190,6 @@ class TrainedRun:
         return paths, fix
 
 
-class TrajectorySource:
-    """The trajectories a conditional run learns and, by default, follows: random motion of a
-    trained unconditional run of the same clip, noise at every level as the original draws them,
-    given at every level of the pyramid."""
-
-    def __init__(self, run: TrainedRun):
-        self.run = run
-
-    @classmethod
-    def load(cls, path, dataset: MotionDataset, device) -> "TrajectorySource":
-        if not str(path) or not Path(path).is_dir():
-            raise GenerationError(f"trajectory_run {str(path)!r} is not a run folder: it names the trained run whose "
-                                  "random motion gives a conditional run its trajectories")
-        run = load_run(path)
-        if run.pyramid.condition:
-            raise GenerationError(f"trajectory_run {path} is itself conditional: name an unconditional run")
-        theirs, ours = run.dataset, dataset
-        if theirs.level_lengths != ours.level_lengths or not torch.equal(theirs.features, ours.features):
-            raise GenerationError(f"trajectory_run {path} was trained on {theirs.source}, not on this {ours.source}: "
-                                  "train the conditional run on its clip")
-        run.pyramid.to(device)
-        return cls(run)
-
-    def __call__(self, lengths: list[int], batch: int, rng: torch.Generator) -> list[torch.Tensor]:
-        with torch.no_grad():
-            return build_pyramid(self.run.pyramid.sample(lengths, batch, rng), lengths)
-
-
 def free_path(path: Path) -> Path:
     """`path` if it does not exist or is an empty folder, else the first free `path-2`, `path-3`...:
     a new output goes beside the earlier ones, never over them."""
@@ -277,7 +197,7 @@ def free_path(path: Path) -> Path:
     return next(p for p in candidates if new_or_empty(p))
 
 
-def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
+def load_run(run_dir) -> TrainedRun:
     """A run folder (or an exported one): config.yaml, data.npz and checkpoint.pt."""
     run = RunDir(run_dir)
     run_dir = run.path
@@ -292,7 +212,7 @@ def load_run(run_dir, allow_partial: bool = False) -> TrainedRun:
         pyramid.load_state_dict(state["pyramid"])
     pyramid.eval()
     stages = len(stage_levels(cfg.model, dataset.num_levels, str(run.data)))
-    if state["stage"] < stages and not allow_partial:
+    if state["stage"] < stages:
         raise CheckpointError(f"{run_dir} has trained {state['stage']} of {stages} stages; "
                            "continue it with ganimator-train ... resume=true")
     return TrainedRun(run_dir, cfg, dataset, pyramid)

@@ -1,9 +1,15 @@
-"""Forward kinematics on batched torch tensors (differentiable: the contact loss uses it)."""
+"""Operations on motion: forward kinematics on batched torch tensors (differentiable: the contact
+loss uses it) and the contact labels read from it."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # motion.py imports this module
+    from .motion import Motion
+    from .skeleton import Skeleton
 
 
 def forward_kinematics(rotations: torch.Tensor, translations: torch.Tensor, parents) -> torch.Tensor:
@@ -47,3 +53,11 @@ def forward_kinematics(rotations: torch.Tensor, translations: torch.Tensor, pare
         if has_children[j]:
             global_rot[j] = (global_rot[p][:, :, None] * local_rot[j][None]).sum(1)
     return torch.stack(global_pos).reshape(J, 3, *batch).movedim((0, 1), (-2, -1)).contiguous()
+
+
+def contact_labels(motion: Motion, skeleton: Skeleton) -> torch.Tensor:
+    """(T, C) 1 where a contact joint moves less than the rig's threshold in a frame."""
+    positions = motion.joint_positions(skeleton)[..., skeleton.contacts, :]
+    speed = (positions[1:] - positions[:-1]).norm(dim=-1)
+    labels = (speed < skeleton.contact_threshold).to(motion.rotations.dtype)
+    return torch.cat([torch.zeros_like(labels[:1]), labels])  # frame 0 has no velocity: 0, as the original

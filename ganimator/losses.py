@@ -65,7 +65,8 @@ class ContactConsistency(torch.nn.Module):
         if self.layout.num_contacts == 0:
             return features.new_zeros(members)
         b, _, t = features.shape
-        motion, contact = decode(features.reshape(b * members, -1, t), self.layout, self.begin_xz)
+        # Speeds per frame: a frame is the time unit (fps 1).
+        motion, contact = decode(features.reshape(b * members, -1, t), self.layout, self.begin_xz, fps=1.0)
         positions = motion.joint_positions(self.skeleton)[..., self.skeleton.contacts, :]
         speed = (positions[..., 1:, :, :] - positions[..., :-1, :, :]).norm(dim=-1)
         speed = torch.cat([torch.zeros_like(speed[..., :1, :]), speed], dim=-2)

@@ -32,10 +32,11 @@ from .dataset import MotionDataset
 CONTACT = 0.5  # a contact channel above this is a foot on the ground
 
 
-def kinematics(features: torch.Tensor, dataset: MotionDataset) -> torch.Tensor:
-    """(..., C, T) features -> global joint positions (..., T, J, 3) in metres. The contact
-    channels are not read: they are the model's guess, not a measurement."""
-    motion, _ = dataset.decode(features.double())
+def kinematics(features: torch.Tensor, dataset: MotionDataset, clip: int) -> torch.Tensor:
+    """(..., C, T) features -> global joint positions (..., T, J, 3) in metres, starting where the
+    dataset's clip `clip` starts. The contact channels are not read: they are the model's guess,
+    not a measurement."""
+    motion, _ = dataset.clips[clip].decode(features.double())
     return motion.joint_positions(dataset.skeleton)
 
 
@@ -98,17 +99,17 @@ class Naturalness:
     def __init__(self, dataset: MotionDataset, reference: torch.Tensor | None = None, clip: int = 0):
         full = dataset.clips[clip].features
         reference = full if reference is None else reference
-        self.dataset = dataset
-        self.fps = dataset.motion.fps * reference.shape[-1] / full.shape[-1]
+        self.dataset, self.clip = dataset, clip
+        self.fps = dataset.fps * reference.shape[-1] / full.shape[-1]
         skeleton = dataset.skeleton
-        self.ground = Ground(kinematics(full.cpu(), dataset), skeleton.contacts, skeleton.contact_threshold)
-        positions = kinematics(reference.cpu(), dataset)
+        self.ground = Ground(kinematics(full.cpu(), dataset, clip), skeleton.contacts, skeleton.contact_threshold)
+        positions = kinematics(reference.cpu(), dataset, clip)
         self.jerk = jerk(positions, self.fps)
         self.skating = self.ground.sliding(positions, self.fps).clamp(min=1e-6)
 
     def __call__(self, samples: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each (N, C, T) sample's jitter, foot skating and penetration: (N,) each."""
-        positions = kinematics(samples.cpu(), self.dataset)
+        positions = kinematics(samples.cpu(), self.dataset, self.clip)
         return {"jitter": jerk(positions, self.fps) / self.jerk,
                 "foot_skating": self.ground.sliding(positions, self.fps) / self.skating,
                 "penetration": self.ground.penetration(positions)}

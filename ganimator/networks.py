@@ -312,7 +312,8 @@ def build_models(cfg, dataset) -> tuple[GeneratorPyramid, nn.ModuleList]:
         critics = [Critic(build_stacks(m, dataset.layout, dataset.skeleton, 1, m.train_critic_masks))
                    for _ in range(dataset.num_levels)]
     condition = dataset.layout.trajectory if m.trajectory_run else ()
-    pyramid = GeneratorPyramid(gens, dataset.noise_amplitudes * noise_scales(cfg, dataset), dataset.z_star,
+    first = dataset.clips[0]
+    pyramid = GeneratorPyramid(gens, first.noise_amplitudes * noise_scales(cfg, dataset), first.z_star,
                                m.full_noise, condition, m.trajectory_levels)
     return pyramid, nn.ModuleList(critics)
 

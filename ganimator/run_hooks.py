@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 
 from .config import ConfigError, check_device, npz_filename, resolve_device
 from .dataset import MotionDataset
-from .generate import TrajectorySource
-from .review import ValidationRecording, write_run_results
+from .artifacts import write_run_results
+from .edit import TrajectorySource
+from .recording import ValidationRecording
 from .rundir import RunDir
 from .trainer import EventKind, Hooks, Trainer, TrainEvent, TrainResult, training_data
 

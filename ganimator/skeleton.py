@@ -1,11 +1,10 @@
-"""Skeletons as values: which joints of a rig the features keep, and which touch the ground."""
+"""Skeletons as values: which joints of a rig the features keep, and which touch the ground.
+Reading one from a BVH file: bvh.select_joints."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-from .bvh import BVH
 
 MIXAMO_JOINTS = (
     "Hips", "LeftUpLeg", "LeftLeg", "LeftFoot", "LeftToeBase", "LeftToe_End",
@@ -141,46 +140,3 @@ class Skeleton:
             lists[node].add(root_node)
         lists.append(root_reads | {root_node})
         return [sorted(n) for n in lists]
-
-
-def select_joints(bvh: BVH, rig: Rig | None = None) -> tuple[Skeleton, list[int]]:
-    """The rig's joint subset of a BVH: the skeleton and the subset's indices in the file."""
-    rig = rig or detect_rig(bvh.names)
-    short = [strip_namespace(n) for n in bvh.names]
-    wanted = rig.joints or tuple(short)
-    missing = [n for n in wanted + rig.contacts if n not in short]
-    if missing:
-        raise ValueError(f"rig {rig.name!r}: joint {missing[0]!r} is not in the file")
-    missing = [n for n in rig.contacts if n not in wanted]
-    if missing:
-        raise ValueError(f"rig {rig.name!r}: contact joint {missing[0]!r} is not among its joints")
-    index = [short.index(n) for n in wanted]
-    position = {j: k for k, j in enumerate(index)}
-    parents = []
-    for k, j in enumerate(index):
-        p = bvh.parents[j]
-        if p >= 0 and p not in position:
-            raise ValueError(f"rig {rig.name!r}: parent {short[p]!r} of {short[j]!r} is not kept; "
-                             "the joint subset must be closed under parents")
-        parents.append(position[p] if p >= 0 else -1)
-        if k > 0 and parents[-1] >= k:
-            raise ValueError(f"rig {rig.name!r}: joint {short[j]!r} comes before its parent")
-    # centimetres if the root stands more than 10 units high, in its OFFSET or in the first frame
-    root_height = max(bvh.offsets[0, 1], bvh.local_translations()[0, 0, 1] if bvh.num_frames else 0.0)
-    scale = rig.scale if rig.scale is not None else (0.01 if root_height > 10 else 1.0)
-    end_sites = np.full((len(index), 3), np.nan)
-    for k, j in enumerate(index):
-        if j in bvh.end_sites:
-            end_sites[k] = bvh.end_sites[j] * scale
-    skeleton = Skeleton(
-        names=[short[j] for j in index],
-        parents=parents,
-        offsets=bvh.offsets[index] * scale,
-        end_sites=end_sites,
-        rotation_orders=[bvh.rotation_order(j) for j in index],
-        contacts=[wanted.index(n) for n in rig.contacts],
-        contact_threshold=rig.contact_threshold,
-        scale=scale,
-        rig=rig.name,
-    )
-    return skeleton, index

@@ -52,7 +52,7 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
         with Tracking(cfg, len(trainer.stages), tags, params, announce=False) as tracking:
             trainer.fit([RunOutputs(), *map(OnEvent, tracking.callbacks)])
             run = load_run(tmp / "run")
-            metrics = run.evaluate(eval_samples, progress=True)
+            metrics = {**run.evaluate(eval_samples, progress=True).as_dict(), **run.sampling(eval_samples)}
             tracking.report_values(metrics)
         out = RunDir(tmp / "run")
         files = {name: (out.path / name).read_bytes() for name in (RunDir.CONFIG, RunDir.DATA, RunDir.HISTORY)}

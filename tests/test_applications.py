@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganimator.bvh import read_bvh, write_bvh
+from ganimator.bvh import load_motion, motion_to_bvh, read_bvh, write_bvh
 from ganimator.config import ConfigError, load_config
 from ganimator.dataset import DatasetError, MotionDataset
-from ganimator.features import load_motion, motion_to_bvh
+from ganimator.edit import KeyFrames, read_clip, transfer_style
 from ganimator.generate import GenerationError, load_run
 from ganimator.metrics import Scorer
 from ganimator.pyramid import pyramid_lengths, resample
-from ganimator.review import review_dirs
+from ganimator.review_server import review_dirs
 from ganimator.networks import FusedPyramid
 from ganimator import run_hooks
 from ganimator.run_hooks import RunOutputs, build_trainer
@@ -51,8 +51,9 @@ def test_clips_of_one_skeleton_mix_into_one_training_file(clip, tmp_path):
     mix = MotionDataset.load(tmp_path / "mix.npz")
     alone = MotionDataset.from_bvh(proud)
     assert [c.source for c in mix.clips] == ["proud.bvh", "normal.bvh"] and mix.num_frames == 172
-    assert torch.equal(mix.clips[0].features, alone.features) and torch.equal(mix.z_star, alone.z_star)
-    assert torch.equal(mix.clips[1].features, MotionDataset.from_bvh(normal).features)
+    assert torch.equal(mix.clips[0].features, alone.clips[0].features)
+    assert torch.equal(mix.clips[0].z_star, alone.clips[0].z_star)
+    assert torch.equal(mix.clips[1].features, MotionDataset.from_bvh(normal).clips[0].features)
     # Each clip keeps its own amplitudes; a longer pyramid loses its coarsest levels (at 1/20,
     # proud makes 13 levels, normal 14).
     assert not torch.equal(mix.clips[0].noise_amplitudes, mix.clips[1].noise_amplitudes)
@@ -114,8 +115,25 @@ def test_a_mixed_model_learns_and_is_scored_on_every_clip(clip, tmp_path):
     run = load_run(tmp_path / "mix")
     after = [(run.reconstruct(k)[0] - c.features).abs().mean().item() for k, c in enumerate(run.dataset.clips)]
     assert after[0] < 0.7 * before[0] and after[1] < 0.7 * before[1], (before, after)  # both clips trained
-    metrics = run.evaluate(samples=2)
-    assert metrics["length"] == 2 * (82 + 90) and 0 <= metrics["coverage"] <= 1
+    quality = run.evaluate(samples=2)
+    assert run.evaluation_length() == 2 * (82 + 90) and 0 <= quality.coverage <= 1
+
+
+def test_a_mixed_run_edits_the_key_frames_of_the_clip_it_is_told(clip, tmp_path):
+    """Two clips have two coarsest levels: key-frame editing names one, or is refused."""
+    MotionDataset.from_bvhs([clip("proud.bvh"), clip("normal.bvh")]).save(tmp_path / "mix.npz")
+    run = load_run(train(tmp_path / "mix.npz", tmp_path / "mix", iters=2))
+    with pytest.raises(GenerationError, match=r"mixes 2 clips \(proud.bvh \+ normal.bvh\): say whose key frames"):
+        KeyFrames(run)
+    with pytest.raises(GenerationError, match="clip 2: .* has clips 0 to 1"):
+        KeyFrames(run, 2)
+    editor = KeyFrames(run, 1)  # normal.bvh: 90 frames, coarsest level 18
+    keys = editor.motion()
+    assert keys.num_frames == 18 and editor.spacing == 5
+    write_bvh(tmp_path / "keys.bvh", motion_to_bvh(keys, run.dataset.skeleton))
+    assert editor.edit(tmp_path / "keys.bvh").shape == (1, run.dataset.layout.channels, 90)
+    with pytest.raises(GenerationError, match="18 key frames, and .* coarsest level has 16"):
+        KeyFrames(run, 0).edit(tmp_path / "keys.bvh")
 
 
 def test_a_mixed_run_resumes_mid_stage_as_if_never_stopped(clip, tmp_path):
@@ -163,55 +181,57 @@ def sparse_walk(clip, tmp_path_factory):
 
 def test_key_frames_written_read_back_as_the_coarsest_level(sparse_walk, tmp_path):
     run, d = sparse_walk, sparse_walk.dataset
-    assert d.level_lengths[0] == 12 and len(run.pyramid.generators) == 14
-    write_bvh(tmp_path / "keys.bvh", motion_to_bvh(run.keyframes(), d.skeleton))
+    assert d.clips[0].level_lengths[0] == 12 and len(run.pyramid.generators) == 14
+    editor = KeyFrames(run)
+    write_bvh(tmp_path / "keys.bvh", motion_to_bvh(editor.motion(), d.skeleton))
     assert read_bvh(tmp_path / "keys.bvh").num_frames == 12
-    assert abs(run.keyframe_spacing() - 377 / 12) < 1e-9
+    assert abs(editor.spacing - 377 / 12) < 1e-9
     # The key frames hold the coarsest level: its poses (rows made orthonormal), root path and height.
-    coarse, keys = d.levels()[0], run.read_keyframes(tmp_path / "keys.bvh")
-    (want, _), (got, _) = d.decode(coarse), d.decode(keys)
+    coarse, keys = d.clips[0].levels()[0], editor.read(tmp_path / "keys.bvh")
+    (want, _), (got, _) = d.clips[0].decode(coarse), d.clips[0].decode(keys)
     assert torch.allclose(got.rotations, want.rotations, atol=1e-4)
     assert torch.allclose(got.root_positions, want.root_positions, atol=1e-4)
-    assert run.edit_keyframes(tmp_path / "keys.bvh").shape == (1, d.layout.channels, 377)
+    assert editor.edit(tmp_path / "keys.bvh").shape == (1, d.layout.channels, 377)
 
 
 def test_an_edited_key_frame_changes_the_motion_around_it(sparse_walk, tmp_path):
     """Key frame 6 with the left arm turned 90 degrees: the motion changes around it, not far off."""
     run, d = sparse_walk, sparse_walk.dataset
-    keys = run.keyframes()
+    editor = KeyFrames(run)
+    keys = editor.motion()
     write_bvh(tmp_path / "keys.bvh", motion_to_bvh(keys, d.skeleton))
     arm = d.skeleton.names.index("LeftArm")
     keys.rotations[6, arm] = keys.rotations[6, arm] @ torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
     write_bvh(tmp_path / "edited.bvh", motion_to_bvh(keys, d.skeleton))
-    change = (run.edit_keyframes(tmp_path / "edited.bvh") - run.edit_keyframes(tmp_path / "keys.bvh")).abs()
+    change = (editor.edit(tmp_path / "edited.bvh") - editor.edit(tmp_path / "keys.bvh")).abs()
     per_frame = change[0, d.layout.rotations].sum(0)
-    at = run.keyframe_frame(6)  # key frame 6 of 12 in the 377-frame motion
+    at = editor.frame(6)  # key frame 6 of 12 in the 377-frame motion
     assert at == 204 and per_frame.argmax() in range(at - 16, at + 16)  # the edit acts around its key frame
     assert per_frame[at - 10:at + 10].mean() > 20 * per_frame[:at - 90].mean()
 
 
 def test_key_frames_that_do_not_fit_are_refused(sparse_walk, clip):
     with pytest.raises(GenerationError, match=r"Walk-In-Circle.bvh: 753 key frames, .* coarsest level has 12"):
-        sparse_walk.edit_keyframes(clip("Walk-In-Circle.bvh"))
+        KeyFrames(sparse_walk).edit(clip("Walk-In-Circle.bvh"))
     with pytest.raises(DatasetError, match=r"proud.bvh: another skeleton than Walk-In-Circle.bvh's"):
-        sparse_walk.edit_keyframes(clip("proud.bvh"))
+        KeyFrames(sparse_walk).edit(clip("proud.bvh"))
 
 
 def test_style_transfer_keeps_the_content_clip_coarse_motion(clip, tmp_path):
     """Trained on proud.bvh, given normal.bvh: motion of normal's length and path."""
     MotionDataset.from_bvh(clip("proud.bvh")).save(tmp_path / "proud.npz")
     run = load_run(train(tmp_path / "proud.npz", tmp_path / "proud", iters=2))
-    styled, itself = (run.transfer_style(run.read_clip(clip(name))[0]) for name in ("normal.bvh", "proud.bvh"))
+    styled, itself = (transfer_style(run, read_clip(run, clip(name))[0]) for name in ("normal.bvh", "proud.bvh"))
     assert styled.shape == (1, run.dataset.layout.channels, 90) and itself.shape[-1] == 82
     # The content's coarse motion goes through: where normal's coarse motion differs from proud's,
     # so does the transfer's (compared at a coarse 16 frames).
     coarse = lambda x: resample(x.reshape(1, -1, x.shape[-1]), 16).flatten()  # noqa: E731
-    content = MotionDataset.from_bvh(clip("normal.bvh")).features
-    moved, wanted = coarse(styled) - coarse(itself), coarse(content) - coarse(run.dataset.features)
+    content = MotionDataset.from_bvh(clip("normal.bvh")).clips[0].features
+    moved, wanted = coarse(styled) - coarse(itself), coarse(content) - coarse(run.dataset.clips[0].features)
     similarity = torch.cosine_similarity(moved, wanted, dim=0)
     assert similarity > 0.8, similarity
     with pytest.raises(DatasetError, match=r"Walk-In-Circle.bvh: another skeleton than proud.bvh's"):
-        run.read_clip(clip("Walk-In-Circle.bvh"))
+        read_clip(run, clip("Walk-In-Circle.bvh"))
     bvh = read_bvh(clip("normal.bvh"))
     frames = bvh.motion
     for n, message in ((1, "short.bvh: 1 frame; motion needs at least 2"),
@@ -219,7 +239,7 @@ def test_style_transfer_keeps_the_content_clip_coarse_motion(clip, tmp_path):
         bvh.motion = frames[:n]
         write_bvh(tmp_path / "short.bvh", bvh)
         with pytest.raises((DatasetError, GenerationError), match=message):
-            run.read_clip(tmp_path / "short.bvh")
+            read_clip(run, tmp_path / "short.bvh")
 
 
 # ---- trajectory-conditioned generation -----------------------------------------------------------
@@ -232,10 +252,10 @@ def test_a_conditional_run_follows_a_trajectory(clip, tmp_path):
     assert run.cfg.model.trajectory_run == str(base.resolve())
     # Half the walk, as a trajectory: the root's rotation, height and path come out exactly.
     _, motion = load_motion(clip("Walk-In-Circle.bvh"))
-    trajectory = run.read_clip(clip("Walk-In-Circle.bvh"))[0][:, :200]
+    trajectory = read_clip(run, clip("Walk-In-Circle.bvh"))[0][:, :200]
     out = run.generate(0, samples=2, trajectory=trajectory)
     assert out.shape == (2, run.dataset.layout.channels, 200)
-    generated, _ = run.dataset.decode(out)
+    generated, _ = run.dataset.clips[0].decode(out)
     assert torch.allclose(generated.root_positions, motion.root_positions[:200].float().expand(2, -1, -1), atol=1e-4)
     assert torch.allclose(generated.rotations[:, :, 0], motion.rotations[:200, 0].float().expand(2, -1, -1, -1),
                           atol=1e-4)

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from ganimator.bvh import read_bvh, write_bvh
+from ganimator.bvh import motion_to_bvh, read_bvh, write_bvh
 from ganimator.contact_fix import BLEND_FRAMES, ContactFix, contact_targets, fix_contact, fix_samples, skating
 from ganimator.dataset import MotionDataset
-from ganimator.features import Motion, motion_to_bvh
+from ganimator.motion import Motion
 from ganimator.naturalness import CONTACT, kinematics
 
 FRAMES = 240  # 8 s of Salsa: every foot plants several times; 500 IK steps take about 3 s
@@ -23,21 +23,19 @@ def salsa(clip):
 
 
 def decoded(data: MotionDataset, features: torch.Tensor) -> tuple[Motion, torch.Tensor]:
-    motion, contacts = data.decode(features.double())
-    motion.fps = data.motion.fps
-    return motion, contacts
+    return data.clips[0].decode(features.double())
 
 
 def drifting(data: MotionDataset, frames: int = FRAMES, amplitude: float = 0.01) -> torch.Tensor:
     """The clip's first frames with the root swaying sideways by up to `amplitude` metres a frame
     (0.3 m/s): the body slides over the planted feet, which keep their contact labels."""
-    features = data.features[:, :frames].clone()
+    features = data.clips[0].features[:, :frames].clone()
     features[data.layout.root.start] += amplitude * torch.sin(2 * math.pi * torch.arange(frames) / 40)
     return features
 
 
 def measure(data: MotionDataset, motion: Motion, contacts: torch.Tensor) -> float:
-    return skating(motion.joint_positions(data.skeleton), contacts > 0.5, data.skeleton.contacts, data.motion.fps).item()
+    return skating(motion.joint_positions(data.skeleton), contacts > 0.5, data.skeleton.contacts, data.fps).item()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +70,7 @@ def test_the_body_away_from_the_feet_stays_where_it_was(salsa, fixed_drift):
 
 
 def test_the_clean_clip_changes_little(salsa):
-    motion, contacts = decoded(salsa, salsa.features[:, :FRAMES])
+    motion, contacts = decoded(salsa, salsa.clips[0].features[:, :FRAMES])
     fixed = fix_contact(motion, contacts, salsa.skeleton)
     moved = (fixed.joint_positions(salsa.skeleton) - motion.joint_positions(salsa.skeleton)).norm(dim=-1)
     assert moved.mean() < 0.005 and moved.max() < 0.1, (moved.mean(), moved.max())
@@ -91,16 +89,16 @@ def test_a_fixed_motion_writes_as_bvh_and_reads_back(salsa, fixed_drift, tmp_pat
 
 
 def test_fix_samples_measures_each_sample_before_and_after(salsa):
-    batch = torch.stack([drifting(salsa, 120, 0.01), salsa.features[:, 120:240]])
+    batch = torch.stack([drifting(salsa, 120, 0.01), salsa.clips[0].features[:, 120:240]])
     result = fix_samples(salsa, batch)
     assert isinstance(result, ContactFix) and len(result.motions) == len(result.skating_before) == 2
     for k, features in enumerate(batch):
-        positions = kinematics(features, salsa)
-        planted = salsa.decode(features.double())[1] > CONTACT  # the frames the fix pins
+        positions = kinematics(features, salsa, 0)
+        planted = salsa.clips[0].decode(features.double())[1] > CONTACT  # the frames the fix pins
         assert result.skating_before[k] == pytest.approx(skating(positions, planted, salsa.skeleton.contacts,
-                                                                 salsa.motion.fps).item())
+                                                                 salsa.fps).item())
         assert result.skating_after[k] < result.skating_before[k] / 3
-        assert result.motions[k].fps == salsa.motion.fps and result.motions[k].num_frames == 120
+        assert result.motions[k].fps == salsa.fps and result.motions[k].num_frames == 120
     assert result.skating_before[0] > result.skating_before[1]  # the drifting one skated more
     assert result.summary().startswith("foot skating ") and result.summary().endswith(" m/s")
     with pytest.raises(ValueError, match="batch"):
@@ -123,7 +121,7 @@ def test_nothing_planted_leaves_the_motion_as_it_was(salsa):
 
 
 def test_feet_planted_throughout_are_pinned_to_one_place(salsa):
-    motion, contacts = decoded(salsa, salsa.features[:, :60])
+    motion, contacts = decoded(salsa, salsa.clips[0].features[:, :60])
     fixed = fix_contact(motion, torch.ones_like(contacts), salsa.skeleton)
     feet = salsa.skeleton.contacts
     spread_before = motion.joint_positions(salsa.skeleton)[:, feet].std(dim=0).norm(dim=-1)
@@ -134,26 +132,26 @@ def test_feet_planted_throughout_are_pinned_to_one_place(salsa):
 
 @pytest.mark.parametrize("frames", [1, 2, 3])
 def test_very_short_motions_are_fixed(salsa, frames):
-    motion, contacts = decoded(salsa, salsa.features[:, 100:100 + frames])
+    motion, contacts = decoded(salsa, salsa.clips[0].features[:, 100:100 + frames])
     fixed = fix_contact(motion, torch.ones_like(contacts), salsa.skeleton, iterations=20)
     assert fixed.num_frames == frames and torch.isfinite(fixed.root_positions).all()
 
 
 def test_a_skeleton_without_contact_joints_is_left_alone(salsa):
-    motion, contacts = decoded(salsa, salsa.features[:, :20])
+    motion, contacts = decoded(salsa, salsa.clips[0].features[:, :20])
     skeleton = dataclasses.replace(salsa.skeleton, contacts=[])
     fixed = fix_contact(motion, contacts[:, :0], skeleton, iterations=20)
     assert torch.allclose(fixed.root_positions, motion.root_positions, atol=1e-12)
 
 
 def test_bad_input_is_refused_by_name(salsa):
-    motion, contacts = decoded(salsa, salsa.features[:, :20])
+    motion, contacts = decoded(salsa, salsa.clips[0].features[:, :20])
     with pytest.raises(ValueError, match=r"contacts have shape \(20, 3\), expected \(20, 4\)"):
         fix_contact(motion, contacts[:, :3], salsa.skeleton)
     with pytest.raises(ValueError, match="no frames"):
-        fix_contact(Motion(motion.rotations[:0], motion.root_positions[:0]), contacts[:0], salsa.skeleton)
+        fix_contact(Motion(motion.rotations[:0], motion.root_positions[:0], motion.fps), contacts[:0], salsa.skeleton)
     with pytest.raises(ValueError, match="one motion"):
-        fix_contact(Motion(motion.rotations[None], motion.root_positions[None]), contacts, salsa.skeleton)
+        fix_contact(Motion(motion.rotations[None], motion.root_positions[None], motion.fps), contacts, salsa.skeleton)
 
 
 # ---- the pieces ---------------------------------------------------------------------------------

@@ -5,9 +5,8 @@ import pytest
 import roma
 import torch
 
-from ganimator.bvh import write_bvh
+from ganimator.bvh import load_motion, motion_to_bvh, write_bvh
 from ganimator.dataset import DatasetError, MotionDataset
-from ganimator.features import load_motion, motion_to_bvh
 from ganimator.kinematics import forward_kinematics
 from ganimator.procedural import procedural_dance
 from ganimator.pyramid import noise_amplitudes
@@ -99,33 +98,33 @@ def salsa(clip):
 
 
 def test_salsa_pyramid_matches_the_original(salsa):
-    assert salsa.level_lengths == [129, 172, 229, 305, 406, 541, 648]
-    assert salsa.features.shape == (6 * (24 + 4 + 1), 648)  # joints, contact nodes, root block
+    assert salsa.clips[0].level_lengths == [129, 172, 229, 305, 406, 541, 648]
+    assert salsa.clips[0].features.shape == (6 * (24 + 4 + 1), 648)  # joints, contact nodes, root block
     assert salsa.skeleton.names == list(MIXAMO_JOINTS)
-    assert salsa.motion.fps == pytest.approx(30, rel=1e-3)
+    assert salsa.fps == pytest.approx(30, rel=1e-3)
 
 
 def test_noise_amplitudes_are_the_rms_of_what_each_level_adds(salsa):
     """Recomputed in numpy from the features: level i is the clip linearly resampled to its length;
     its amplitude is the RMS of level i minus level i-1 upsampled to it, level 0's its own RMS."""
-    real = salsa.features.double().numpy()
-    levels = [linear_resample(real, n) for n in salsa.level_lengths]
+    real = salsa.clips[0].features.double().numpy()
+    levels = [linear_resample(real, n) for n in salsa.clips[0].level_lengths]
     expected = [np.sqrt(np.mean(levels[0] ** 2))]
     expected += [np.sqrt(np.mean((cur - linear_resample(prev, cur.shape[-1])) ** 2))
                  for prev, cur in zip(levels, levels[1:])]
-    assert len(salsa.levels()) == len(levels)
-    for got, want in zip(salsa.levels(), levels):
+    assert len(salsa.clips[0].levels()) == len(levels)
+    for got, want in zip(salsa.clips[0].levels(), levels):
         assert np.allclose(got.numpy(), want, atol=1e-4)  # torch places float32 samples: ~5e-5 off on 0/1 steps
-    assert np.allclose(salsa.noise_amplitudes.numpy(), expected, rtol=1e-4)  # what from_bvh stored
-    assert np.allclose(noise_amplitudes(salsa.levels()).numpy(), expected, rtol=1e-4)
+    assert np.allclose(salsa.clips[0].noise_amplitudes.numpy(), expected, rtol=1e-4)  # what from_bvh stored
+    assert np.allclose(noise_amplitudes(salsa.clips[0].levels()).numpy(), expected, rtol=1e-4)
 
 
 def test_features_decode_back_to_the_clip(salsa, clip):
     skeleton, motion = load_motion(clip("Salsa-Dancing-6.bvh"))
-    decoded, contacts = salsa.decode(salsa.features.double())
+    decoded, contacts = salsa.clips[0].decode(salsa.clips[0].features.double())
     assert torch.allclose(decoded.rotations, motion.rotations, atol=1e-5)
     assert torch.allclose(decoded.root_positions, motion.root_positions.to(decoded.root_positions), atol=1e-3)
-    assert torch.equal(contacts.float(), salsa.contacts)
+    assert torch.equal(contacts.float(), salsa.clips[0].contacts)
     positions = decoded.joint_positions(skeleton) - motion.joint_positions(skeleton)
     assert positions.abs().max() < 1e-3
 
@@ -133,13 +132,13 @@ def test_features_decode_back_to_the_clip(salsa, clip):
 def test_layout_is_the_originals(salsa):
     """Joint nodes hold the first two ROWS of each rotation; each contact node its label and 5
     zeros; the root block x velocity, height, z velocity and 3 zeros."""
-    f, layout, motion = salsa.features.double(), salsa.layout, salsa.motion
+    f, layout, motion = salsa.clips[0].features.double(), salsa.layout, salsa.clips[0].motion
     J, C, T = 24, 4, 648
     rows = motion.rotations[:, :, :2, :].reshape(T, 6 * J).T
     assert torch.allclose(f[layout.rotations], rows, atol=1e-6)
     nodes = f[6 * J:6 * (J + C)].reshape(C, 6, T)
-    assert torch.equal(nodes[:, 0].T.float(), salsa.contacts) and nodes[:, 1:].abs().max() == 0
-    assert (salsa.contacts[0] == 0).all()  # frame 0 has no velocity, so no contact, as in the original
+    assert torch.equal(nodes[:, 0].T.float(), salsa.clips[0].contacts) and nodes[:, 1:].abs().max() == 0
+    assert (salsa.clips[0].contacts[0] == 0).all()  # frame 0 has no velocity, so no contact, as in the original
     root = f[6 * (J + C):]
     xz = motion.root_positions[:, [0, 2]]
     assert torch.allclose(root[0, 1:], xz[1:, 0] - xz[:-1, 0], atol=1e-5)
@@ -154,7 +153,7 @@ def test_joint_positions_match_the_files_forward_kinematics(salsa, clip):
     names, frame_time, positions = file_positions(clip("Salsa-Dancing-6.bvh"))
     assert original_stride(frame_time) == 2  # a 60 fps clip
     expected = positions[::2, [names.index(n) for n in MIXAMO_JOINTS]] / 100  # centimetres in the file
-    assert np.allclose(salsa.motion.joint_positions(salsa.skeleton).numpy(), expected, atol=1e-6)
+    assert np.allclose(salsa.clips[0].motion.joint_positions(salsa.skeleton).numpy(), expected, atol=1e-6)
 
 
 def plain_forward_kinematics(rotations, translations, parents):
@@ -173,7 +172,7 @@ def test_forward_kinematics_equals_the_plain_way_in_values_and_gradients(salsa, 
     g = torch.Generator().manual_seed(0)
     if case == "salsa batch":  # (2, T, J): decoded rotations come with their 3x3 blocks transposed in memory
         parents = salsa.skeleton.parents
-        rotations = salsa.decode(torch.stack([salsa.features[:, :40], salsa.features[:, 300:340]]).double())[0].rotations
+        rotations = salsa.clips[0].decode(torch.stack([salsa.clips[0].features[:, :40], salsa.clips[0].features[:, 300:340]]).double())[0].rotations
         translations = torch.randn(*rotations.shape[:-2], 3, generator=g, dtype=torch.float64)
     else:
         parents = [-1] + [int(torch.randint(j, (), generator=g)) for j in range(1, 30)]
@@ -204,7 +203,7 @@ def test_contacts_are_the_originals_labels(salsa, clip):
     assert np.abs(speed - 0.018).min() > 1e-6  # no label rests on rounding
     expected = np.concatenate([np.zeros((1, 4)), speed < 0.018])
     assert ((0.1 < expected.mean(0)) & (expected.mean(0) < 0.9)).all()  # each joint both planted and moving
-    assert np.array_equal(salsa.contacts.numpy(), expected)
+    assert np.array_equal(salsa.clips[0].contacts.numpy(), expected)
 
 
 @pytest.mark.parametrize("name, rig, joints, contacts", [
@@ -217,16 +216,16 @@ def test_every_rig_preprocesses(clip, name, rig, joints, contacts):
     assert (data.skeleton.rig, data.skeleton.num_joints, len(data.skeleton.contacts)) == (rig, joints, contacts)
     _, frame_time, positions = file_positions(clip(name))
     frames = len(range(0, len(positions), original_stride(frame_time)))  # the original's 30 fps
-    assert data.features.shape == (6 * (joints + contacts + 1), frames)  # the original's 6-wide nodes
-    assert data.level_lengths == original_lengths(frames)
-    assert len(data.level_lengths) == 7 and torch.isfinite(data.features).all()
+    assert data.clips[0].features.shape == (6 * (joints + contacts + 1), frames)  # the original's 6-wide nodes
+    assert data.clips[0].level_lengths == original_lengths(frames)
+    assert len(data.clips[0].level_lengths) == 7 and torch.isfinite(data.clips[0].features).all()
 
 
 def test_npz_round_trip(salsa, tmp_path):
     salsa.save(tmp_path / "salsa.npz")
     again = MotionDataset.load(tmp_path / "salsa.npz")
-    assert torch.equal(again.features, salsa.features) and torch.equal(again.z_star, salsa.z_star)
-    assert again.level_lengths == salsa.level_lengths and again.skeleton.names == salsa.skeleton.names
+    assert torch.equal(again.clips[0].features, salsa.clips[0].features) and torch.equal(again.clips[0].z_star, salsa.clips[0].z_star)
+    assert again.clips[0].level_lengths == salsa.clips[0].level_lengths and again.skeleton.names == salsa.skeleton.names
     assert np.allclose(again.skeleton.offsets, salsa.skeleton.offsets)
 
 
@@ -287,10 +286,10 @@ def test_motion_writes_back_as_bvh_of_the_reduced_skeleton(clip, tmp_path):
 def test_procedural_clip_is_a_mixamo_dance(tmp_path):
     write_bvh(tmp_path / "demo.bvh", procedural_dance(seconds=6))
     data = MotionDataset.from_bvh(tmp_path / "demo.bvh")
-    assert data.skeleton.rig == "mixamo" and data.features.shape == (174, 180)
-    assert -0.05 < data.motion.joint_positions(data.skeleton)[..., 1].min() < 0.1  # feet reach the floor
-    assert 0.0 < data.contacts.mean() < 1.0
-    assert roma.rotmat_geodesic_distance(data.motion.rotations[:-1], data.motion.rotations[1:]).max() < 0.5
+    assert data.skeleton.rig == "mixamo" and data.clips[0].features.shape == (174, 180)
+    assert -0.05 < data.clips[0].motion.joint_positions(data.skeleton)[..., 1].min() < 0.1  # feet reach the floor
+    assert 0.0 < data.clips[0].contacts.mean() < 1.0
+    assert roma.rotmat_geodesic_distance(data.clips[0].motion.rotations[:-1], data.clips[0].motion.rotations[1:]).max() < 0.5
 
 
 def test_a_version_2_file_of_one_clip_still_loads(salsa, tmp_path):
@@ -302,5 +301,5 @@ def test_a_version_2_file_of_one_clip_still_loads(salsa, tmp_path):
                   **{k: v3[k][0] for k in ("begin_xz", "level_lengths", "noise_amplitudes", "source")})
     loaded = MotionDataset.load(old)
     assert len(loaded.clips) == 1 and loaded.source == "Salsa-Dancing-6.bvh"
-    assert loaded.level_lengths == salsa.level_lengths and torch.equal(loaded.features, salsa.features)
-    assert torch.equal(loaded.z_star, salsa.z_star) and torch.equal(loaded.begin_xz, salsa.begin_xz)
+    assert loaded.clips[0].level_lengths == salsa.clips[0].level_lengths and torch.equal(loaded.clips[0].features, salsa.clips[0].features)
+    assert torch.equal(loaded.clips[0].z_star, salsa.clips[0].z_star) and torch.equal(loaded.clips[0].begin_xz, salsa.clips[0].begin_xz)

@@ -65,9 +65,9 @@ def test_networks_are_the_originals(datasets, name):
 def test_features_and_pyramid_are_the_originals(datasets, name):
     data, original = datasets[name], ORIGINAL[name]
     assert data.layout.channels == original["n_channels"]
-    assert data.features.shape[1] == original["num_frames"] and data.level_lengths == original["level_lengths"]
-    assert torch.allclose(data.noise_amplitudes, torch.tensor(original["amplitudes"]), rtol=1e-4, atol=1e-6)
-    f = data.features.double()
+    assert data.clips[0].features.shape[1] == original["num_frames"] and data.clips[0].level_lengths == original["level_lengths"]
+    assert torch.allclose(data.clips[0].noise_amplitudes, torch.tensor(original["amplitudes"]), rtol=1e-4, atol=1e-6)
+    f = data.clips[0].features.double()
     assert torch.allclose(f.mean(1), torch.tensor(original["channel_mean"], dtype=torch.float64), atol=2e-5)
     assert torch.allclose(f.std(1), torch.tensor(original["channel_std"], dtype=torch.float64), atol=2e-5)
     labels = f[data.layout.contacts]

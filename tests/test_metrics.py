@@ -9,7 +9,7 @@ from ganimator.metrics import coverage, global_diversity, local_diversity, pose_
 @pytest.fixture(scope="module")
 def real(clip):
     data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
-    return pose_frames(data.features, data.layout).double()
+    return pose_frames(data.clips[0].features, data.layout).double()
 
 
 def brute_force(generated, real, window_cov=30, window_loc=15, min_seg=30):

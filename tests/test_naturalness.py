@@ -15,7 +15,7 @@ def salsa(clip):
 
 
 def with_noise(data: MotionDataset, channels, amplitude: float, seed: int = 0) -> torch.Tensor:
-    noisy = data.features.clone()
+    noisy = data.clips[0].features.clone()
     noise = torch.randn(noisy[channels].shape, generator=torch.Generator().manual_seed(seed))
     noisy[channels] += amplitude * noise
     return noisy
@@ -24,17 +24,17 @@ def with_noise(data: MotionDataset, channels, amplitude: float, seed: int = 0) -
 def warped(data: MotionDataset, factor: float) -> torch.Tensor:
     """The clip played `factor` times as long: every channel resampled, and the root's per-frame
     velocity divided by `factor` so that the path stays the same."""
-    features = resample(data.features[None], round(data.features.shape[-1] * factor))[0]
+    features = resample(data.clips[0].features[None], round(data.clips[0].features.shape[-1] * factor))[0]
     root = data.layout.root
     features[[root.start, root.start + 2]] /= factor  # x and z velocity; height stays
     return features
 
 
 def test_each_pyramid_level_is_measured_against_the_clip_at_that_level(salsa):
-    levels = salsa.levels()
+    levels = salsa.clips[0].levels()
     for level in (levels[0], levels[3]):  # as validation measures a stage's top level
         natural = Naturalness(salsa, level)
-        assert natural.fps == pytest.approx(salsa.motion.fps * level.shape[-1] / salsa.features.shape[-1])
+        assert natural.fps == pytest.approx(salsa.fps * level.shape[-1] / salsa.clips[0].features.shape[-1])
         scores = natural(level[None])
         assert scores["jitter"].item() == pytest.approx(1.0) and scores["foot_skating"].item() == pytest.approx(1.0)
     # Read at a finer level's frame rate, the coarse clip's frames are too far apart: it looks jerky.
@@ -42,11 +42,11 @@ def test_each_pyramid_level_is_measured_against_the_clip_at_that_level(salsa):
 
 
 def test_the_clip_is_as_natural_as_itself_and_its_ground_is_where_its_feet_stand(salsa):
-    scores = naturalness(salsa.features[None], salsa)
+    scores = naturalness(salsa.clips[0].features[None], salsa)
     assert scores["jitter"].item() == pytest.approx(1.0) and scores["foot_skating"].item() == pytest.approx(1.0)
     assert 0 <= scores["penetration"].item() < 0.01  # the floor is where the clip's lowest foot stands
     ground = Naturalness(salsa).ground
-    feet = kinematics(salsa.features, salsa)[:, salsa.skeleton.contacts, 1]
+    feet = kinematics(salsa.clips[0].features, salsa, 0)[:, salsa.skeleton.contacts, 1]
     below = (feet.amin(dim=1) < ground.floor).double().mean().item()  # frames whose lowest foot is under it
     assert 0 < below <= 0.011 and (ground.rest >= 0).all()
     assert (0.01 <= ground.band).all() and (ground.band < 0.1).all()  # centimetres, not the swing of a step
@@ -58,13 +58,13 @@ def test_a_root_drifting_over_planted_feet_skates_more(clip, name):
     with it. Salsa's dancer pivots and slides on the floor (0.41 m/s of its own), so the same
     sway adds less to it than to a walk (0.14 m/s) or proud's still feet (0.02 m/s)."""
     data = MotionDataset.from_bvh(clip(name))
-    drifting = data.features.clone()
+    drifting = data.clips[0].features.clone()
     drifting[data.layout.root.start] += 0.01 * torch.sin(2 * torch.pi * torch.arange(drifting.shape[-1]) / 40)
     assert naturalness(drifting[None], data)["foot_skating"].item() > (1.1 if name.startswith("Salsa") else 1.3)
 
 
 def test_the_clip_lowered_by_10_cm_penetrates_the_floor(salsa):
-    lowered = salsa.features.clone()
+    lowered = salsa.clips[0].features.clone()
     lowered[salsa.layout.root.start + 1] -= 0.10  # the root's height channel, in metres
     scores = naturalness(lowered[None], salsa)
     band = Naturalness(salsa).ground.band.mean().item()
@@ -107,7 +107,7 @@ def test_slower_copies_are_smoother_and_faster_ones_jerkier(salsa):
 def test_coarse_levels_use_the_clips_own_ground(salsa):
     """Validation measures a stage's top level: its feet stand where the clip's do."""
     fine = Naturalness(salsa).ground
-    for level in salsa.levels()[:3]:
+    for level in salsa.clips[0].levels()[:3]:
         natural = Naturalness(salsa, level)
         assert torch.equal(natural.ground.band, fine.band) and natural.ground.floor == fine.floor
         scores = natural(level[None])

@@ -82,7 +82,7 @@ def test_noise_amplitude_scales_apply_per_stage(walk):
     cfg = load_config(["noise_amp_scale=2", "stage_noise_amp_scale=[1,0.5,0,3]"])
     pyramid, _ = build_models(cfg, walk)
     factors = torch.tensor([2, 2, 1, 1, 0, 0, 6], dtype=torch.float32)
-    assert torch.allclose(pyramid.amplitudes, walk.noise_amplitudes * factors)
+    assert torch.allclose(pyramid.amplitudes, walk.clips[0].noise_amplitudes * factors)
     rng = torch.Generator().manual_seed(0)
     assert pyramid.noise(4, 2, 50, rng).abs().max() == 0
     shared = pyramid.noise(0, 2, 50, rng)

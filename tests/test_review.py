@@ -8,12 +8,14 @@ import pytest
 import rerun as rr
 from rerun.chunk import RrdReader
 
-from ganimator.bvh import BVHError, write_bvh
+from ganimator.bvh import BVHError, load_motion, motion_to_bvh, write_bvh
 from ganimator.dataset import MotionDataset
 from ganimator.errors import UserError
-from ganimator.features import Motion, contact_labels, load_motion, motion_to_bvh
+from ganimator.kinematics import contact_labels
+from ganimator.motion import Motion
 from ganimator.generate import load_run
-from ganimator.review import CONTACT, features_clip, log_clips, review_dirs, write_recording
+from ganimator.recording import CONTACT, features_clip, log_clips, write_recording
+from ganimator.review_server import review_dirs
 
 MIXAMO_PARENTS = [-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 13, 16, 17, 18, 13, 20, 21, 22]
 
@@ -81,7 +83,7 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
     rec = read(tmp_path / "r.rrd")
     assert rec["/skeletons/generated/sample-000"]["frames"] == 30
     walk = MotionDataset.load(tmp / "walk.npz")
-    real = walk.features.shape[-1]
+    real = walk.clips[0].features.shape[-1]
     assert rec["/skeletons/real"]["frames"] == real
     for name, other in (("trial0", "trial1"), ("trial1", "trial0")):
         entry = rec[f"/skeletons/{name}/sample-0"]
@@ -119,7 +121,7 @@ def test_review_recording_holds_both_trials_and_the_real_clip(runs, tmp_path):
     colors = np.array(rec["/skeletons/real"]["colors"], dtype=np.uint64)  # packed 0xRRGGBBAA, frame order
     red = colors == int.from_bytes(bytes(CONTACT), "big")
     expected = np.zeros((real, 24), bool)
-    expected[:, [5, 10, 4, 9]] = walk.contacts.numpy() > 0.5
+    expected[:, [5, 10, 4, 9]] = walk.clips[0].contacts.numpy() > 0.5
     assert 0 < expected.sum() < expected[:, [5, 10, 4, 9]].size  # the walk both plants and lifts its feet
     assert red.shape == (real, 24) and np.array_equal(red, expected)
 
@@ -145,7 +147,7 @@ def test_other_rigs_draw_with_their_own_tree(clip, tmp_path):
     crab = MotionDataset.from_bvh(clip("Crab-dance-long.bvh"))
     rec = rr.RecordingStream("crab-test")
     rec.save(tmp_path / "crab.rrd")
-    log_clips(rec, [features_clip(crab, "crab", crab.features)])
+    log_clips(rec, [features_clip(crab, "crab", crab.clips[0].features, begin_xz=crab.clips[0].begin_xz)])
     rec.disconnect()  # flushes, and ends the file with its footer
     out = read(tmp_path / "crab.rrd")
     description = out["/"]["context"][0]["class_description"]

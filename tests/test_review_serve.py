@@ -21,7 +21,8 @@ from PIL import Image
 from rerun.chunk import RrdReader
 
 from ganimator.dataset import MotionDataset
-from ganimator.review import BONE, ReviewServer, ServeError, _rerun_cli, features_clip
+from ganimator.recording import BONE, features_clip
+from ganimator.review_server import ReviewServer, ServeError, _rerun_cli
 
 from conftest import Page
 
@@ -176,7 +177,7 @@ def test_serve_on_loopback_until_sigint(run, serve, tmp_path):
     assert status == 200 and head == b"\0asm"
 
     # The data, read back over gRPC by Rerun's own client: the real clip and the generated sample.
-    expect = {"/skeletons/real": data.features.shape[-1], f"/skeletons/{run_dir.name}/sample-0": LENGTH}
+    expect = {"/skeletons/real": data.clips[0].features.shape[-1], f"/skeletons/{run_dir.name}/sample-0": LENGTH}
     time.sleep(2)  # the old code dropped its data server at once: it must still be there
     rows = download(grpc, tmp_path / "download", expect)
     assert {k: rows.get(k) for k in expect} == expect, rows
@@ -214,7 +215,7 @@ def test_serve_on_another_address_until_sigterm(serve):
 
 def test_a_port_in_use_is_a_clear_error(run):
     data = run[1]
-    clips = [features_clip(data, "real", data.features)]
+    clips = [features_clip(data, "real", data.clips[0].features, begin_xz=data.clips[0].begin_xz)]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -240,7 +241,8 @@ def test_a_port_our_last_serve_just_closed_is_free_again(run):
     time.sleep(0.2)
     assert any(c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT for c in psutil.net_connections("tcp"))
     data = run[1]
-    with ReviewServer([features_clip(data, "real", data.features)], grpc_port=port, web_port=0) as server:
+    real = features_clip(data, "real", data.clips[0].features, begin_xz=data.clips[0].begin_xz)
+    with ReviewServer([real], grpc_port=port, web_port=0) as server:
         assert server.grpc_port == port
         assert not refused("127.0.0.1", port)
 

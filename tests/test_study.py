@@ -39,14 +39,14 @@ SCORE = ScoreObjective()
 def judged(features, data, rec_error=0.0) -> Quality:
     """The quality of (C, T) motion features against the clip, as validation measures it."""
     natural = {k: v.item() for k, v in Naturalness(data)(features[None]).items()}
-    real = pose_frames(data.features, data.layout)
+    real = pose_frames(data.clips[0].features, data.layout)
     return Quality.from_dict({**quality(pose_frames(features, data.layout)[None], real), **natural,
                               "rec_error": rec_error})
 
 
 def test_score_rewards_new_motion_that_covers_the_clip_and_moves_like_it(clip):
     data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
-    real = data.features
+    real = data.clips[0].features
     half = real.shape[-1] // 2
     chunks = torch.split(real, 40, dim=-1)
     order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(0))

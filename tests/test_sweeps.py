@@ -138,10 +138,10 @@ def test_best_configuration_is_retrained_and_exported(sweep, tmp_path):
     assert cfg.util.seed == metrics["seed"]  # the exported run is the one trained with that seed
 
     run = load_run(export)
-    again = run.evaluate(metrics["samples"], metrics["length"] / run.dataset.features.shape[-1],
+    again = run.evaluate(metrics["samples"], metrics["length"] / run.dataset.clips[0].num_frames,
                          metrics["sample_seed"])
     for key in Quality.NAMES:
-        assert again[key] == pytest.approx(metrics[key], rel=1e-6)
+        assert getattr(again, key) == pytest.approx(metrics[key], rel=1e-6)
 
 
 def test_every_configuration_and_retrain_is_a_clearml_task_under_the_sweep(sweep):

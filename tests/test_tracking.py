@@ -84,7 +84,7 @@ def test_validation_samples_are_recorded_as_skeletons_per_step(offline_run):
         if chunk.entity_path.endswith("sample-1") and "frame" in chunk.timeline_names:
             frames[chunk.entity_path] = frames.get(chunk.entity_path, 0) + chunk.num_rows
     stages = [[0, 1], [2, 3], [4, 5], [6]]
-    lengths = data.generation_lengths(2 * data.level_lengths[-1])  # drawn as the final evaluation draws them
+    lengths = data.generation_lengths(2 * data.clips[0].level_lengths[-1])  # drawn as the final evaluation draws them
     expected = {f"/skeletons/stage-{k + 1}/step-{step:07d}/sample-1": lengths[levels[-1]]
                 for k, levels in enumerate(stages) for step in (4 * k + 2, 4 * k + 4)}
     assert frames == expected  # two validations a stage, each at its stage's top level, twice the clip's length
