@@ -265,3 +265,15 @@ def test_no_file_under_cluster_holds_a_secret():
             for doc in yaml.safe_load_all(text):
                 found += [f"{path.relative_to(CLUSTER)}{s}" for s in secrets_in_yaml(doc)]
     assert not found, "secrets (or literal credentials) in cluster/:\n" + "\n".join(found)
+
+
+def test_the_dev_cluster_and_the_fault_harness_stay_out_of_the_wheel():
+    """cluster/ (the local dev cluster, the fault harness) runs from a checkout; the wheel ships ganimator and sweeps."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    root = CLUSTER.parent
+    found = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = find_packages(root, include=found["include"])
+    assert {p.split(".")[0] for p in shipped} == {"ganimator", "sweeps"}
