@@ -107,7 +107,7 @@ def test_a_clip_shorter_than_the_pyramid_supports_is_refused_by_name(proud, tmp_
 def test_the_shortest_clip_the_pyramid_supports_preprocesses_and_trains(proud, tmp_path, run_cli):
     (tmp_path / "shortest.bvh").write_text(bvh_text(proud, proud[1][:min_clip_frames()]))
     assert run_cli("preprocess", "shortest.bvh", "shortest.npz", cwd=tmp_path)[0] == 0
-    assert MotionDataset.load(tmp_path / "shortest.npz").level_lengths[0] == 3
+    assert MotionDataset.load(tmp_path / "shortest.npz").clips[0].level_lengths[0] == 3
     code, err = run_cli("train", "npz_filename=shortest.npz", "run_dir=run", *TINY, cwd=tmp_path)
     assert code == 0, err
     assert (tmp_path / "run" / "stage-4.pt").is_file()
@@ -210,7 +210,7 @@ def test_cuda_without_cuda_is_refused_before_the_run_folder_exists(tiny, tmp_pat
 
 def test_a_kernel_wider_than_the_coarsest_level_is_refused(tiny, tmp_path, run_cli):
     shutil.copy(tiny / "clip.npz", tmp_path)
-    coarsest = MotionDataset.load(tmp_path / "clip.npz").level_lengths[0]
+    coarsest = MotionDataset.load(tmp_path / "clip.npz").clips[0].level_lengths[0]
     refused(run_cli("train", "npz_filename=clip.npz", "run_dir=run", f"kernel_size={2 * coarsest + 1}", *TINY,
                     cwd=tmp_path), f"'model.kernel_size' is {2 * coarsest + 1}", f"has {coarsest}")
     assert not (tmp_path / "run").exists()
