@@ -94,10 +94,13 @@ def test_memory_per_member_and_the_largest_population_are_reported(fused_and_alo
     _, population, _ = fused_and_alone
     assert len(population.reports) == 4  # one per stage
     report = population.reports[0]
-    # A member holds more than its weights (its optimiser's state too); what was free is a share of the machine.
+    # The state a member holds, counted from its tensors once every level has trained: the weights
+    # and the moments its Adam optimisers keep (the per-tensor step counters are bytes, not MiB).
     member = population.members[0].member
     weights = sum(p.numel() * p.element_size() for p in [*member.pyramid.parameters(), *member.critics.parameters()])
-    assert report.members == 3 and report.state_mib * 2**20 > weights
+    moments = sum(v.numel() * v.element_size() for opt in [*member.opt_g, *member.opt_d]
+                  for state in opt.state.values() for k, v in state.items() if k != "step")
+    assert report.members == 3 and report.state_mib == pytest.approx((weights + moments) / 2**20)
     assert 0 < report.free_mib <= psutil.virtual_memory().total / 2**20
     assert report.largest >= 3  # the three members did fit
 
