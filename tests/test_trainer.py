@@ -135,7 +135,8 @@ def test_resume_mid_stage_gives_the_same_result(proud, tmp_path):
     assert steps == [json.loads(l)["step"] for l in (tmp_path / "straight" / "history.jsonl").read_text().splitlines()]
 
     # every generator, and the critic of the last stage (frozen levels' critics are not kept)
-    for a, b in [(straight.member.pyramid, resumed.member.pyramid), (straight.member.critics[6], resumed.member.critics[6])]:
+    straight, resumed = straight.member, resumed.member
+    for a, b in [(straight.pyramid, resumed.pyramid), (straight.critics[6], resumed.critics[6])]:
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.allclose(x, y, atol=1e-6), name
 
