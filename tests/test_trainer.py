@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from ganimator.bvh import read_bvh
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.generate import GenerationError, load_run
-from ganimator.rundir import CheckpointError, load_checkpoint_file
+from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.run_hooks import RunOutputs, train
 from ganimator.trainer import OnEvent, Trainer, TrainingDiverged
 
@@ -94,6 +95,17 @@ def test_finished_stages_stay_frozen(trained):
         for l, state in levels.items():
             for k, v in trainer.member.pyramid.generators[l].state_dict().items():
                 assert torch.equal(v, state[k]), (stage, l, k)
+
+
+def test_an_export_checkpoint_holds_the_generators_and_generates_as_the_run(trained, tmp_path):
+    trainer, result, _, _ = trained
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in (RunDir.CONFIG, RunDir.DATA):
+        shutil.copyfile(result.run_dir / name, export / name)
+    (export / RunDir.CHECKPOINT).write_bytes(RunDir(result.run_dir).generator_checkpoint())
+    assert set(load_checkpoint_file(export / RunDir.CHECKPOINT)) == {"version", "stage", "iteration", "step", "pyramid"}
+    assert torch.equal(load_run(export).generate(64, 2, seed=3), load_run(result.run_dir).generate(64, 2, seed=3))
 
 
 def test_generated_motion_has_the_requested_length(trained, tmp_path):
