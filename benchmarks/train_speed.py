@@ -87,7 +87,8 @@ def main() -> None:
         MotionDataset.from_bvh(args.clip).save(Path(tmp) / "clip.npz")
         cfg = load_config([f"npz_filename={tmp}/clip.npz", f"run_dir={tmp}/run", "progress=false"])
         tr = Trainer(cfg)
-        print(f"{Path(args.clip).name}: levels {tr.member.clips[0].lengths}, {torch.get_num_threads()} threads, {args.iters} iterations")
+        print(f"{Path(args.clip).name}: levels {tr.member.clips[0].lengths}, {torch.get_num_threads()} threads, "
+              f"{args.iters} iterations")
         rows = []
         for k in range(len(tr.stages)):
             tr.stage = k

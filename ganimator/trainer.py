@@ -248,7 +248,8 @@ class Trainer:
         top = levels[-1]
         out = {}
         for clip in self.member.clips:
-            for l, rec in enumerate(clip.pyramid.reconstruct(clip.lengths, range(top + 1), conds=self.member.given(clip.reals))):
+            recs = clip.pyramid.reconstruct(clip.lengths, range(top + 1), conds=self.member.given(clip.reals))
+            for l, rec in enumerate(recs):
                 if l >= levels[0]:
                     error = reconstruction_loss(rec, clip.reals[l]).item() / len(self.member.clips)
                     out[f"{l}/rec_error"] = out.get(f"{l}/rec_error", 0.0) + error

@@ -81,7 +81,8 @@ def test_mixed_clips_take_turns_in_every_sub_step_and_share_one_fake_pool(clip, 
     low, top = levels[0], levels[-1]
     seen = []  # the critic's and the generator's inputs, and the optimiser steps, in order
     trainer.member.critics[low].net.register_forward_pre_hook(lambda m, args: seen.append(("critic", args[0].shape[-1])))
-    trainer.member.pyramid.generators[top].net.register_forward_pre_hook(lambda m, args: seen.append(("gen", args[0].shape[-1])))
+    generator = trainer.member.pyramid.generators[top]
+    generator.net.register_forward_pre_hook(lambda m, args: seen.append(("gen", args[0].shape[-1])))
     trainer.member.opt_d[low].register_step_post_hook(lambda *a: seen.append(("D step", None)))
     trainer.member.opt_g[top].register_step_post_hook(lambda *a: seen.append(("G step", None)))
     for _ in range(2):
@@ -148,7 +149,8 @@ def test_a_mixed_run_resumes_mid_stage_as_if_never_stopped(clip, tmp_path):
     assert not run_hooks.train(cut, hooks=[OnEvent(stop)]).finished
     resumed = Trainer(load_config([*base, f"run_dir={tmp_path / 'cut'}", "resume=true"]))
     assert resumed.fit([RunOutputs()]).finished
-    for (name, x), (_, y) in zip(straight.member.pyramid.state_dict().items(), resumed.member.pyramid.state_dict().items()):
+    for (name, x), (_, y) in zip(straight.member.pyramid.state_dict().items(),
+                                 resumed.member.pyramid.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), name
 
 

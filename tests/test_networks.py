@@ -124,7 +124,8 @@ def test_critic_masks_are_trained_as_in_the_original(npz, tmp_path):
     frozen = Trainer(load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'frozen'}", "progress=false",
                                   "train_critic_masks=false"]))
     assert not any(k.endswith("mask") for k in frozen.member.critics.state_dict())
-    assert sum(p.numel() for p in trainer.member.critics.parameters()) > sum(p.numel() for p in frozen.member.critics.parameters())
+    assert (sum(p.numel() for p in trainer.member.critics.parameters())
+            > sum(p.numel() for p in frozen.member.critics.parameters()))
 
 
 def test_networks_larger_than_memory_are_refused_and_the_default_is_accepted(walk):

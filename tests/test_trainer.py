@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from ganimator.bvh import read_bvh
 from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.generate import GenerationError, load_run
-from ganimator.rundir import CheckpointError, load_checkpoint_file
+from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.run_hooks import RunOutputs, train
 from ganimator.trainer import OnEvent, Trainer, TrainingDiverged
 
@@ -96,6 +97,17 @@ def test_finished_stages_stay_frozen(trained):
                 assert torch.equal(v, state[k]), (stage, l, k)
 
 
+def test_an_export_checkpoint_holds_the_generators_and_generates_as_the_run(trained, tmp_path):
+    trainer, result, _, _ = trained
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in (RunDir.CONFIG, RunDir.DATA):
+        shutil.copyfile(result.run_dir / name, export / name)
+    (export / RunDir.CHECKPOINT).write_bytes(RunDir(result.run_dir).generator_checkpoint())
+    assert set(load_checkpoint_file(export / RunDir.CHECKPOINT)) == {"version", "stage", "iteration", "step", "pyramid"}
+    assert torch.equal(load_run(export).generate(64, 2, seed=3), load_run(result.run_dir).generate(64, 2, seed=3))
+
+
 def test_generated_motion_has_the_requested_length(trained, tmp_path):
     _, result, _, _ = trained
     run = load_run(result.run_dir)
@@ -135,7 +147,8 @@ def test_resume_mid_stage_gives_the_same_result(proud, tmp_path):
     assert steps == [json.loads(l)["step"] for l in (tmp_path / "straight" / "history.jsonl").read_text().splitlines()]
 
     # every generator, and the critic of the last stage (frozen levels' critics are not kept)
-    for a, b in [(straight.member.pyramid, resumed.member.pyramid), (straight.member.critics[6], resumed.member.critics[6])]:
+    straight, resumed = straight.member, resumed.member
+    for a, b in [(straight.pyramid, resumed.pyramid), (straight.critics[6], resumed.critics[6])]:
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.allclose(x, y, atol=1e-6), name
 
