@@ -115,7 +115,6 @@ def train() -> None:
     def main():
         from .run_hooks import RunOutputs, build_trainer
         from .tracking import Tracking
-        from .trainer import OnEvent
 
         cfg = load_config(_with_run_config(args))
         if "--print-config" in sys.argv:
@@ -126,7 +125,7 @@ def train() -> None:
         trainer = build_trainer(cfg)
         print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else ""), flush=True)
         with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
-            result = trainer.fit([RunOutputs(), *map(OnEvent, tracking.callbacks)])
+            result = trainer.fit([RunOutputs(), tracking])
         state = "finished" if result.finished else "stopped"
         print(f"{state}: {result.run_dir} (generate with: ganimator-generate {result.run_dir})")
 

@@ -1,9 +1,8 @@
 """Experiment tracking: a run as a ClearML task.
 
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
-        trainer.callbacks += tracking.callbacks
-        trainer.fit()
+        trainer.fit([RunOutputs(), tracking])       # the task is one of the run's hooks
 
 The same wrapper serves `ganimator-train`, every sweep trial and every retrain, so their tasks
 line up in ClearML's compare view: the config's sections are connected as flat hyperparameter
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
 from .rundir import RunDir, read_history
-from .trainer import EventKind, Outcome, TrainEvent, TrainingDiverged
+from .trainer import EventKind, Hooks, Outcome, TrainEvent, TrainingDiverged
 
 OFF_NOTE = ("ClearML: off (no clearml.conf, CLEARML_CONFIG_FILE or CLEARML_API_HOST; "
             "clearml=offline records sessions locally)")
@@ -128,8 +127,8 @@ def flat_sections(cfg: DictConfig) -> dict[str, dict]:
             for section in CONFIG_SECTIONS}
 
 
-class Tracking:
-    """The ClearML task of one training run, reported to by trainer callbacks. It closes on exit
+class Tracking(Hooks):
+    """The ClearML task of one training run, reported to as one of its hooks. It closes on exit
     with the outcome `end` gave it; without one, completed unless an exception or interrupt
     ended the run before its last stage (failed, or stopped)."""
 
@@ -146,7 +145,6 @@ class Tracking:
         self.outcome: TaskOutcome | None = None
         self.reason = ""
         self.objective = objective
-        self.callbacks = []
         self.mode = clearml_mode(cfg.tracking.clearml)
         self.task = None
         if self.mode == "off":
@@ -160,7 +158,6 @@ class Tracking:
             self.task.connect(values, name=section)
         if params:  # a trial's searched values, under the names the search space gives them
             self.task.connect(dict(params), name="search")
-        self.callbacks.append(self.on_event)
 
     def __enter__(self) -> "Tracking":
         return self
@@ -198,13 +195,18 @@ class Tracking:
         if self.task is None:
             return
         for _, record in read_history(history):
-            self.on_event(TrainEvent.from_record(record))
+            self.report(TrainEvent.from_record(record))
 
     @property
     def task_id(self) -> str:
         return self.task.id if self.task is not None else ""
 
-    def on_event(self, event: TrainEvent) -> None:
+    def on_event(self, trainer, event: TrainEvent) -> bool:
+        if self.task is not None:
+            self.report(event)
+        return False
+
+    def report(self, event: TrainEvent) -> None:
         """Losses as `<loss>/level <l>`, sample quality as `quality/<metric>`, on the global iteration axis."""
         logger = self.task.logger
         for key, value in event.metrics.items():

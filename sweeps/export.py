@@ -21,7 +21,6 @@ from ganimator.metrics import Quality
 from ganimator.rundir import RunDir
 from ganimator.run_hooks import RunOutputs, build_trainer
 from ganimator.tracking import Tracking
-from ganimator.trainer import OnEvent
 
 from .objective import Objective
 from .paths import SweepPaths
@@ -50,7 +49,7 @@ def _retrain(setup: TrialSetup, params: dict, rank: int, seed: int, iterations: 
                            "progress=true"])
         trainer = build_trainer(cfg)
         with Tracking(cfg, len(trainer.stages), tags, params, announce=False) as tracking:
-            trainer.fit([RunOutputs(), *map(OnEvent, tracking.callbacks)])
+            trainer.fit([RunOutputs(), tracking])
             run = load_run(tmp / "run")
             metrics = {**run.evaluate(eval_samples, progress=True).as_dict(), **run.sampling(eval_samples)}
             tracking.report_values(metrics)

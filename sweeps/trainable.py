@@ -44,7 +44,7 @@ from ganimator.population import SEARCHABLE_KEYS, Population
 from ganimator.run_hooks import RunOutputs, load_trajectories
 from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.tracking import Tracking
-from ganimator.trainer import EventKind, Hooks, OnEvent, TrainEvent, TrainingDiverged
+from ganimator.trainer import EventKind, Hooks, TrainEvent, TrainingDiverged
 
 from .paths import MEMBERS, SweepPaths, TrialFolder, checkpoint_name
 from .results import BATCH, CHECKPOINT, FAILURE, METRICS, STAGE_SCORES, TUNE_ID, member_id
@@ -155,7 +155,7 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPa
                 member_left(member, outcome)
 
         population = Population(cfgs, dataset, load_trajectories)
-        outcomes = population.fit([RunOutputs(), *(map(OnEvent, trackers[0].callbacks) if live else ()), TrialHooks()])
+        outcomes = population.fit([RunOutputs(), *trackers, TrialHooks()])
         for tracking, outcome in zip(trackers, outcomes):
             tracking.end_as(outcome)
     if not live:
