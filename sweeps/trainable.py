@@ -44,7 +44,7 @@ from ganimator.population import SEARCHABLE_KEYS, Population
 from ganimator.run_hooks import RunOutputs, load_trajectories
 from ganimator.rundir import CheckpointError, RunDir, load_checkpoint_file
 from ganimator.tracking import Tracking
-from ganimator.trainer import EventKind, Hooks, TrainEvent, TrainingDiverged
+from ganimator.trainer import EventKind, Hooks, Trainer, TrainEvent, TrainingDiverged
 
 from .paths import MEMBERS, SweepPaths, TrialFolder, checkpoint_name
 from .results import BATCH, CHECKPOINT, FAILURE, METRICS, STAGE_SCORES, TUNE_ID, member_id
@@ -112,57 +112,16 @@ def train_trial(config: dict, setup: TrialSetup, spec: StudySpec, paths: SweepPa
 
     with contextlib.ExitStack() as stack:
         trackers = [stack.enter_context(_tracking(cfgs[0], trials[0], setup, spec))] if live else []
-        judges = [_judge(study, t, spec, setup.num_stages) for t in trials]
-        last: dict = {}  # the newest stage end, for Tune's trial table: the best member's score
-
-        def stage_ended(stage: int, active) -> None:
-            going = [trials[population.members.index(m)].number for m in active]
-            # Every member that ended this stage, those pruned here too: the table shows the best score.
-            ended = [m.result.events[-1] for m in population.members if m.result.events]
-            scores = [spec.objective.score(e.quality) for e in ended
-                      if e.kind == EventKind.STAGE_END and e.stage == stage]
-            # One report a stage end, so Tune's iteration is the stage: a batch continued by a new
-            # Tune run counts on from its checkpoint, as one that Tune restarted does.
-            last.update({"stages_done": stage + 1, "training_iteration": stage + 1, "members": len(going),
-                         "finished": stage + 1 == setup.num_stages, **({"score": max(scores)} if scores else {})})
-            if going and not last["finished"]:
-                staging = folder.staging
-                shutil.rmtree(staging, ignore_errors=True)
-                for m, number in zip(active, going):
-                    stage_files(m.result.events[-1].checkpoint, m.run_dir, staging / str(number))
-                (staging / MEMBERS).write_text(json.dumps(going) + "\n")
-                tune.report(last, checkpoint=tune.Checkpoint.from_directory(staging))
-                kept = {"path": checkpoint_name(tune.get_checkpoint().path), "stages_done": stage + 1}
-                for m in active:  # where resume finds them
-                    trials[population.members.index(m)].set_user_attr(CHECKPOINT, kept)
-
-        def member_left(member, outcome) -> None:
-            if isinstance(outcome, TrainingDiverged):  # at once: the others may train for hours yet
-                trial = trials[population.members.index(member)]
-                trial.set_user_attr(FAILURE, str(outcome)[:1000])
-                study.tell(trial, state=TrialState.FAIL)
-                for tracking in trackers:
-                    tracking.end_as(outcome)
-
-        class TrialHooks(Hooks):
-            def on_event(self, member, event: TrainEvent) -> bool:
-                return judges[population.members.index(member)](event)
-
-            def after_stage(self, stage: int, active) -> None:
-                stage_ended(stage, active)
-
-            def on_leave(self, member, outcome) -> None:
-                member_left(member, outcome)
-
         population = Population(cfgs, dataset, load_trajectories)
-        outcomes = population.fit([RunOutputs(), *trackers, TrialHooks()])
+        hooks = TrialHooks(study, spec, dict(zip(population.members, trials)), folder, setup.num_stages, trackers)
+        outcomes = population.fit([RunOutputs(), *trackers, hooks])
         for tracking, outcome in zip(trackers, outcomes):
             tracking.end_as(outcome)
     if not live:
         for cfg, trial, outcome in zip(cfgs, trials, outcomes):
             _replay(cfg, trial, outcome, setup, spec)
-    if last:
-        tune.report(last)
+    if hooks.last:
+        tune.report(hooks.last)
 
 
 def member_trials(study: optuna.Study, backend: optuna.storages.BaseStorage, batch: int, tune_id: str, size: int,
@@ -211,32 +170,69 @@ def check_space_fusable(space: SearchSpace, population: int) -> None:
                               "drop it from the space or set population=1")
 
 
-def _judge(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, num_stages: int):
-    """A member's stage ends, told to its Optuna trial; True (the member stops) when pruned."""
-    objective = spec.objective
+class TrialHooks(Hooks):
+    """A batch's members as the study and Tune see them: each stage end is told to the member's
+    Optuna trial (whose pruner may stop it), a diverged member fails at once (the others may train
+    for hours yet), and once a stage has ended the members that go on are checkpointed for Tune and
+    the checkpoint recorded in their trials, where resume finds it."""
 
-    def judge(event: TrainEvent) -> bool:
+    def __init__(self, study: optuna.Study, spec: StudySpec, trials: dict[Trainer, optuna.Trial],
+                 folder: TrialFolder, num_stages: int, trackers: list[Tracking]):
+        self.study, self.spec, self.trials, self.folder = study, spec, trials, folder
+        self.num_stages, self.trackers = num_stages, trackers
+        self.last: dict = {}  # the newest stage end, for Tune's trial table: the best member's score
+
+    def on_event(self, member: Trainer, event: TrainEvent) -> bool:
         if event.kind != EventKind.STAGE_END:
             return False
-        quality = event.quality
+        trial, objective, quality = self.trials[member], self.spec.objective, event.quality
         score = objective.score(quality)
         trial.set_user_attr(METRICS, {**quality.as_dict(), "score": score, "stages_done": event.stages_done,
                                       "step": event.step})
         # Every stage end's score, for the check that early scores predict final ones (results.py).
         earlier = list(trial.user_attrs.get(STAGE_SCORES, []))[:event.stages_done - 1]
         trial.set_user_attr(STAGE_SCORES, [*earlier, score])
-        if event.stages_done == num_stages:
-            study.tell(trial, objective.values(quality))
+        if event.stages_done == self.num_stages:
+            self.study.tell(trial, objective.values(quality))
             return False
         if not objective.prunable:
             return False
         trial.report(score, step=event.stages_done)
         if trial.should_prune():
-            study.tell(trial, state=TrialState.PRUNED)
+            self.study.tell(trial, state=TrialState.PRUNED)
             return True
         return False
 
-    return judge
+    def on_leave(self, member: Trainer, outcome) -> None:
+        if isinstance(outcome, TrainingDiverged):
+            trial = self.trials[member]
+            trial.set_user_attr(FAILURE, str(outcome)[:1000])
+            self.study.tell(trial, state=TrialState.FAIL)
+            for tracking in self.trackers:
+                tracking.end_as(outcome)
+
+    def after_stage(self, stage: int, active: list[Trainer]) -> None:
+        # Every member that ended this stage, those pruned here too: the table shows the best score.
+        ended = [m.result.events[-1] for m in self.trials if m.result.events]
+        scores = [self.spec.objective.score(e.quality) for e in ended
+                  if e.kind == EventKind.STAGE_END and e.stage == stage]
+        # One report a stage end, so Tune's iteration is the stage: a batch continued by a new
+        # Tune run counts on from its checkpoint, as one that Tune restarted does.
+        finished = stage + 1 == self.num_stages
+        self.last = {"stages_done": stage + 1, "training_iteration": stage + 1, "members": len(active),
+                     "finished": finished, **({"score": max(scores)} if scores else {})}
+        if not active or finished:
+            return
+        staging = self.folder.staging
+        shutil.rmtree(staging, ignore_errors=True)
+        going = [self.trials[m].number for m in active]
+        for m, number in zip(active, going):
+            stage_files(m.result.events[-1].checkpoint, m.run_dir, staging / str(number))
+        (staging / MEMBERS).write_text(json.dumps(going) + "\n")
+        tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(staging))
+        kept = {"path": checkpoint_name(tune.get_checkpoint().path), "stages_done": stage + 1}
+        for m in active:  # where resume finds them
+            self.trials[m].set_user_attr(CHECKPOINT, kept)
 
 
 def _tracking(cfg, trial: optuna.Trial, setup: TrialSetup, spec: StudySpec) -> Tracking:
