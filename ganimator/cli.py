@@ -294,6 +294,27 @@ def evaluate() -> None:
 
 
 def review() -> None:
+    args = _review_parser().parse_args()
+
+    def main():
+        try:
+            from .recording import write_recording
+            from .review_server import review_dirs
+
+            clips = review_dirs(args.paths, args.samples, args.length, args.seed)
+            if args.serve:
+                return _serve_review(clips, args.host, args.grpc_port, args.web_port)
+            mode = "spawn" if args.spawn else "save"
+            write_recording(clips, mode, args.save)
+        except KeyboardInterrupt:  # nothing to keep (not _run's checkpoint message)
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        print(f"{len(clips)} clips" + (f" written to {args.save}" if mode == "save" else f" sent ({mode})"))
+
+    _run(main)
+
+
+def _review_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Show trained runs' or exports' generated motions, and BVH files, beside "
                                             "the real clip as animated skeletons in Rerun.")
     p.add_argument("paths", nargs="+", help="run folders, export folders, a sweep's export folder (all ranks), "
@@ -312,52 +333,36 @@ def review() -> None:
                             "interface, reachable by anyone on the network, without authentication)")
     serve.add_argument("--grpc-port", type=int, default=9876, help="the data (gRPC) port (default 9876; 0: a free one)")
     serve.add_argument("--web-port", type=int, default=9090, help="the web viewer's port (default 9090; 0: a free one)")
-    args = p.parse_args()
+    return p
 
-    def main():
-        try:
-            from .recording import write_recording
-            from .review_server import review_dirs
 
-            clips = review_dirs(args.paths, args.samples, args.length, args.seed)
-            if args.serve:
-                return serve_review(clips)
-            mode = "spawn" if args.spawn else "save"
-            write_recording(clips, mode, args.save)
-        except KeyboardInterrupt:  # nothing to keep (not _run's checkpoint message)
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
-        print(f"{len(clips)} clips" + (f" written to {args.save}" if mode == "save" else f" sent ({mode})"))
+def _serve_review(clips, host: str, grpc_port: int, web_port: int) -> None:
+    import signal
 
-    def serve_review(clips):
-        import signal
+    from .review_server import ReviewServer, ServeError
 
-        from .review_server import ReviewServer, ServeError
-
-        # _run made SIGINT and SIGTERM raise KeyboardInterrupt, even where SIGINT came ignored.
-        if not _is_loopback(args.host):
-            print(f"warning: --host {args.host} serves the recording to every machine that can reach this one, "
-                  "without authentication", file=sys.stderr)
-        try:
-            server = ReviewServer(clips, args.host, args.grpc_port, args.web_port)
-        except ServeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        try:
-            print(f"{len(clips)} clips served: open {server.viewer_url}\n"
-                  f"  (data: {server.grpc_url}); Ctrl-C stops", flush=True)
-            server.wait()  # returns only if the web viewer ends on its own: ServeError
-        except KeyboardInterrupt:
-            print("stopped serving", file=sys.stderr)
-        except ServeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
-                signal.signal(sig, signal.SIG_IGN)
-            server.close()
-
-    _run(main)
+    # _run made SIGINT and SIGTERM raise KeyboardInterrupt, even where SIGINT came ignored.
+    if not _is_loopback(host):
+        print(f"warning: --host {host} serves the recording to every machine that can reach this one, "
+              "without authentication", file=sys.stderr)
+    try:
+        server = ReviewServer(clips, host, grpc_port, web_port)
+    except ServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        print(f"{len(clips)} clips served: open {server.viewer_url}\n"
+              f"  (data: {server.grpc_url}); Ctrl-C stops", flush=True)
+        server.wait()  # returns only if the web viewer ends on its own: ServeError
+    except KeyboardInterrupt:
+        print("stopped serving", file=sys.stderr)
+    except ServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        server.close()
 
 
 def _is_loopback(host: str) -> bool:
