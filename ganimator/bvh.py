@@ -150,7 +150,7 @@ class _Hierarchy:
                     "OFFSET": self.offset, "CHANNELS": self.channel_names}
         while True:
             tok = self.cursor.next()
-            if tok is None:  # named by the file's last line
+            if tok is None:  # the message names the last line, not the one past it
                 raise BVHError(self.cursor.path, len(self.cursor.lines),
                                "file ends inside the HIERARCHY section (no MOTION section)")
             if tok[0] == "MOTION":
