@@ -79,16 +79,6 @@ class BVH:
         return out
 
 
-def _tokens(lines, i):
-    """Next non-empty line from index i: (index, tokens), or (len(lines), None) at the end."""
-    while i < len(lines):
-        tokens = lines[i].split()
-        if tokens:
-            return i, tokens
-        i += 1
-    return i, None
-
-
 def frame_header(path: str | os.PathLike) -> tuple[int, float] | None:
     """(frames, frame time) from a BVH's MOTION header, read line by line: what reading the whole
     file would cost can be judged before it is read. None where the header is not as expected
@@ -111,126 +101,179 @@ def read_bvh(path: str | os.PathLike) -> BVH:
         lines = path.read_text().splitlines()
     except UnicodeDecodeError as e:
         raise BVHError(path, None, f"not a text file ({e.reason})") from None
+    cursor = _Cursor(path, lines)
+    joints = _Hierarchy(cursor).read()
+    num_frames, frame_time = _read_motion_header(cursor)
+    motion = _read_frames(cursor, num_frames, width=sum(len(c) for c in joints.channels))
+    return BVH(joints.names, joints.parents, np.stack(joints.offsets), joints.channels, frame_time, motion,
+               joints.end_sites)
 
-    i, tok = _tokens(lines, 0)
-    if tok != ["HIERARCHY"]:
-        raise BVHError(path, i + 1, "expected 'HIERARCHY' on the first line")
 
-    names, parents, offsets, channels, end_sites = [], [], [], [], {}
-    stack: list[int] = []  # open joints; -2 marks an open End Site block
-    pending = None  # (name, parent) of a joint whose '{' comes next
-    i += 1
-    while True:
-        i, tok = _tokens(lines, i)
-        if tok is None:
-            raise BVHError(path, i, "file ends inside the HIERARCHY section (no MOTION section)")
-        line, head = i + 1, tok[0]
-        if head in ("ROOT", "JOINT"):
-            if (head == "ROOT" and (stack or names)) or (head == "JOINT" and (not stack or stack[-1] < 0)):
-                raise BVHError(path, line, f"unexpected '{head}' (one ROOT, then JOINTs inside it)")
-            if len(tok) < 2:
-                raise BVHError(path, line, f"'{head}' needs a joint name")
-            pending = (" ".join(tok[1:]), stack[-1] if stack else -1)
-        elif head == "End":
-            if not stack or stack[-1] < 0:
-                raise BVHError(path, line, "'End Site' outside a joint")
-            pending = ("End Site", stack[-1])
-        elif head == "{":
-            if pending is None:
-                raise BVHError(path, line, "'{' without a joint")
-            name, parent = pending
-            if name == "End Site":
-                stack.append(-2 - parent)  # remember whose end site this is
-            else:
-                names.append(name)
-                parents.append(parent)
-                offsets.append(None)
-                channels.append(())
-                stack.append(len(names) - 1)
-            pending = None
-        elif head == "}":
-            if not stack:
-                raise BVHError(path, line, "unbalanced '}'")
-            stack.pop()
-        elif head == "OFFSET":
-            if not stack:
-                raise BVHError(path, line, "'OFFSET' outside a joint")
-            try:
-                value = np.array([float(v) for v in tok[1:]])
-            except ValueError:
-                raise BVHError(path, line, f"non-numeric OFFSET {' '.join(tok[1:])!r}") from None
-            if value.shape != (3,):
-                raise BVHError(path, line, f"OFFSET needs 3 values, got {len(tok) - 1}")
-            if stack[-1] >= 0:
-                offsets[stack[-1]] = value
-            else:
-                end_sites[-2 - stack[-1]] = value
-        elif head == "CHANNELS":
-            if not stack or stack[-1] < 0:
-                raise BVHError(path, line, "'CHANNELS' outside a joint")
-            try:
-                count = int(tok[1])
-            except (IndexError, ValueError):
-                raise BVHError(path, line, "CHANNELS needs a count") from None
-            chans = tuple(tok[2:])
-            if count != len(chans):
-                raise BVHError(path, line, f"CHANNELS says {count} but names {len(chans)}")
-            unknown = [c for c in chans if c not in POSITION_CHANNELS + ROTATION_CHANNELS]
-            if unknown:
-                raise BVHError(path, line, f"unknown channel {unknown[0]!r}")
-            if len(set(chans)) != len(chans):
-                raise BVHError(path, line, "a channel is listed twice")
-            rotations = sum(c in ROTATION_CHANNELS for c in chans)
-            if rotations not in (0, 3):  # one or two rotation axes have no Euler order to read back
-                raise BVHError(path, line, f"{rotations} rotation channels; joints need 0 or 3")
-            channels[stack[-1]] = chans
-        elif head == "MOTION":
-            if stack or not names:
-                raise BVHError(path, line, "'MOTION' before the hierarchy is closed")
-            break
+class _Cursor:
+    """The file's lines, read one non-blank line at a time, so that every error can name its line."""
+
+    def __init__(self, path: Path, lines: list[str]):
+        self.path, self.lines = path, lines
+        self.index = -1  # of the current line; len(lines) once past the end
+
+    def next(self) -> list[str] | None:
+        """The tokens of the next non-blank line, or None at the end of the file."""
+        self.index += 1
+        while self.index < len(self.lines):
+            tokens = self.lines[self.index].split()
+            if tokens:
+                return tokens
+            self.index += 1
+        return None
+
+    def rest(self) -> list[tuple[int, str]]:
+        """(line number, text) of every non-blank line after the current one."""
+        return [(k + 1, text) for k, text in enumerate(self.lines[self.index + 1:], self.index + 1) if text.strip()]
+
+    def error(self, message: str) -> BVHError:
+        return BVHError(self.path, self.index + 1, message)
+
+
+class _Hierarchy:
+    """The HIERARCHY section, read line by line: one method per keyword, each checking where it may stand."""
+
+    def __init__(self, cursor: _Cursor):
+        self.cursor = cursor
+        self.names, self.parents, self.offsets, self.channels, self.end_sites = [], [], [], [], {}
+        self.stack: list[int] = []  # open joints; -2 - j marks joint j's open End Site block
+        self.pending = None  # (name, parent) of a joint whose '{' comes next
+
+    def read(self) -> _Hierarchy:
+        if self.cursor.next() != ["HIERARCHY"]:
+            raise self.cursor.error("expected 'HIERARCHY' on the first line")
+        keywords = {"ROOT": self.joint, "JOINT": self.joint, "End": self.end_site, "{": self.open, "}": self.close,
+                    "OFFSET": self.offset, "CHANNELS": self.channel_names}
+        while True:
+            tok = self.cursor.next()
+            if tok is None:  # the message names the last line, not the one past it
+                raise BVHError(self.cursor.path, len(self.cursor.lines),
+                               "file ends inside the HIERARCHY section (no MOTION section)")
+            if tok[0] == "MOTION":
+                break
+            if tok[0] not in keywords:
+                raise self.cursor.error(f"unexpected {tok[0]!r} in HIERARCHY")
+            keywords[tok[0]](tok)
+        if self.stack or not self.names:
+            raise self.cursor.error("'MOTION' before the hierarchy is closed")
+        missing = [n for n, o in zip(self.names, self.offsets) if o is None]
+        if missing:
+            raise BVHError(self.cursor.path, None, f"joint {missing[0]!r} has no OFFSET")
+        return self
+
+    def in_joint(self) -> bool:
+        return bool(self.stack) and self.stack[-1] >= 0
+
+    def joint(self, tok: list[str]) -> None:
+        head = tok[0]
+        if (head == "ROOT" and (self.stack or self.names)) or (head == "JOINT" and not self.in_joint()):
+            raise self.cursor.error(f"unexpected '{head}' (one ROOT, then JOINTs inside it)")
+        if len(tok) < 2:
+            raise self.cursor.error(f"'{head}' needs a joint name")
+        self.pending = (" ".join(tok[1:]), self.stack[-1] if self.stack else -1)
+
+    def end_site(self, tok: list[str]) -> None:
+        if not self.in_joint():
+            raise self.cursor.error("'End Site' outside a joint")
+        self.pending = ("End Site", self.stack[-1])
+
+    def open(self, tok: list[str]) -> None:
+        if self.pending is None:
+            raise self.cursor.error("'{' without a joint")
+        name, parent = self.pending
+        if name == "End Site":
+            self.stack.append(-2 - parent)  # remember whose end site this is
         else:
-            raise BVHError(path, line, f"unexpected {head!r} in HIERARCHY")
-        i += 1
+            self.names.append(name)
+            self.parents.append(parent)
+            self.offsets.append(None)
+            self.channels.append(())
+            self.stack.append(len(self.names) - 1)
+        self.pending = None
 
-    missing = [n for n, o in zip(names, offsets) if o is None]
-    if missing:
-        raise BVHError(path, None, f"joint {missing[0]!r} has no OFFSET")
+    def close(self, tok: list[str]) -> None:
+        if not self.stack:
+            raise self.cursor.error("unbalanced '}'")
+        self.stack.pop()
 
-    i, tok = _tokens(lines, i + 1)
+    def offset(self, tok: list[str]) -> None:
+        if not self.stack:
+            raise self.cursor.error("'OFFSET' outside a joint")
+        try:
+            value = np.array([float(v) for v in tok[1:]])
+        except ValueError:
+            raise self.cursor.error(f"non-numeric OFFSET {' '.join(tok[1:])!r}") from None
+        if value.shape != (3,):
+            raise self.cursor.error(f"OFFSET needs 3 values, got {len(tok) - 1}")
+        if self.in_joint():
+            self.offsets[self.stack[-1]] = value
+        else:
+            self.end_sites[-2 - self.stack[-1]] = value
+
+    def channel_names(self, tok: list[str]) -> None:
+        if not self.in_joint():
+            raise self.cursor.error("'CHANNELS' outside a joint")
+        try:
+            count = int(tok[1])
+        except (IndexError, ValueError):
+            raise self.cursor.error("CHANNELS needs a count") from None
+        chans = tuple(tok[2:])
+        if count != len(chans):
+            raise self.cursor.error(f"CHANNELS says {count} but names {len(chans)}")
+        unknown = [c for c in chans if c not in POSITION_CHANNELS + ROTATION_CHANNELS]
+        if unknown:
+            raise self.cursor.error(f"unknown channel {unknown[0]!r}")
+        if len(set(chans)) != len(chans):
+            raise self.cursor.error("a channel is listed twice")
+        rotations = sum(c in ROTATION_CHANNELS for c in chans)
+        if rotations not in (0, 3):  # one or two rotation axes have no Euler order to read back
+            raise self.cursor.error(f"{rotations} rotation channels; joints need 0 or 3")
+        self.channels[self.stack[-1]] = chans
+
+
+def _read_motion_header(cursor: _Cursor) -> tuple[int, float]:
+    """'Frames: <count>' and 'Frame Time: <seconds>', the lines after MOTION."""
+    tok = cursor.next()
     if tok is None or tok[0] != "Frames:" or len(tok) != 2 or not tok[1].isdigit():
-        raise BVHError(path, i + 1, "expected 'Frames: <count>' after MOTION")
+        raise cursor.error("expected 'Frames: <count>' after MOTION")
     num_frames = int(tok[1])
-    i, tok = _tokens(lines, i + 1)
-    try:
-        assert tok is not None and tok[:2] == ["Frame", "Time:"] and len(tok) == 3
-        frame_time = float(tok[2])
-        assert frame_time > 0
-    except (AssertionError, ValueError):
-        raise BVHError(path, i + 1, "expected 'Frame Time: <seconds>' after 'Frames:'") from None
+    tok = cursor.next()
+    if not (tok is not None and tok[:2] == ["Frame", "Time:"] and len(tok) == 3 and _is_float(tok[2])
+            and float(tok[2]) > 0):
+        raise cursor.error("expected 'Frame Time: <seconds>' after 'Frames:'")
+    return num_frames, float(tok[2])
 
-    width = sum(len(c) for c in channels)
-    rows = [k for k in range(i + 1, len(lines)) if lines[k].strip()]
+
+def _read_frames(cursor: _Cursor, num_frames: int, width: int) -> np.ndarray:
+    """The motion block: one row of `width` channel values per frame, to the end of the file."""
+    rows = cursor.rest()
     if len(rows) < num_frames:  # counted before allocating: 'Frames:' may claim anything
-        raise BVHError(path, len(lines), f"file ends after {len(rows)} of {num_frames} frames (truncated?)")
+        raise BVHError(cursor.path, len(cursor.lines),
+                       f"file ends after {len(rows)} of {num_frames} frames (truncated?)")
     if len(rows) > num_frames:
-        raise BVHError(path, rows[num_frames] + 1, f"more frames than 'Frames: {num_frames}'")
+        raise BVHError(cursor.path, rows[num_frames][0], f"more frames than 'Frames: {num_frames}'")
     motion = np.empty((num_frames, width))
-    for frame, i in enumerate(rows):
-        values = lines[i].split()
+    for frame, (line, text) in enumerate(rows):
+        values = text.split()
         if len(values) != width:
-            raise BVHError(path, i + 1, f"frame {frame} has {len(values)} values, the hierarchy has {width} channels")
+            raise BVHError(cursor.path, line,
+                           f"frame {frame} has {len(values)} values, the hierarchy has {width} channels")
         try:
             motion[frame] = np.array(values, dtype=np.float64)
         except ValueError:
             bad = next(v for v in values if not _is_float(v))
-            raise BVHError(path, i + 1, f"non-numeric value {bad!r} in frame {frame}") from None
+            raise BVHError(cursor.path, line, f"non-numeric value {bad!r} in frame {frame}") from None
     # Training is float32: a value past its range (1e300) would become inf in the features.
     bad = ~(np.abs(motion) <= np.finfo(np.float32).max)
     if bad.any():
         frame, channel = np.argwhere(bad)[0]
-        raise BVHError(path, rows[frame] + 1, f"frame {frame} holds {motion[frame, channel]:g}, "
-                                              "not a finite float32 value")
-    return BVH(names, parents, np.stack(offsets), channels, frame_time, motion, end_sites)
+        raise BVHError(cursor.path, rows[frame][0], f"frame {frame} holds {motion[frame, channel]:g}, "
+                                                    "not a finite float32 value")
+    return motion
 
 
 def _is_float(text: str) -> bool:

@@ -8,12 +8,12 @@ from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
-from .bvh import write_bvh
+from .bvh import motion_to_bvh, write_bvh
 from .config import load_config, npz_filename, to_yaml
 from .dataset import MotionDataset
 from .errors import UserError
 from .errors import run_command as _run
-from .generate import GenerationError
+from .generate import GenerationError, TrainedRun, free_path, load_run, new_or_empty
 from .rundir import RunDir
 from .skeleton import RIGS
 
@@ -143,6 +143,27 @@ def _with_run_config(args: list[str]) -> list[str]:
 
 
 def generate() -> None:
+    args = _generate_parser().parse_args()
+
+    def main():
+        samples = _check_generate_args(args)
+        run = load_run(args.run_dir)
+        if args.fix_contact and not run.dataset.skeleton.contacts:  # before anything is written
+            raise GenerationError(f"--fix-contact: {args.run_dir}'s rig ({run.dataset.skeleton.rig}) has no contact "
+                                  "joints, so there are no feet to pin")
+        if args.write_keyframes:
+            return _write_keyframes(run, args.write_keyframes, args.clip)
+        out = _generate_out_dir(args)
+        outputs = [_generate_motion(run, args, samples)]
+        if args.reconstruct:
+            outputs += [(run.reconstruct(k), "reconstruction" if k == 0 else f"reconstruction-clip{k}", c.begin_xz)
+                        for k, c in enumerate(run.dataset.clips)]
+        _write_outputs(run, outputs, out, args.fix_contact)  # after all are computed: a failed one writes nothing
+
+    _run(main)
+
+
+def _generate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Generate new motion from a trained run (or exported) folder: at random, "
                                             "from edited key frames, in the style of the run's clip, or along a "
                                             "root trajectory (a conditional run).")
@@ -173,64 +194,73 @@ def generate() -> None:
                         help="write the clip's coarsest level as key frames to edit, and nothing else")
     p.add_argument("--clip", type=int, help="the training clip whose key frames --write-keyframes and --keyframes "
                                             "edit, counted from 0 (a run that mixes clips must say)")
-    args = p.parse_args()
+    return p
 
-    def main():
-        from .bvh import motion_to_bvh
-        from .edit import KeyFrames, read_clip, transfer_style
-        from .generate import free_path, load_run, new_or_empty
 
-        if not 0 <= args.seed < 2**63 or not args.detail_noise >= 0:
-            raise GenerationError(f"--seed must lie in [0, 2**63) and --detail-noise must not be negative, "
-                                  f"got {args.seed} and {args.detail_noise}")
-        edit = args.keyframes or args.content
-        if args.length is not None and (edit or args.trajectory or args.write_keyframes):
-            raise GenerationError("--length sets random samples' length; with --keyframes, --content or --trajectory "
-                                  "the motion has its input's length")
-        if args.clip is not None and not (args.keyframes or args.write_keyframes):
-            raise GenerationError("--clip names the clip whose key frames --keyframes or --write-keyframes edit")
-        samples = args.samples if args.samples is not None else 1 if edit else 5
-        if edit and samples > 1 and args.detail_noise == 0:
-            raise GenerationError(f"--samples {samples} from one {'key-frame file' if args.keyframes else 'content clip'} "
-                                  "without --detail-noise would be one motion repeated: add --detail-noise 1")
-        run = load_run(args.run_dir)
-        if args.fix_contact and not run.dataset.skeleton.contacts:  # before anything is written
-            raise GenerationError(f"--fix-contact: {args.run_dir}'s rig ({run.dataset.skeleton.rig}) has no contact "
-                                  "joints, so there are no feet to pin")
-        if args.write_keyframes:
-            if Path(args.write_keyframes).exists():
-                raise FileExistsError(f"--write-keyframes {args.write_keyframes} exists: choose a new file")
-            editor = KeyFrames(run, args.clip)
-            keys = editor.motion()
-            write_bvh(args.write_keyframes, motion_to_bvh(keys, run.dataset.skeleton))
-            print(f"wrote {args.write_keyframes}: {keys.num_frames} key frames, one every "
-                  f"{editor.spacing:.3g} frames; edit them and run --keyframes")
-            return
-        out = Path(args.out) if args.out else free_path(Path(args.run_dir) / "generated")
-        if not new_or_empty(out):
-            raise FileExistsError(f"--out {out} exists and is not an empty folder: choose a new one")
-        common, start = dict(samples=samples, seed=args.seed, detail_noise=args.detail_noise), None
-        if args.keyframes:
-            features, prefix = KeyFrames(run, args.clip).edit(args.keyframes, **common), "edited"
-        elif args.content:
-            content, start = read_clip(run, args.content)  # the content's path, from where it starts
-            features, prefix = transfer_style(run, content, **common), "styled"
-        else:
-            trajectory, start = read_clip(run, args.trajectory) if args.trajectory else (None, None)
-            features, prefix = run.generate(args.length or 600, trajectory=trajectory, **common), "sample"
-        outputs = [(features, prefix, start)]
-        if args.reconstruct:
-            outputs += [(run.reconstruct(k), "reconstruction" if k == 0 else f"reconstruction-clip{k}", c.begin_xz)
-                        for k, c in enumerate(run.dataset.clips)]
-        for features, prefix, start in outputs:
-            for path in run.write(features, out, prefix, start):
-                print(path)
-            if args.fix_contact:
-                paths, fix = run.write_fixed(features, out, prefix, start)
-                print(*paths, sep="\n")
-                print(f"{prefix}: {fix.summary()} (pinned by inverse kinematics)")
+def _check_generate_args(args: argparse.Namespace) -> int:
+    """Refuse option combinations that would be ignored or give one motion repeated, before the run
+    is loaded. Returns the number of samples."""
+    if not 0 <= args.seed < 2**63 or not args.detail_noise >= 0:
+        raise GenerationError(f"--seed must lie in [0, 2**63) and --detail-noise must not be negative, "
+                              f"got {args.seed} and {args.detail_noise}")
+    edit = args.keyframes or args.content
+    if args.length is not None and (edit or args.trajectory or args.write_keyframes):
+        raise GenerationError("--length sets random samples' length; with --keyframes, --content or --trajectory "
+                              "the motion has its input's length")
+    if args.clip is not None and not (args.keyframes or args.write_keyframes):
+        raise GenerationError("--clip names the clip whose key frames --keyframes or --write-keyframes edit")
+    samples = args.samples if args.samples is not None else 1 if edit else 5
+    if edit and samples > 1 and args.detail_noise == 0:
+        raise GenerationError(f"--samples {samples} from one {'key-frame file' if args.keyframes else 'content clip'} "
+                              "without --detail-noise would be one motion repeated: add --detail-noise 1")
+    return samples
 
-    _run(main)
+
+def _write_keyframes(run: TrainedRun, path: str, clip: int | None) -> None:
+    """The clip's coarsest level as a BVH of key frames to edit and pass back with --keyframes."""
+    from .edit import KeyFrames
+
+    if Path(path).exists():
+        raise FileExistsError(f"--write-keyframes {path} exists: choose a new file")
+    editor = KeyFrames(run, clip)
+    keys = editor.motion()
+    write_bvh(path, motion_to_bvh(keys, run.dataset.skeleton))
+    print(f"wrote {path}: {keys.num_frames} key frames, one every {editor.spacing:.3g} frames; edit them and run "
+          "--keyframes")
+
+
+def _generate_out_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out) if args.out else free_path(Path(args.run_dir) / "generated")
+    if not new_or_empty(out):
+        raise FileExistsError(f"--out {out} exists and is not an empty folder: choose a new one")
+    return out
+
+
+def _generate_motion(run: TrainedRun, args: argparse.Namespace, samples: int) -> tuple:
+    """(features, file name prefix, start) of the motion asked for: edited key frames, the content
+    clip in the run's style, or samples (along a trajectory where given). `start` is where the root
+    begins in x and z: the input's, or None for the first training clip's."""
+    from .edit import KeyFrames, read_clip, transfer_style
+
+    common = dict(samples=samples, seed=args.seed, detail_noise=args.detail_noise)
+    if args.keyframes:
+        return KeyFrames(run, args.clip).edit(args.keyframes, **common), "edited", None
+    if args.content:
+        content, start = read_clip(run, args.content)  # the content's path, from where it starts
+        return transfer_style(run, content, **common), "styled", start
+    trajectory, start = read_clip(run, args.trajectory) if args.trajectory else (None, None)
+    return run.generate(args.length or 600, trajectory=trajectory, **common), "sample", start
+
+
+def _write_outputs(run: TrainedRun, outputs: list[tuple], out: Path, fix_contact: bool) -> None:
+    """Each output's BVH files, and with fix_contact their feet-pinned copies; prints every path."""
+    for features, prefix, start in outputs:
+        for path in run.write(features, out, prefix, start):
+            print(path)
+        if fix_contact:
+            paths, fix = run.write_fixed(features, out, prefix, start)
+            print(*paths, sep="\n")
+            print(f"{prefix}: {fix.summary()} (pinned by inverse kinematics)")
 
 
 def evaluate() -> None:
@@ -264,6 +294,27 @@ def evaluate() -> None:
 
 
 def review() -> None:
+    args = _review_parser().parse_args()
+
+    def main():
+        try:
+            from .recording import write_recording
+            from .review_server import review_dirs
+
+            clips = review_dirs(args.paths, args.samples, args.length, args.seed)
+            if args.serve:
+                return _serve_review(clips, args.host, args.grpc_port, args.web_port)
+            mode = "spawn" if args.spawn else "save"
+            write_recording(clips, mode, args.save)
+        except KeyboardInterrupt:  # nothing to keep (not _run's checkpoint message)
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        print(f"{len(clips)} clips" + (f" written to {args.save}" if mode == "save" else f" sent ({mode})"))
+
+    _run(main)
+
+
+def _review_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Show trained runs' or exports' generated motions, and BVH files, beside "
                                             "the real clip as animated skeletons in Rerun.")
     p.add_argument("paths", nargs="+", help="run folders, export folders, a sweep's export folder (all ranks), "
@@ -282,52 +333,36 @@ def review() -> None:
                             "interface, reachable by anyone on the network, without authentication)")
     serve.add_argument("--grpc-port", type=int, default=9876, help="the data (gRPC) port (default 9876; 0: a free one)")
     serve.add_argument("--web-port", type=int, default=9090, help="the web viewer's port (default 9090; 0: a free one)")
-    args = p.parse_args()
+    return p
 
-    def main():
-        try:
-            from .recording import write_recording
-            from .review_server import review_dirs
 
-            clips = review_dirs(args.paths, args.samples, args.length, args.seed)
-            if args.serve:
-                return serve_review(clips)
-            mode = "spawn" if args.spawn else "save"
-            write_recording(clips, mode, args.save)
-        except KeyboardInterrupt:  # nothing to keep (not _run's checkpoint message)
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
-        print(f"{len(clips)} clips" + (f" written to {args.save}" if mode == "save" else f" sent ({mode})"))
+def _serve_review(clips, host: str, grpc_port: int, web_port: int) -> None:
+    import signal
 
-    def serve_review(clips):
-        import signal
+    from .review_server import ReviewServer, ServeError
 
-        from .review_server import ReviewServer, ServeError
-
-        # _run made SIGINT and SIGTERM raise KeyboardInterrupt, even where SIGINT came ignored.
-        if not _is_loopback(args.host):
-            print(f"warning: --host {args.host} serves the recording to every machine that can reach this one, "
-                  "without authentication", file=sys.stderr)
-        try:
-            server = ReviewServer(clips, args.host, args.grpc_port, args.web_port)
-        except ServeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        try:
-            print(f"{len(clips)} clips served: open {server.viewer_url}\n"
-                  f"  (data: {server.grpc_url}); Ctrl-C stops", flush=True)
-            server.wait()  # returns only if the web viewer ends on its own: ServeError
-        except KeyboardInterrupt:
-            print("stopped serving", file=sys.stderr)
-        except ServeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
-                signal.signal(sig, signal.SIG_IGN)
-            server.close()
-
-    _run(main)
+    # _run made SIGINT and SIGTERM raise KeyboardInterrupt, even where SIGINT came ignored.
+    if not _is_loopback(host):
+        print(f"warning: --host {host} serves the recording to every machine that can reach this one, "
+              "without authentication", file=sys.stderr)
+    try:
+        server = ReviewServer(clips, host, grpc_port, web_port)
+    except ServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        print(f"{len(clips)} clips served: open {server.viewer_url}\n"
+              f"  (data: {server.grpc_url}); Ctrl-C stops", flush=True)
+        server.wait()  # returns only if the web viewer ends on its own: ServeError
+    except KeyboardInterrupt:
+        print("stopped serving", file=sys.stderr)
+    except ServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        server.close()
 
 
 def _is_loopback(host: str) -> bool:
