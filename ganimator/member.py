@@ -78,7 +78,7 @@ class Member:
     optim: OptimSettings
     consistency: ContactConsistency
     device: torch.device
-    trajectories: object | None = None  # generate.TrajectorySource: a conditional run's trajectories
+    trajectories: object | None = None  # edit.TrajectorySource: a conditional run's trajectories
 
     @classmethod
     def build(cls, cfg: DictConfig, dataset, device: torch.device, trajectories=None) -> "Member":
