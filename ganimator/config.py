@@ -66,11 +66,21 @@ class OptimConfig:
     lambda_consistency: float = 5.0
     critic_steps: int = 5  # critic updates per iteration
     fake_pool_size: int = 50  # history of fakes the critic also sees (0: none)
+    # Each stage's learning rates (ganimator/schedule.py): a linear warm-up over this share of the
+    # stage, then a cosine down to lr_final times their value at its end. 0 and 1: constant, the original.
+    lr_warmup: float = 0.0
+    lr_final: float = 1.0
 
 
 @dataclass
 class SchedulingConfig:
-    train_data_iter: int = 15000  # iterations per stage
+    train_data_iter: int = 15000  # iterations per stage (without a budget)
+    # A run's whole cost, at most one of the two (0: none): total iterations, or minutes of training
+    # time (validation left out). stage_weights split it, or train_data_iter x stages without a
+    # budget; stages past the list weigh 1 (ganimator/schedule.py).
+    budget_iters: int = 0
+    budget_minutes: float = 0.0
+    stage_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     validate_every: int = 1000
     checkpoint_every: int = 1000
     # Validation samples the way the final evaluation draws them (the original's protocol: noise
@@ -143,8 +153,19 @@ def qualify(key: str) -> str:
     raise ConfigError(f"unknown config key {key!r}{hint}")
 
 
+PRESETS = Path(__file__).with_name("presets")  # measured deviations from the original's defaults, by name
+
+
+def preset_path(name: str) -> Path:
+    """`preset=NAME`: ganimator/presets/NAME.yaml, a config file shipped with the package."""
+    known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    if name not in known:
+        raise ConfigError(f"unknown preset {name!r}; the presets are {', '.join(known)}")
+    return PRESETS / f"{name}.yaml"
+
+
 def load_config(overrides: list[str] = ()) -> DictConfig:
-    """Defaults <- each `config=FILE.yaml` <- `key=value` overrides, in that order."""
+    """Defaults <- each `config=FILE.yaml` or `preset=NAME` <- `key=value` overrides, in that order."""
     cfg = OmegaConf.structured(TrainConfig)
     try:
         assignments = []
@@ -154,6 +175,8 @@ def load_config(overrides: list[str] = ()) -> DictConfig:
                 raise ConfigError(f"override {item!r} is not key=value")
             if key == "config":
                 cfg = OmegaConf.merge(cfg, _load_yaml(value))
+            elif key == "preset":
+                cfg = OmegaConf.merge(cfg, _load_yaml(str(preset_path(value))))
             else:
                 key = qualify(key)
                 # Text keys take the text as typed: YAML would read `clearml=off` as False.
@@ -226,13 +249,20 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'model.stages': {list(map(list, m.stages))} must cover levels 0..N-1 in order")
     if m.stages:
         stage_noise_scales(m, len(m.stages))
+        stage_weights(s, len(m.stages))
+    if s.budget_iters and s.budget_minutes:
+        raise ConfigError("config keys 'scheduling.budget_iters' and 'scheduling.budget_minutes' are both set; "
+                          "a run's budget is iterations or minutes, not both")
+    if not 0 <= o.lr_warmup <= 1:
+        raise ConfigError(f"config key 'optim.lr_warmup' is a share of each stage, 0 to 1; got {o.lr_warmup}")
     positive = {"model.group_size": m.group_size, "optim.lr_g": o.lr_g, "optim.lr_d": o.lr_d, "model.kernel_size": m.kernel_size,
                 "scheduling.validate_every": s.validate_every, "scheduling.checkpoint_every": s.checkpoint_every,
                 "scheduling.validation_length": s.validation_length}
     nonneg = {"optim.lambda_rec": o.lambda_rec, "optim.lambda_gp": o.lambda_gp, "optim.critic_steps": o.critic_steps,
               "optim.lambda_consistency": o.lambda_consistency, "optim.fake_pool_size": o.fake_pool_size,
               "model.noise_amp_scale": m.noise_amp_scale, "scheduling.train_data_iter": s.train_data_iter,
-              "scheduling.validation_samples": s.validation_samples,
+              "scheduling.validation_samples": s.validation_samples, "scheduling.budget_iters": s.budget_iters,
+              "scheduling.budget_minutes": s.budget_minutes, "optim.lr_final": o.lr_final,
               "scheduling.validation_detail_noise": s.validation_detail_noise}
     for i, v in enumerate(m.hidden_channels):
         positive[f"model.hidden_channels.{i}"] = v
@@ -240,6 +270,8 @@ def validate(cfg: DictConfig) -> None:
     nonneg["model.trajectory_levels"] = m.trajectory_levels
     for i, v in enumerate(m.stage_noise_amp_scale):
         nonneg[f"model.stage_noise_amp_scale.{i}"] = v
+    for i, v in enumerate(s.stage_weights):
+        positive[f"scheduling.stage_weights.{i}"] = v
     for key, v in positive.items():
         if not v > 0:
             raise ConfigError(f"config key {key!r} must be positive, got {v}")
@@ -297,13 +329,21 @@ def stage_levels(model: DictConfig, num_levels: int, source: str = "the data") -
 
 
 def stage_noise_scales(model: DictConfig, num_stages: int) -> list[float]:
-    """`model.stage_noise_amp_scale` for `num_stages` stages: 1 past the end of the list; a value
-    other than 1 for a stage the pyramid does not have is an error."""
-    scales = list(model.stage_noise_amp_scale)
-    if any(v != 1.0 for v in scales[num_stages:]):
-        raise ConfigError(f"config key 'model.stage_noise_amp_scale' has {len(scales)} values "
-                          f"for {num_stages} stages")
-    return (scales + [1.0] * num_stages)[:num_stages]
+    """`model.stage_noise_amp_scale` for `num_stages` stages (_per_stage)."""
+    return _per_stage(list(model.stage_noise_amp_scale), num_stages, "model.stage_noise_amp_scale")
+
+
+def stage_weights(scheduling: DictConfig, num_stages: int) -> list[float]:
+    """`scheduling.stage_weights` for `num_stages` stages (_per_stage)."""
+    return _per_stage(list(scheduling.stage_weights), num_stages, "scheduling.stage_weights")
+
+
+def _per_stage(values: list[float], num_stages: int, key: str) -> list[float]:
+    """A value per stage: 1 past the end of the list; a value other than 1 for a stage the
+    pyramid does not have is an error."""
+    if any(v != 1.0 for v in values[num_stages:]):
+        raise ConfigError(f"config key {key!r} has {len(values)} values for {num_stages} stages")
+    return (values + [1.0] * num_stages)[:num_stages]
 
 
 def to_yaml(cfg: DictConfig) -> str:

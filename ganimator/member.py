@@ -28,11 +28,13 @@ class OptimSettings:
     lambda_consistency: float
     critic_steps: int
     fake_pool_size: int
+    lr_warmup: float = 0.0  # the learning rates' schedule within a stage (schedule.lr_factor)
+    lr_final: float = 1.0
 
     @classmethod
     def of(cls, optim: DictConfig) -> "OptimSettings":
         return cls(optim.lr_g, optim.lr_d, optim.lambda_rec, optim.lambda_gp, optim.lambda_consistency,
-                   optim.critic_steps, optim.fake_pool_size)
+                   optim.critic_steps, optim.fake_pool_size, optim.lr_warmup, optim.lr_final)
 
 
 @dataclass
@@ -109,6 +111,12 @@ class Member:
             clip.reals = [r.double() for r in clip.reals]
         return self
 
+    def scale_learning_rates(self, factor: float) -> None:
+        """Every optimiser's learning rate at `factor` times the configured one."""
+        for opts, lr in ((self.opt_g, self.optim.lr_g), (self.opt_d, self.optim.lr_d)):
+            for group in (g for opt in opts for g in opt.param_groups):
+                group["lr"] = lr * factor
+
     def given(self, levels: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """`levels` as a conditional run's conditions (None for an unconditional run)."""
         return levels if self.trajectories is not None else None
@@ -148,7 +156,5 @@ class Member:
                 if saved and not torch.is_tensor(saved[0]):  # a checkpoint that kept a pool per clip
                     saved = [t for per_clip in saved for t in per_clip][:pool.size]
                 pool.items = [t.to(self.device) for t in saved]
-        for opts, lr in ((self.opt_g, self.optim.lr_g), (self.opt_d, self.optim.lr_d)):
-            for group in (g for opt in opts for g in opt.param_groups):
-                group["lr"] = lr  # the config, not the checkpoint, is the truth on resume
+        self.scale_learning_rates(1.0)  # the config, not the checkpoint, is the truth on resume (and the schedule)
         self.rng.set_state(state["rng"])

@@ -40,11 +40,14 @@ CHECKPOINT_VERSION = 3  # 3: the original's channel layout and skeleton-aware ne
 GENERATOR_ONLY = ("pyramid",)  # what generation reads of a member's state (generate.load_run)
 
 
-def make_checkpoint(stage: int, iteration: int, step: int, member: dict, generators_only: bool = False) -> dict:
-    """A checkpoint: where the schedule stands and a member's state (`Member.state_dict`), all of
-    it (resume reads it) or only the generators (an export: generation reads no more)."""
+def make_checkpoint(stage: int, iteration: int, step: int, member: dict, seconds: float = 0.0,
+                    generators_only: bool = False) -> dict:
+    """A checkpoint: where the schedule stands (with the training time a time budget counts) and a
+    member's state (`Member.state_dict`), all of it (resume reads it) or only the generators (an
+    export: generation reads no more)."""
     kept = {k: member[k] for k in GENERATOR_ONLY} if generators_only else member
-    return {"version": CHECKPOINT_VERSION, "stage": stage, "iteration": iteration, "step": step, **kept}
+    return {"version": CHECKPOINT_VERSION, "stage": stage, "iteration": iteration, "step": step, "seconds": seconds,
+            **kept}
 
 
 class CheckpointError(UserError, ValueError):

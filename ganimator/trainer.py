@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from functools import partial
@@ -22,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .config import check_device, npz_filename, resolve_device, stage_levels
+from .config import check_device, npz_filename, resolve_device
 from .dataset import MotionDataset
 from .errors import UserError
 from .losses import reconstruction_loss
@@ -31,6 +32,7 @@ from .metrics import Quality, Scorer
 from .networks import check_fits
 from .progress import progress_bar
 from .rundir import RunDir, checkpoint_fits, make_checkpoint
+from .schedule import Schedule, lr_factor
 from .step import train_iteration
 
 
@@ -141,11 +143,13 @@ class Trainer:
         device = resolve_device(cfg.util.device)
         check_device(device)
         self.device = torch.device(device)
-        self.stages = stage_levels(cfg.model, self.dataset.num_levels, npz_filename(cfg))
+        self.schedule = Schedule.of(cfg, self.dataset.num_levels, npz_filename(cfg))
+        self.stages = [list(levels) for levels in self.schedule.stages]
         self._scorers: dict[int, Scorer] = {}  # per validated level
         check_fits(cfg, self.dataset, self.device)
         self.member = Member.build(cfg, self.dataset, self.device, trajectories)
         self.stage, self.iteration, self.step = 0, 0, 0
+        self.seconds = 0.0  # training time so far, validation left out: a time budget's clock
 
     def double(self) -> "Trainer":
         """The member in float64 (Member.double), before training starts."""
@@ -189,9 +193,20 @@ class Trainer:
         self._running: dict[str, list[float]] = {}
         return levels
 
-    def after_iteration(self, losses: dict[str, float], hooks: Sequence[Hooks]) -> bool:
-        """Count an iteration of the current stage, validate and checkpoint when due. True when a
-        hook stopped the run (its state is saved); TrainingDiverged on a non-finite loss."""
+    def stage_over(self) -> bool:
+        return self.schedule.over(self.stage, self.iteration, self.seconds)
+
+    def set_learning_rates(self) -> None:
+        """The stage's learning rates where the schedule has them now (optim.lr_warmup, lr_final)."""
+        o = self.member.optim
+        if o.lr_warmup or o.lr_final != 1.0:
+            progress = self.schedule.progress(self.stage, self.iteration, self.seconds)
+            self.member.scale_learning_rates(lr_factor(progress, o.lr_warmup, o.lr_final))
+
+    def after_iteration(self, losses: dict[str, float], seconds: float, hooks: Sequence[Hooks]) -> bool:
+        """Count an iteration of the current stage (`seconds` of training), validate and checkpoint
+        when due. True when a hook stopped the run (its state is saved); TrainingDiverged on a
+        non-finite loss."""
         bad = [k for k, v in losses.items() if not math.isfinite(v)]
         if bad:
             raise TrainingDiverged(
@@ -200,9 +215,10 @@ class Trainer:
         sched = self.cfg.scheduling
         self.iteration += 1
         self.step += 1
+        self.seconds += seconds
         for k, v in losses.items():
             self._running.setdefault(k, []).append(v)
-        last = self.iteration == sched.train_data_iter
+        last = self.stage_over()
         checkpoint = self.iteration % sched.checkpoint_every == 0 and not last
         if self.iteration % sched.validate_every == 0 and not last:
             metrics, samples = self.validate(self.stages[self.stage])
@@ -272,11 +288,12 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything resuming needs: the member's state and where the schedule stands."""
         first = self.stages[self.stage][0] if self.stage < len(self.stages) else len(self.member.critics)
-        return make_checkpoint(self.stage, self.iteration, self.step, self.member.state_dict(first))
+        return make_checkpoint(self.stage, self.iteration, self.step, self.member.state_dict(first), self.seconds)
 
     def load_state(self, state: dict) -> None:
         self.member.load_state(state)
         self.stage, self.iteration, self.step = state["stage"], state["iteration"], state["step"]
+        self.seconds = state.get("seconds", 0.0)  # checkpoints before time budgets have none
 
 
 # ---- the stage loop -------------------------------------------------------------------------
@@ -308,34 +325,37 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
             hook.on_leave(m, outcome)
 
     def iterate() -> Losses:
+        for m in active:
+            m.set_learning_rates()
         return train_iteration([m.member for m in active], levels)
 
     active = list(members)
-    cfg, num_stages = members[0].cfg, len(members[0].stages)
+    lead = members[0]  # members share the schedule (population.check_fusable), so one clock serves
+    num_stages = len(lead.stages)
     while active and active[0].stage < num_stages:
         stage = active[0].stage
         for m in active:
             levels = m.begin_stage()
-        crowd = f", {len(members)} members" if len(members) > 1 else ""
-        bar = progress_bar(cfg.scheduling.train_data_iter, f"stage {stage + 1}/{num_stages} levels {levels}{crowd}",
-                           active[0].iteration, cfg.util.progress)
+        bar = _stage_bar(active[0], len(members))
         first = True
-        while active and active[0].iteration < cfg.scheduling.train_data_iter:
+        while active and not active[0].stage_over():
             run = iterate
             if first:
                 for hook in hooks:
                     run = partial(hook.first_iteration, active, run)
                 first = False
+            start = time.perf_counter()
             losses = run()
+            seconds = time.perf_counter() - start
             for m, member_losses in zip(list(active), losses):
                 try:
-                    if m.after_iteration(member_losses, hooks):
+                    if m.after_iteration(member_losses, seconds, hooks):
                         leave(m, m.result)
                 except TrainingDiverged as e:
                     if len(members) > 1:
                         tqdm.write(f"member {members.index(m)} ({m.run_dir}) leaves: {e}", file=sys.stderr)
                     leave(m, e)
-            bar.update()
+            bar.update(seconds if lead.schedule.timed else 1)
             if len(members) == 1 and active and hasattr(bar, "set_postfix"):
                 bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses[0].items()
                                  if not k.endswith(("gp", "contact"))}, refresh=False)
@@ -349,3 +369,15 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
         m.result.finished = True
         outcomes[members.index(m)] = m.result
     return [outcomes[k] for k in range(len(members))]
+
+
+def _stage_bar(trainer: Trainer, members: int):
+    """The stage's progress: in iterations, or in seconds of a time budget."""
+    schedule, stage = trainer.schedule, trainer.stage
+    crowd = f", {members} members" if members > 1 else ""
+    desc = f"stage {stage + 1}/{len(schedule.stages)} levels {list(schedule.stages[stage])}{crowd}"
+    if schedule.timed:
+        start = schedule.ends[stage - 1] if stage else 0.0
+        return progress_bar(round(schedule.ends[stage] - start), desc, round(max(0.0, trainer.seconds - start)),
+                            trainer.cfg.util.progress, unit="s")
+    return progress_bar(schedule.iterations[stage], desc, trainer.iteration, trainer.cfg.util.progress)

@@ -50,7 +50,7 @@ class SweepConfig:
     # Retraining the best configurations and exporting them.
     top_k: int = 1
     retrain_seeds: list[int] = field(default_factory=lambda: [0])
-    retrain_iter: int = 15000  # iterations per stage of a retrain (the original's full length)
+    retrain_iter: int = 15000  # iterations per stage of a retrain (the original's full length); a budget replaces it
     export_dir: str = "exports"
     export_samples: int = 5  # BVH samples written per export
     export_length: int = 0  # frames per sample; 0: twice the clip

@@ -27,11 +27,12 @@ import torch
 from omegaconf import OmegaConf
 from ray import tune
 
-from ganimator.config import ConfigError, stage_levels
+from ganimator.config import ConfigError
 from ganimator.dataset import MotionDataset
 from ganimator.errors import run_command, stop_on_signals
 from ganimator.files import atomic_write_text
 from ganimator.rundir import new_or_empty
+from ganimator.schedule import Schedule
 from sweeps._compat import keep_local_ray_on_loopback
 from sweeps.config import SweepConfig, check_reachable, drop_password, hide_password, load_sweep_config
 from sweeps.export import retrain_and_export
@@ -100,7 +101,11 @@ def main(argv: list[str]) -> int:
               "studies only)", file=sys.stderr)
     # A bad npz, stages or space values that do not fit it fail here, not in every trial.
     dataset = MotionDataset.load(base.data.npz_filename)
-    num_stages = len(stage_levels(base.model, dataset.num_levels, base.data.npz_filename))
+    schedule = Schedule.of(base, dataset.num_levels, base.data.npz_filename)
+    num_stages = len(schedule.stages)
+    if base.scheduling.budget_iters or base.scheduling.budget_minutes:
+        print(f"budget mode: every trial and retrain trains {_budget(base)} ({schedule.describe()} by default; "
+              "retrain_iter is not used)", file=sys.stderr)
     if cfg.export_fix_contact and not dataset.skeleton.contacts:
         raise ConfigError(f"export_fix_contact=true: {base.data.npz_filename}'s rig ({dataset.skeleton.rig}) has no "
                           "contact joints, so there are no feet to pin")
@@ -235,6 +240,11 @@ def _check_new_or_resume(cfg, paths: SweepPaths) -> None:
     if not cfg.resume and not new_or_empty(paths.exports):
         raise ConfigError(f"export folder {paths.exports} already exists and is not empty: choose another name= or "
                           "export_dir=")
+
+
+def _budget(base) -> str:
+    s = base.scheduling
+    return f"budget_iters={s.budget_iters}" if s.budget_iters else f"budget_minutes={s.budget_minutes:g}"
 
 
 def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:

@@ -15,8 +15,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from ganimator.config import ConfigError, load_config, qualify, stage_levels
+from ganimator.config import ConfigError, load_config, qualify
 from ganimator.networks import check_fits, check_kernel
+from ganimator.schedule import Schedule
 
 TYPES = ("log", "uniform", "int", "categorical")
 FIELDS = {"type", "low", "high", "default", "log", "choices"}
@@ -44,10 +45,19 @@ class SearchSpace(dict):
         return {k: p.default for k, p in self.items()}
 
 
-def load_space(path, trainer_overrides: list[str] = ()) -> SearchSpace:
-    path = Path(path)
+def space_path(name) -> Path:
+    """A YAML file, or the name of a space shipped beside space.yaml (`budget`: space-budget.yaml)."""
+    path = Path(name)
+    shipped = Path(__file__).with_name(f"space-{name}.yaml") if str(name).isidentifier() else None
+    if not path.is_file() and shipped and shipped.is_file():
+        return shipped
     if not path.is_file():
         raise ConfigError(f"search space {path} does not exist")
+    return path
+
+
+def load_space(path, trainer_overrides: list[str] = ()) -> SearchSpace:
+    path = space_path(path)
     try:
         entries = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -121,7 +131,7 @@ def check_on_data(space: SearchSpace, trainer_overrides: list[str], dataset, che
         for value in param.extremes():
             cfg = load_config([*trainer_overrides, f"{key}={value}"])
             try:
-                stage_levels(cfg.model, dataset.num_levels, dataset.source or "the data")
+                Schedule.of(cfg, dataset.num_levels, dataset.source or "the data")  # its stages and their weights
                 check_kernel(cfg, dataset)
                 if check_memory:
                     check_fits(cfg, dataset, torch.device("cpu"))

@@ -283,6 +283,23 @@ def test_pareto_mode_searches_coverage_diversity_and_naturalness(clip, tmp_path)
     assert len(metrics["contact_fix"]["pinned_speed_after"]) == 2
 
 
+def test_a_budget_sweep_searches_the_schedule_at_equal_cost(npz, tmp_path):
+    """space=budget with budget_iters: every configuration, split across the stages its own way,
+    trains the same 24 iterations, and so does each retrain."""
+    out = run_sweep(npz, tmp_path, "name=budget", "space=budget", "budget_iters=24", "num_samples=3",
+                    "early_stopping=false", *EXPORT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "budget mode: every trial and retrain trains budget_iters=24" in out.stderr
+    rows = read_summary(tmp_path, "budget")
+    assert len(rows) == 3 and all(r["status"] == "finished" and int(r["steps"]) == 24 for r in rows)
+    weights = {tuple(float(r[f"stage_weights.{k}"]) for k in (1, 2, 3)) for r in rows}
+    assert len(weights) == 3 and (1.0, 1.0, 1.0) in weights  # the first trial runs the original's even split
+    for r in rows:
+        history = [json.loads(line) for line in (Path(r["export"]) / "history.jsonl").read_text().splitlines()] \
+            if r["export"] else []
+        assert not history or history[-1]["step"] == 24
+
+
 def test_a_diverging_configuration_fails_at_once_with_its_reason_and_the_sweep_goes_on(npz, tmp_path):
     space = tmp_path / "space.yaml"  # the first trial runs the default, a learning rate that diverges at once
     space.write_text("lr_d: {type: categorical, choices: [0.0001, 1.0e10], default: 1.0e10}\n"
