@@ -1,6 +1,15 @@
 """Does the sweep find a configuration that makes better motion than the default, on this clip?
 
     python benchmarks/sweep_value.py clip.bvh [--trials 12] [--iters 25] [--retrain-iters 50] [--seeds 3]
+    python benchmarks/sweep_value.py clip.bvh --budget-iters 400 [--trials 8] [--seeds 3]
+
+With `--budget-iters N` it runs in budget mode: every trial costs N iterations in all, split across the
+stages as each configuration chooses, over the budget space (`sweeps/space-budget.yaml`: stage
+weights, learning rates and their schedule, critic steps, noise, lambda_rec); the best and the
+default (the original's values at the same budget, spent evenly) are retrained at N too, and the
+report gives each one's training time beside its quality (the space's critic steps reach the
+default's 5 at most, so no configuration buys more iterations; a heavier stage split can cost
+more time, which the report shows).
 
 1. A sweep of `--trials` configurations at `--iters` iterations a stage, without early stopping,
    so that every configuration has a final score (its own retrain is skipped: step 3 does it).
@@ -60,8 +69,12 @@ def cached(path: Path, compute) -> dict:
 def evaluation(run_dir: Path, samples: int, noise_scale: float = 1.0) -> dict:
     from ganimator.generate import load_run
 
+    from ganimator.rundir import load_checkpoint_file
+
     run = load_run(run_dir)
-    return {**run.evaluate(samples, noise_scale=noise_scale).as_dict(), **run.sampling(samples, noise_scale=noise_scale)}
+    seconds = load_checkpoint_file(run_dir / "checkpoint.pt").get("seconds", math.nan)  # its training time
+    return {**run.evaluate(samples, noise_scale=noise_scale).as_dict(), **run.sampling(samples, noise_scale=noise_scale),
+            "train_seconds": seconds}
 
 
 def scored(metrics: dict) -> dict:
@@ -82,11 +95,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--eval-samples", type=int, default=200)
     p.add_argument("--noise-scale", type=float, default=2.0, help="the amplified-noise known case")
+    p.add_argument("--budget-iters", type=int, default=0,
+                   help="budget mode: each trial and retrain costs this many iterations in all (--iters, --retrain-iters unused)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", default="")
     args = p.parse_args()
     clip = Path(args.clip).resolve()
-    out = Path(args.out or f"bench-sweep-value/{clip.stem}").resolve()
+    mode = f"-budget-{args.budget_iters}" if args.budget_iters else ""
+    out = Path(args.out or f"bench-sweep-value/{clip.stem}{mode}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     import torch
@@ -97,11 +113,17 @@ def main() -> None:
         sh("ganimator-preprocess", str(clip), str(npz), log=log)
     trainer = [f"npz_filename={npz}", "clearml=off"]
 
+    budget = args.budget_iters
+
+    def cost(iters: int) -> list[str]:
+        """A training's length: `iters` a stage, or in budget mode `iters` in all (validated at stage ends only)."""
+        return [f"budget_iters={iters}" if budget else f"train_data_iter={iters}", f"validate_every={iters}"]
+
     def train(run: Path, iters: int, seed: int, params: dict) -> Path:
         if not (run / "samples").is_dir():  # written when the last stage ends
-            print(f"training {run.relative_to(out)} ({iters} iterations a stage)", flush=True)
+            print(f"training {run.relative_to(out)} ({iters} iterations {'in all' if budget else 'a stage'})", flush=True)
             sh("ganimator-train", *trainer, *(f"{k}={v}" for k, v in params.items()), f"run_dir={run}",
-               f"seed={seed}", f"train_data_iter={iters}", f"validate_every={iters}", f"num_threads={args.threads}",
+               f"seed={seed}", *cost(iters), f"num_threads={args.threads}",
                "progress=false", f"resume={str(run.exists()).lower()}", log=log)
         return run
 
@@ -112,13 +134,17 @@ def main() -> None:
 
         return scored(cached(out / "evals" / f"{key}.json", evaluate))
 
-    # 1. The sweep (its own retrain, a single iteration, is skipped in effect).
+    # 1. The sweep (its own retrain, a single iteration, is skipped in effect; in budget mode it
+    # costs the whole budget once more, which the retrains below make up for).
     results = out / "results" / name
+    sweep_iters = budget or args.iters
     if not (out / "exports" / name).is_dir():
-        print(f"sweep: {args.trials} trials x {args.iters} iterations a stage (log: {log})", flush=True)
-        sh(sys.executable, "sweeps/run.py", *trainer, f"validate_every={args.iters}", f"name={name}",
+        print(f"sweep: {args.trials} trials x {sweep_iters} iterations {'in all' if budget else 'a stage'} "
+              f"(log: {log})", flush=True)
+        space = ["space=budget"] if budget else []
+        sh(sys.executable, "sweeps/run.py", *trainer, *cost(sweep_iters), *space, f"name={name}",
            f"results_dir={out / 'results'}", f"export_dir={out / 'exports'}", f"num_samples={args.trials}",
-           f"train_data_iter={args.iters}", "early_stopping=false", f"num_cpus={args.threads}",
+           "early_stopping=false", f"num_cpus={args.threads}",
            f"cpus_per_trial={args.threads}", "retrain_iter=1", "eval_samples=1", "export_samples=0", log=log)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'optuna.db'}")
     rows = study_rows(study, list(study.trials[0].params), OBJECTIVE)
@@ -133,7 +159,8 @@ def main() -> None:
     if number(best):
         configurations["best"] = (f"trial-{number(best)}", finished[number(best)].params)
     retrained = {"best": {}, "default": {}, "short": {}, "noisy": {}}
-    iters, short_iters = args.retrain_iters, max(1, args.retrain_iters // 10)
+    iters = budget or args.retrain_iters
+    short_iters = max(4 if budget else 1, iters // 10)
     for seed in range(args.seeds):
         for role, (folder, params) in configurations.items():
             run = train(out / f"{folder}-{iters}" / f"seed-{seed}", iters, seed, params)
@@ -164,26 +191,31 @@ def number(row) -> int:
 def render(args, short_iters, rows, best_row, retrained, full, study) -> str:
     best, default = retrained["best"], retrained["default"]
     default_row = next(r for r in rows if number(r) == 0)
+    length = (f"a budget of {args.budget_iters} iterations in all (`space=budget`)" if args.budget_iters
+              else f"{args.iters} iterations a stage")
+    retrain = f"{args.budget_iters} iterations in all" if args.budget_iters else f"{args.retrain_iters} iterations a stage"
+    short = f"{short_iters} iterations {'in all' if args.budget_iters else 'a stage'}"
     lines = [f"# Sweep value on {Path(args.clip).name}", "",
-             f"{args.trials} trials at {args.iters} iterations a stage (no early stopping); the best "
+             f"{args.trials} trials at {length} (no early stopping); the best "
              f"({best_row.trial_id}) and the default ({default_row.trial_id}) each retrained with seeds "
-             f"{sorted(default)} at {args.retrain_iters} iterations a stage, evaluated on {args.eval_samples} samples "
+             f"{sorted(default)} at {retrain}, {args.threads} threads, evaluated on {args.eval_samples} samples "
              "of twice the clip's length (the final protocol).", "",
              "| metric | best: mean | spread | default: mean | spread | best - default |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for k in SHOWN:
-        (bm, bs), (dm, ds) = mean_spread([m[k] for m in best.values()]), mean_spread([m[k] for m in default.values()])
+    for k in (*SHOWN, "train_seconds"):
+        (bm, bs), (dm, ds) = (mean_spread([m.get(k, math.nan) for m in x.values()]) for x in (best, default))
         lines.append(f"| {k} | {bm:.4f} | {bs:.4f} | {dm:.4f} | {ds:.4f} | {bm - dm:+.4f} |")
-    (bm, bs), (dm, ds) = (mean_spread([m["score"] for m in x.values()]) for x in (best, default))
-    spread = math.hypot(bs, ds) or math.nan
-    verdict = ("the default itself was the sweep's best" if best_row is default_row else
-               f"the {'best' if bm > dm else 'default'} configuration wins by {abs(bm - dm):.4f} in score "
-               f"({abs(bm - dm) / spread:.1f} x the seeds' combined spread)")
+    verdicts = []
+    for k in ("score", "coverage"):
+        (bm, bs), (dm, ds) = (mean_spread([m[k] for m in x.values()]) for x in (best, default))
+        spread = math.hypot(bs, ds)
+        verdicts.append(f"in {k} the {'best' if bm > dm else 'default'} configuration wins by {abs(bm - dm):.4f}, "
+                        f"{'more' if abs(bm - dm) > spread else 'less'} than the seeds' combined spread ({spread:.4f})")
+    verdict = "the default itself was the sweep's best" if best_row is default_row else "; ".join(verdicts)
     lines += ["", f"**Verdict**: {verdict}.", "", "## The objective's known cases (default configuration, mean over seeds)", "",
               "| case | score | coverage | diversity | jitter | foot skating |", "| --- | --- | --- | --- | --- | --- |"]
-    cases = {f"trained {args.retrain_iters} iterations a stage": default,
-             f"trained {short_iters} iterations a stage": retrained["short"],
-             f"trained {args.retrain_iters}, sampled with {args.noise_scale:g}x noise": retrained["noisy"]}
+    cases = {f"trained {retrain}": default, f"trained {short}": retrained["short"],
+             f"trained {retrain}, sampled with {args.noise_scale:g}x noise": retrained["noisy"]}
     mean = {case: {k: statistics.fmean(m[k] for m in runs.values()) for k in SHOWN} for case, runs in cases.items()}
     for case, m in mean.items():
         lines.append(f"| {case} | {m['score']:.4f} | {m['coverage']:.3f} | "

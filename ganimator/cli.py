@@ -107,6 +107,7 @@ def train() -> None:
         print("usage: ganimator-train [config=FILE.yaml] [key=value ...] [--print-config]\n\n"
               "Trains every stage of GANimator on a ganimator-preprocess npz, e.g.\n"
               "  ganimator-train npz_filename=clip.npz train_data_iter=2000\n"
+              "  ganimator-train npz_filename=clip.npz preset=fast            # a budget of minutes, not hours\n"
               "Keys may be bare (lambda_rec=20) or qualified (optim.lambda_rec=20); --print-config\n"
               "prints every key with its value. Continue a stopped run with run_dir=DIR resume=true.")
         return
@@ -124,6 +125,7 @@ def train() -> None:
             cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = build_trainer(cfg)
         print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else ""), flush=True)
+        print(f"stages: {trainer.schedule.describe()}", flush=True)
         with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
             result = trainer.fit([RunOutputs(), tracking])
         state = "finished" if result.finished else "stopped"

@@ -138,8 +138,8 @@ class RunDir:
         """checkpoint.pt as an export ships it: the generators only, as the bytes of a checkpoint file."""
         state = load_checkpoint_file(self.checkpoint)
         buffer = io.BytesIO()
-        torch.save(make_checkpoint(state["stage"], state["iteration"], state["step"], state, generators_only=True),
-                   buffer)
+        torch.save(make_checkpoint(state["stage"], state["iteration"], state["step"], state, state.get("seconds", 0.0),
+                                   generators_only=True), buffer)
         return buffer.getvalue()
 
     def newest_state(self) -> tuple[Path, dict]:

@@ -39,9 +39,10 @@ def test_procedural_clip_to_generated_bvh(tmp_path):
     assert metrics["jitter"] > 0 and metrics["foot_skating"] >= 0  # relative to the clip's own
     # a second run into the same folder is refused, and the first is untouched; resume needs only run_dir
     out = run("ganimator-train", "run_dir=runs/demo", "resume=true", cwd=tmp_path).stdout
-    device, clearml = out.splitlines()[:2]  # where it trains comes first: device=auto is CUDA where there is one
+    device, stages, clearml = out.splitlines()[:3]  # where it trains comes first: device=auto is CUDA where there is one
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert device == f"device: {expected} (device=auto)" and clearml.startswith("ClearML: off")
+    assert stages == "stages: 3 it, 3 it, 3 it, 3 it"
     assert out.splitlines()[-1].startswith("finished")
     err = run("ganimator-train", "npz_filename=demo.npz", "run_dir=runs/demo", cwd=tmp_path, ok=False).stderr
     assert "already holds a run" in err and (run_dir / "checkpoint.pt").is_file()

@@ -66,3 +66,12 @@ def test_yaml_file_uses_the_seeds_sections(tmp_path):
     (tmp_path / "bad.yaml").write_text("optim:\n  lambda_gpp: 2.0\n")
     with pytest.raises(ConfigError, match="lambda_gpp"):
         load_config([f"config={tmp_path / 'bad.yaml'}"])
+
+
+def test_a_preset_is_a_shipped_config_file_that_overrides_can_change():
+    fast = load_config(["npz_filename=x.npz", "preset=fast"])
+    assert fast.scheduling.budget_minutes > 0 and fast.optim.critic_steps < 5  # what makes it fast
+    mine = load_config(["npz_filename=x.npz", "preset=fast", "budget_minutes=60"])
+    assert mine.scheduling.budget_minutes == 60 and mine.optim.lr_g == fast.optim.lr_g
+    with pytest.raises(ConfigError, match="unknown preset 'quick'; the presets are fast"):
+        load_config(["npz_filename=x.npz", "preset=quick"])

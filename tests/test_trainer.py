@@ -104,7 +104,8 @@ def test_an_export_checkpoint_holds_the_generators_and_generates_as_the_run(trai
     for name in (RunDir.CONFIG, RunDir.DATA):
         shutil.copyfile(result.run_dir / name, export / name)
     (export / RunDir.CHECKPOINT).write_bytes(RunDir(result.run_dir).generator_checkpoint())
-    assert set(load_checkpoint_file(export / RunDir.CHECKPOINT)) == {"version", "stage", "iteration", "step", "pyramid"}
+    assert set(load_checkpoint_file(export / RunDir.CHECKPOINT)) == {"version", "stage", "iteration", "step", "seconds",
+                                                                          "pyramid"}
     assert torch.equal(load_run(export).generate(64, 2, seed=3), load_run(result.run_dir).generate(64, 2, seed=3))
 
 
