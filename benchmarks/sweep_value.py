@@ -28,7 +28,8 @@ more time, which the report shows).
 
 Everything is kept in `--out` (default `bench-sweep-value/<clip>`): a second call reuses the
 finished sweep, trainings and evaluations, and prints the report again (report.md beside them).
-Processes take `--threads` cores each; two clips at once on 2 cores: `--threads 1` for each.
+Processes take `--threads` cores each; two clips at once on 2 cores: `--threads 1` for each. `--jobs J`
+runs J retrains at once (J x `--threads` cores).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import os
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -98,6 +100,7 @@ def main() -> None:
     p.add_argument("--budget-iters", type=int, default=0,
                    help="budget mode: each trial and retrain costs this many iterations in all (--iters, --retrain-iters unused)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--jobs", type=int, default=1, help="retrains at once, --threads each")
     p.add_argument("--out", default="")
     args = p.parse_args()
     clip = Path(args.clip).resolve()
@@ -161,9 +164,14 @@ def main() -> None:
     retrained = {"best": {}, "default": {}, "short": {}, "noisy": {}}
     iters = budget or args.retrain_iters
     short_iters = max(4 if budget else 1, iters // 10)
+    trainings = [(out / f"{folder}-{iters}" / f"seed-{seed}", iters, seed, params)
+                 for seed in range(args.seeds) for folder, params in configurations.values()]
+    trainings += [(out / f"default-{short_iters}" / f"seed-{seed}", short_iters, seed, {}) for seed in range(args.seeds)]
+    with ThreadPoolExecutor(args.jobs) as pool:  # `--jobs` trainings at once, each its own process and threads
+        list(pool.map(lambda job: train(*job), trainings))
     for seed in range(args.seeds):
         for role, (folder, params) in configurations.items():
-            run = train(out / f"{folder}-{iters}" / f"seed-{seed}", iters, seed, params)
+            run = train(out / f"{folder}-{iters}" / f"seed-{seed}", iters, seed, params)  # trained above: found
             retrained[role][seed] = evaluated(f"{folder}-{iters}-{seed}", run)
         retrained["noisy"][seed] = evaluated(f"default-{iters}-{seed}-noise-{args.noise_scale:g}",
                                              out / f"default-{iters}" / f"seed-{seed}", args.noise_scale)
