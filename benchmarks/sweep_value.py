@@ -8,8 +8,8 @@ stages as each configuration chooses, over the budget space (`sweeps/space-budge
 weights, learning rates and their schedule, critic steps, noise, lambda_rec); the best and the
 default (the original's values at the same budget, spent evenly) are retrained at N too, and the
 report gives each one's training time beside its quality (the space's critic steps reach the
-default's 5 at most, so no configuration buys more iterations; a heavier stage split can cost
-more time, which the report shows).
+default's 5 at most, so no configuration costs more per iteration than the original's; a split
+heavier on the fine stages can cost more time, which the report shows).
 
 1. A sweep of `--trials` configurations at `--iters` iterations a stage, without early stopping,
    so that every configuration has a final score (its own retrain is skipped: step 3 does it).
@@ -29,7 +29,7 @@ more time, which the report shows).
 Everything is kept in `--out` (default `bench-sweep-value/<clip>`): a second call reuses the
 finished sweep, trainings and evaluations, and prints the report again (report.md beside them).
 Processes take `--threads` cores each; two clips at once on 2 cores: `--threads 1` for each. `--jobs J`
-runs J retrains at once (J x `--threads` cores).
+runs J trials and J retrains at once (J x `--threads` cores).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def main() -> None:
     p.add_argument("--budget-iters", type=int, default=0,
                    help="budget mode: each trial and retrain costs this many iterations in all (--iters, --retrain-iters unused)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--jobs", type=int, default=1, help="retrains at once, --threads each")
+    p.add_argument("--jobs", type=int, default=1, help="trials and retrains at once, --threads each")
     p.add_argument("--out", default="")
     args = p.parse_args()
     clip = Path(args.clip).resolve()
@@ -147,7 +147,7 @@ def main() -> None:
         space = ["space=budget"] if budget else []
         sh(sys.executable, "sweeps/run.py", *trainer, *cost(sweep_iters), *space, f"name={name}",
            f"results_dir={out / 'results'}", f"export_dir={out / 'exports'}", f"num_samples={args.trials}",
-           "early_stopping=false", f"num_cpus={args.threads}",
+           "early_stopping=false", f"num_cpus={args.threads * args.jobs}",
            f"cpus_per_trial={args.threads}", "retrain_iter=1", "eval_samples=1", "export_samples=0", log=log)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'optuna.db'}")
     rows = study_rows(study, list(study.trials[0].params), OBJECTIVE)

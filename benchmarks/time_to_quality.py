@@ -28,7 +28,6 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,17 +73,19 @@ class Point:
 
 
 class Clock:
-    """A function of each event (trainer.OnEvent): training wall time with evaluations left out; evaluates at every stage
-    end and every `every` seconds, and stops the run at `budget` seconds."""
+    """A function of each event (trainer.OnEvent): evaluates at every stage end and every `every`
+    seconds of training, and stops the run at `budget` seconds. Training time is the trainer's own
+    clock (`Trainer.seconds`: its iterations, not validation or these evaluations), the one a
+    `budget_minutes` run spends, so a configuration with a budget of `budget` ends as it planned."""
 
     def __init__(self, trainer: Trainer, name: str, seed: int, budget: float, every: float, samples: int):
         self.trainer, self.name, self.seed = trainer, name, seed
         self.budget, self.every, self.samples = budget, every, samples
-        self.start, self.paused, self.next = time.perf_counter(), 0.0, every
+        self.next = every
         self.points: list[Point] = []
 
     def trained(self) -> float:
-        return time.perf_counter() - self.start - self.paused
+        return self.trainer.seconds
 
     def __call__(self, event: TrainEvent) -> bool:
         trained = self.trained()
@@ -95,7 +96,6 @@ class Clock:
         return over
 
     def evaluate(self, trained: float, event: TrainEvent) -> None:
-        paused = time.perf_counter()
         t = self.trainer
         run = TrainedRun(t.run_dir, t.cfg, t.dataset, t.member.pyramid)
         quality = run.evaluate(self.samples, seed=self.seed)
@@ -104,7 +104,6 @@ class Clock:
         print(f"  {self.name} seed {self.seed}: {p.minutes:5.1f} min, stage {p.stage}, step {p.step}: "
               + ", ".join(f"{k} {getattr(quality, k):.3g}" for k in SHOWN) + ("  IN BAND" if p.in_band else ""),
               flush=True)
-        self.paused += time.perf_counter() - paused
 
 
 def train(npz: Path, name: str, overrides: list[str], seed: int, args) -> list[Point]:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -77,7 +78,8 @@ class SchedulingConfig:
     train_data_iter: int = 15000  # iterations per stage (without a budget)
     # A run's whole cost, at most one of the two (0: none): total iterations, or minutes of training
     # time (validation left out). stage_weights split it, or train_data_iter x stages without a
-    # budget; stages past the list weigh 1 (ganimator/schedule.py).
+    # budget, coarsest stage first; a list of another length is stretched over the stages
+    # (ganimator/schedule.py). One budget given on the command line replaces a preset's other one.
     budget_iters: int = 0
     budget_minutes: float = 0.0
     stage_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
@@ -186,12 +188,24 @@ def load_config(overrides: list[str] = ()) -> DictConfig:
         # One by one, after every YAML: `update` also reaches list items (`stage_noise_amp_scale.1=2`).
         for key, value in assignments:
             OmegaConf.update(cfg, key, value, merge=False)
+        _one_budget(cfg, {key for key, _ in assignments})
         refuse_resolvers(cfg)
         OmegaConf.resolve(cfg)  # plain ${key} interpolations; a broken or circular one fails here
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e)) from None
     validate(cfg)
     return cfg
+
+
+BUDGETS = ("scheduling.budget_iters", "scheduling.budget_minutes")
+
+
+def _one_budget(cfg: DictConfig, assigned: set[str]) -> None:
+    """A budget given as key=value replaces the other kind that a preset or config file set
+    (`preset=fast budget_iters=3000`); both given as key=value stays an error (validate)."""
+    for given, other in (BUDGETS, BUDGETS[::-1]):
+        if given in assigned and other not in assigned and OmegaConf.select(cfg, given):
+            OmegaConf.update(cfg, other, 0, merge=False)
 
 
 def npz_filename(cfg: DictConfig) -> str:
@@ -249,7 +263,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'model.stages': {list(map(list, m.stages))} must cover levels 0..N-1 in order")
     if m.stages:
         stage_noise_scales(m, len(m.stages))
-        stage_weights(s, len(m.stages))
     if s.budget_iters and s.budget_minutes:
         raise ConfigError("config keys 'scheduling.budget_iters' and 'scheduling.budget_minutes' are both set; "
                           "a run's budget is iterations or minutes, not both")
@@ -334,8 +347,11 @@ def stage_noise_scales(model: DictConfig, num_stages: int) -> list[float]:
 
 
 def stage_weights(scheduling: DictConfig, num_stages: int) -> list[float]:
-    """`scheduling.stage_weights` for `num_stages` stages (_per_stage)."""
-    return _per_stage(list(scheduling.stage_weights), num_stages, "scheduling.stage_weights")
+    """`scheduling.stage_weights` stretched over `num_stages` stages, coarsest to finest: the list
+    is a curve from the first stage to the last, read by linear interpolation, so a split written
+    for the usual 4 stages keeps its shape on a clip of 3 or 6 (a single weight: an even split)."""
+    weights = list(scheduling.stage_weights)
+    return np.interp(np.linspace(0, len(weights) - 1, num_stages), range(len(weights)), weights).tolist()
 
 
 def _per_stage(values: list[float], num_stages: int, key: str) -> list[float]:

@@ -2,7 +2,8 @@
 
 The original trains every stage `train_data_iter` iterations at constant learning rates. A budget
 instead fixes what the whole run costs, `budget_iters` iterations or `budget_minutes` of training
-time, and `stage_weights` split it across the stages, so configurations compete at equal cost and
+time, and `stage_weights` split it across the stages (coarsest first; a list of another length is
+stretched over them), so configurations compete at equal cost and
 a sweep can search how a budget is best spent (the coarse stages may need far fewer iterations
 than the fine ones). Without a budget the run costs `train_data_iter` a stage, split the same way:
 the default weights (all 1) give the original's schedule.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from .config import ConfigError, stage_levels, stage_weights
+from .config import stage_levels, stage_weights
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,9 @@ class Schedule:
         if s.budget_minutes:
             return cls(stages, None, tuple(s.budget_minutes * 60 * share for share in shares))
         total = s.budget_iters or s.train_data_iter * len(stages)
-        # Every stage trains at least one iteration (a level never trained would add its initial
-        # noise); the rest is split by weight, so the stages add up to the budget exactly.
-        rest = max(0, total - len(stages))
-        ends = [round(rest * share) for share in shares]
-        return cls(stages, tuple(1 + end - start for start, end in zip([0, *ends], ends)), None)
+        bounds = [round(total * share) for share in shares]  # iterations done when each stage ends
+        # Every stage trains at least one iteration: a level never trained would add its initial noise.
+        return cls(stages, tuple(max(1, end - start) for start, end in zip([0, *bounds], bounds)), None)
 
     @property
     def timed(self) -> bool:
@@ -59,11 +58,12 @@ class Schedule:
         return iteration >= self.iterations[stage]
 
     def progress(self, stage: int, iteration: int, seconds: float) -> float:
-        """How far into its share `stage` is, 0 to 1."""
+        """How far into its share `stage` is, 0 to 1, as the next iteration runs: its midpoint of n
+        iterations, so the first and last of a warm-up and decay are as far from 0 and 1 as each other."""
         if self.timed:
             start = self.ends[stage - 1] if stage else 0.0
             return min(1.0, max(0.0, (seconds - start) / max(self.ends[stage] - start, 1e-9)))
-        return min(1.0, iteration / self.iterations[stage])
+        return min(1.0, (iteration + 0.5) / self.iterations[stage])
 
     def describe(self) -> str:
         if self.timed:

@@ -330,13 +330,14 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
         return train_iteration([m.member for m in active], levels)
 
     active = list(members)
-    lead = members[0]  # members share the schedule (population.check_fusable), so one clock serves
-    num_stages = len(lead.stages)
+    # Members share the schedule (population.check_fusable) and one clock: each is charged the fused
+    # iteration's time, so active[0] speaks for all.
+    num_stages = len(members[0].stages)
     while active and active[0].stage < num_stages:
         stage = active[0].stage
         for m in active:
             levels = m.begin_stage()
-        bar = _stage_bar(active[0], len(members))
+        bar, shown = _stage_bar(active[0], len(members)), _shown(active[0])
         first = True
         while active and not active[0].stage_over():
             run = iterate
@@ -355,7 +356,9 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
                     if len(members) > 1:
                         tqdm.write(f"member {members.index(m)} ({m.run_dir}) leaves: {e}", file=sys.stderr)
                     leave(m, e)
-            bar.update(seconds if lead.schedule.timed else 1)
+            if active:  # whole seconds of a time budget: tqdm would print every fraction
+                bar.update(_shown(active[0]) - shown)
+                shown = _shown(active[0])
             if len(members) == 1 and active and hasattr(bar, "set_postfix"):
                 bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses[0].items()
                                  if not k.endswith(("gp", "contact"))}, refresh=False)
@@ -371,6 +374,13 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
     return [outcomes[k] for k in range(len(members))]
 
 
+def _shown(trainer: Trainer) -> int:
+    """What the stage's bar counts: iterations, or whole seconds of a time budget."""
+    if trainer.schedule.timed:
+        return round(max(0.0, trainer.seconds - (trainer.schedule.ends[trainer.stage - 1] if trainer.stage else 0.0)))
+    return trainer.iteration
+
+
 def _stage_bar(trainer: Trainer, members: int):
     """The stage's progress: in iterations, or in seconds of a time budget."""
     schedule, stage = trainer.schedule, trainer.stage
@@ -378,6 +388,6 @@ def _stage_bar(trainer: Trainer, members: int):
     desc = f"stage {stage + 1}/{len(schedule.stages)} levels {list(schedule.stages[stage])}{crowd}"
     if schedule.timed:
         start = schedule.ends[stage - 1] if stage else 0.0
-        return progress_bar(round(schedule.ends[stage] - start), desc, round(max(0.0, trainer.seconds - start)),
-                            trainer.cfg.util.progress, unit="s")
+        return progress_bar(round(schedule.ends[stage] - start), desc, _shown(trainer), trainer.cfg.util.progress,
+                            unit="s")
     return progress_bar(schedule.iterations[stage], desc, trainer.iteration, trainer.cfg.util.progress)

@@ -55,13 +55,12 @@ def test_bad_budgets_are_one_line_errors(overrides, message):
         load_config(["npz_filename=x.npz", *overrides])
 
 
-def test_weights_for_stages_the_clip_lacks_are_refused_by_ganimator_train(npz, tmp_path):
-    out = subprocess.run([str(Path(sys.executable).parent / "ganimator-train"), f"npz_filename={npz}",
-                          f"run_dir={tmp_path / 'run'}", "stage_weights=[1,1,1,1,3]", *TINY],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
-        "error: config key 'scheduling.stage_weights' has 5 values for 4 stages")
-    assert not (tmp_path / "run").exists()
+def test_weights_of_another_length_are_stretched_over_the_clips_stages():
+    rising = Schedule.of(load_config(["npz_filename=x.npz", "budget_iters=300", "stage_weights=[1,3]"]), 7)
+    assert rising.iterations == (38, 62, 88, 112)  # weights 1, 5/3, 7/3, 3
+    three = Schedule.of(load_config(["npz_filename=x.npz", "preset=fast", "group_size=3"]), 7)  # 3 stages, 4 weights
+    lengths = [b - a for a, b in zip([0.0, *three.ends], three.ends)]
+    assert len(lengths) == 3 and lengths == sorted(lengths) and abs(three.ends[-1] / 60 - 20) < 1e-9
 
 
 class LearningRates(Hooks):
@@ -77,14 +76,15 @@ class LearningRates(Hooks):
 
 
 def test_an_iteration_budget_trains_each_stage_its_share_with_its_learning_rates(npz, tmp_path):
-    cfg = config(npz, tmp_path / "run", "budget_iters=44", "stage_weights=[1,1,3,3]", "validate_every=1",
+    cfg = config(npz, tmp_path / "run", "budget_iters=48", "stage_weights=[1,1,3,3]", "validate_every=1",
                  "lr_g=1e-3", "lr_warmup=0.3", "lr_final=0.05")
     rates = LearningRates()
     result = Trainer(cfg).fit([rates])
     ends = [e for e in result.events if e.kind == EventKind.STAGE_END]
-    assert [e.iteration for e in ends] == [6, 6, 16, 16] and ends[-1].step == 44  # 1 each, then 40 by weight
+    assert [e.iteration for e in ends] == [6, 6, 18, 18] and ends[-1].step == 48
     lrs = [lr for _, lr in rates.seen]
     assert len(lrs) == 6 and max(lrs) > 0.9e-3 and lrs.index(max(lrs)) == 2  # warmed up over 30% of 6 iterations
+    assert lrs[0] < 0.3e-3 and lrs[2:] == sorted(lrs[2:], reverse=True)
     assert lrs[-1] < 0.25e-3  # near lr_final at the stage's end
     plain = config(npz, tmp_path / "plain", "budget_iters=8", "validate_every=1", "lr_g=1e-3")
     rates = LearningRates()
@@ -97,23 +97,24 @@ def test_a_time_budget_ends_each_stage_on_the_clock_and_resumes_it(npz, tmp_path
     cfg = config(npz, tmp_path / "run", f"budget_minutes={budget}", "stage_weights=[1,1,2,2]", "validate_every=1",
                  "checkpoint_every=1")
     ends = []
+    trainer = Trainer(cfg)
 
     def stop_in_stage_3(event):  # stop at stage 3's first event, to resume from there
         if event.kind == EventKind.STAGE_END:
-            ends.append(event.iteration)
+            ends.append(trainer.seconds)
         return event.stage == 2
 
-    first = Trainer(cfg).fit([OnEvent(stop_in_stage_3)])
+    first = trainer.fit([OnEvent(stop_in_stage_3)])
     assert not first.finished
+    assert ends[0] >= 0.6 and ends[1] >= 1.2  # each stage ended once the clock passed its share
     stopped = load_checkpoint_file(tmp_path / "run" / "checkpoint.pt")
-    assert stopped["stage"] in (2, 3) and 1.2 <= stopped["seconds"] < 3.6  # stages 1 and 2 spent their 1.2 s
-    assert len(ends) >= 2 and min(ends) >= 1
+    assert stopped["stage"] in (2, 3) and stopped["seconds"] >= 1.2
     resumed_at = []
     resumed = Trainer(load_config([*_overrides(cfg), "resume=true"]))
     assert resumed.fit([OnEvent(lambda e: resumed_at.append(resumed.seconds))]).finished
     assert resumed_at[0] > stopped["seconds"]  # the clock goes on from the checkpoint's
     final = load_checkpoint_file(tmp_path / "run" / "checkpoint.pt")
-    assert final["stage"] == 4 and budget * 60 <= final["seconds"] < 2 * budget * 60
+    assert final["stage"] == 4 and final["seconds"] >= budget * 60
 
 
 def _overrides(cfg) -> list[str]:
@@ -125,8 +126,16 @@ def _overrides(cfg) -> list[str]:
 def test_population_members_share_a_budget_but_may_schedule_learning_rates_their_own_way(npz, tmp_path):
     same = [config(npz, tmp_path / f"a{k}", "budget_iters=8", f"seed={k}", f"lr_final={f}")
             for k, f in enumerate((1.0, 0.1))]
-    outcomes = Population(same).fit()
+    population, rates = Population(same), {}
+
+    class Last(Hooks):  # each member's generator learning rate at its last stage's end
+        def on_event(self, trainer, event):
+            rates[trainer.run_dir.name] = trainer.member.opt_g[-1].param_groups[0]["lr"]
+            return False
+
+    outcomes = population.fit([Last()])
     assert all(o.finished and o.events[-1].step == 8 for o in outcomes)
+    assert rates["a0"] == 1e-4 and rates["a1"] < 0.5e-4  # one decayed, the other kept the original's
     split = [config(npz, tmp_path / f"b{k}", "budget_iters=8", f"stage_weights={w}")
              for k, w in enumerate(([1, 1, 1, 1], [1, 1, 1, 3]))]
     with pytest.raises(ConfigError, match="share config key 'scheduling.stage_weights"):
