@@ -155,7 +155,7 @@ def qualify(key: str) -> str:
     raise ConfigError(f"unknown config key {key!r}{hint}")
 
 
-PRESETS = Path(__file__).with_name("presets")  # measured deviations from the original's defaults, by name
+PRESETS = Path(__file__).with_name("presets")  # named deviations from the original's defaults, each saying what it reached
 
 
 def preset_path(name: str) -> Path:
