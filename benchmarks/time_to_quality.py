@@ -5,11 +5,11 @@
 
 Each configuration (the original's defaults, `default`, always; then every `--config`, given
 as overrides or as a YAML config file: `fast=lr_g=4e-4,lr_d=4e-4` or `mine=mine.yaml`) trains on
-the clip with each seed for `--minutes` of training wall time, one run at a time on `--threads`
-cores. At every stage end and every `--every` minutes the model as it stands is evaluated by the
-final protocol (`--eval-samples` samples of twice the clip's length, noise at the coarsest
-level), with the clock stopped: evaluation time is not training time. A configuration's budget
-can end mid-stage: the levels not trained yet then add their initial, untrained detail, which
+the clip with each seed for `--minutes` of training time (the trainer's clock: its iterations,
+not validation), one run at a time on `--threads` cores. At every stage end and every `--every`
+minutes the model as it stands is evaluated by the final protocol (`--eval-samples` samples of
+twice the clip's length, noise at the coarsest level), off the clock. `--minutes` can end a
+configuration mid-stage (one with its own `budget_minutes` of as much ends its last stage there): the levels not trained yet then add their initial, untrained detail, which
 is what a user stopping there would get.
 
 Prints, per configuration, the minute each seed first entered the quality band
