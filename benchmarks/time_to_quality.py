@@ -9,8 +9,9 @@ the clip with each seed for `--minutes` of training time (the trainer's clock: i
 not validation), one run at a time on `--threads` cores. At every stage end and every `--every`
 minutes the model as it stands is evaluated by the final protocol (`--eval-samples` samples of
 twice the clip's length, noise at the coarsest level), off the clock. `--minutes` can end a
-configuration mid-stage (one with its own `budget_minutes` of as much ends its last stage there): the levels not trained yet then add their initial, untrained detail, which
-is what a user stopping there would get.
+configuration mid-stage: the levels not trained yet then add their initial, untrained detail,
+which is what a user stopping there would get (one with `budget_minutes` of as much ends its
+last stage there instead).
 
 Prints, per configuration, the minute each seed first entered the quality band
 (ganimator.metrics.PUBLISHED) and each metric's mean over seeds at every checkpoint minute, side
