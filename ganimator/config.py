@@ -342,8 +342,13 @@ def stage_levels(model: DictConfig, num_levels: int, source: str = "the data") -
 
 
 def stage_noise_scales(model: DictConfig, num_stages: int) -> list[float]:
-    """`model.stage_noise_amp_scale` for `num_stages` stages (_per_stage)."""
-    return _per_stage(list(model.stage_noise_amp_scale), num_stages, "model.stage_noise_amp_scale")
+    """`model.stage_noise_amp_scale` for `num_stages` stages: 1 past the end of the list; a value
+    other than 1 for a stage the pyramid does not have is an error."""
+    scales = list(model.stage_noise_amp_scale)
+    if any(v != 1.0 for v in scales[num_stages:]):
+        raise ConfigError(f"config key 'model.stage_noise_amp_scale' has {len(scales)} values "
+                          f"for {num_stages} stages")
+    return (scales + [1.0] * num_stages)[:num_stages]
 
 
 def stage_weights(scheduling: DictConfig, num_stages: int) -> list[float]:
@@ -352,14 +357,6 @@ def stage_weights(scheduling: DictConfig, num_stages: int) -> list[float]:
     for the usual 4 stages keeps its shape on a clip of 3 or 6 (a single weight: an even split)."""
     weights = list(scheduling.stage_weights)
     return np.interp(np.linspace(0, len(weights) - 1, num_stages), range(len(weights)), weights).tolist()
-
-
-def _per_stage(values: list[float], num_stages: int, key: str) -> list[float]:
-    """A value per stage: 1 past the end of the list; a value other than 1 for a stage the
-    pyramid does not have is an error."""
-    if any(v != 1.0 for v in values[num_stages:]):
-        raise ConfigError(f"config key {key!r} has {len(values)} values for {num_stages} stages")
-    return (values + [1.0] * num_stages)[:num_stages]
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -57,18 +57,21 @@ class Schedule:
             return iteration > 0 and seconds >= self.ends[stage]
         return iteration >= self.iterations[stage]
 
+    def start(self, stage: int) -> float:
+        """Seconds of training at which timed `stage` begins."""
+        return self.ends[stage - 1] if stage else 0.0
+
     def progress(self, stage: int, iteration: int, seconds: float) -> float:
         """How far into its share `stage` is, 0 to 1, as the next iteration runs: its midpoint of n
         iterations, so the first and last of a warm-up and decay are as far from 0 and 1 as each other."""
         if self.timed:
-            start = self.ends[stage - 1] if stage else 0.0
+            start = self.start(stage)
             return min(1.0, max(0.0, (seconds - start) / max(self.ends[stage] - start, 1e-9)))
         return min(1.0, (iteration + 0.5) / self.iterations[stage])
 
     def describe(self) -> str:
         if self.timed:
-            starts = [0.0, *self.ends[:-1]]
-            return ", ".join(f"{(end - start) / 60:.3g} min" for start, end in zip(starts, self.ends))
+            return ", ".join(f"{(end - self.start(k)) / 60:.3g} min" for k, end in enumerate(self.ends))
         return ", ".join(f"{n} it" for n in self.iterations)
 
 

@@ -377,7 +377,7 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
 def _shown(trainer: Trainer) -> int:
     """What the stage's bar counts: iterations, or whole seconds of a time budget."""
     if trainer.schedule.timed:
-        return round(max(0.0, trainer.seconds - (trainer.schedule.ends[trainer.stage - 1] if trainer.stage else 0.0)))
+        return round(max(0.0, trainer.seconds - trainer.schedule.start(trainer.stage)))
     return trainer.iteration
 
 
@@ -387,7 +387,6 @@ def _stage_bar(trainer: Trainer, members: int):
     crowd = f", {members} members" if members > 1 else ""
     desc = f"stage {stage + 1}/{len(schedule.stages)} levels {list(schedule.stages[stage])}{crowd}"
     if schedule.timed:
-        start = schedule.ends[stage - 1] if stage else 0.0
-        return progress_bar(round(schedule.ends[stage] - start), desc, _shown(trainer), trainer.cfg.util.progress,
+        return progress_bar(round(schedule.ends[stage] - schedule.start(stage)), desc, _shown(trainer), trainer.cfg.util.progress,
                             unit="s")
     return progress_bar(schedule.iterations[stage], desc, trainer.iteration, trainer.cfg.util.progress)
