@@ -9,6 +9,9 @@ Two baselines, both timed in this invocation on the same clip and thread count:
   itself, stage by stage (benchmarks/original_code.py). Its networks are the same as ours: the
   skeleton-aware convolutions on the same widths (tests/test_fidelity.py checks it).
 
+A third column times our iteration under `util.precision=bf16` (autocast: convolutions and
+matrix products in bfloat16), the same work in another arithmetic, against ours in fp32.
+
 A second table counts each iteration's arithmetic (roofline.py) and sets it against the fp32
 peak measured here: how busy the cores are, and the fastest any code doing the same
 arithmetic could go.
@@ -68,6 +71,11 @@ def original_iteration(tr: Trainer, levels: list[int]) -> None:
         tr.member.critics.requires_grad_(True)
 
 
+def bf16_iteration(tr: Trainer, levels: list[int]) -> None:
+    with torch.autocast(tr.device.type, torch.bfloat16):  # as Trainer.autocast under util.precision=bf16
+        train_iteration([tr.member], levels)
+
+
 def rate(step, iters: int) -> float:
     step()
     start = time.perf_counter()
@@ -94,23 +102,24 @@ def main() -> None:
             tr.stage = k
             levels = tr.begin_stage()  # freezes the stages below, as training does
             ours = rate(lambda: train_iteration([tr.member], levels), args.iters)
+            bf16 = rate(lambda: bf16_iteration(tr, levels), args.iters)
             work = count_flops(lambda: train_iteration([tr.member], levels))
             base = rate(lambda: original_iteration(tr, levels), max(2, args.iters // 2))
             base_work = count_flops(lambda: original_iteration(tr, levels))
-            rows.append((levels, ours, base, work, base_work))
+            rows.append((levels, ours, base, work, base_work, bf16))
         original = (original_code.time_stages(args.original, args.clip, args.iters, torch.get_num_threads())
                     if args.original else [float("nan")] * len(rows))
         peak = peak_flops()
 
     print(f"{'stage':>5} {'levels':>8} {'ours it/s':>10} {'original-pattern it/s':>22} {'ratio':>6} "
-          f"{'original code it/s':>19} {'ratio':>6}")
-    for k, ((levels, ours, base, _, _), theirs) in enumerate(zip(rows, original)):
+          f"{'original code it/s':>19} {'ratio':>6} {'ours bf16 it/s':>15} {'vs fp32':>8}")
+    for k, ((levels, ours, base, _, _, bf16), theirs) in enumerate(zip(rows, original)):
         print(f"{k + 1:>5} {str(levels):>8} {ours:>10.2f} {base:>22.2f} {ours / base:>5.2f}x "
-              f"{theirs:>19.2f} {ours / theirs:>5.2f}x")
+              f"{theirs:>19.2f} {ours / theirs:>5.2f}x {bf16:>15.2f} {bf16 / ours:>7.2f}x")
     print(f"\nfp32 peak here (2048^2 matrix product): {peak / 1e9:.0f} GFLOP/s")
     print(f"{'stage':>5} {'GFLOP/it':>9} {'original pattern':>17} {'ours GFLOP/s':>13} {'of peak':>8} "
           f"{'ceiling it/s':>13} {'ceiling vs original code':>25}")
-    for k, ((levels, ours, _, work, base_work), theirs) in enumerate(zip(rows, original)):
+    for k, ((levels, ours, _, work, base_work, _), theirs) in enumerate(zip(rows, original)):
         print(f"{k + 1:>5} {work / 1e9:>9.1f} {base_work / 1e9:>17.1f} {ours * work / 1e9:>13.0f} "
               f"{ours * work / peak:>7.0%} {peak / work:>13.2f} {peak / work / theirs:>24.2f}x")
 

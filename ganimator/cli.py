@@ -124,7 +124,8 @@ def train() -> None:
         if not cfg.util.run_dir:
             cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = build_trainer(cfg)
-        print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else ""), flush=True)
+        print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else "")
+              + (f", {cfg.util.precision}" if cfg.util.precision != "fp32" else ""), flush=True)
         print(f"stages: {trainer.schedule.describe()}", flush=True)
         with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
             result = trainer.fit([RunOutputs(), tracking])

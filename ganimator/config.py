@@ -21,6 +21,7 @@ from .errors import UserError
 
 
 CLEARML_MODES = ("auto", "on", "offline", "off")
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(UserError, ValueError):
@@ -71,6 +72,9 @@ class OptimConfig:
     # stage, then a cosine down to lr_final times their value at its end. 0 and 1: constant, the original.
     lr_warmup: float = 0.0
     lr_final: float = 1.0
+    # Validation, stage ends and exports use a running average of the generators' weights with
+    # this decay per iteration (ganimator/member.py, Member.average); 0: the weights as trained, the original.
+    ema: float = 0.0
 
 
 @dataclass
@@ -103,6 +107,9 @@ class UtilConfig:
     resume: bool = False
     progress: bool = True
     num_threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    # Training arithmetic: fp32 (the original) or bf16 (autocast: matrix products and convolutions
+    # in bfloat16, weights, optimiser state and losses in float32). Sampling and evaluation stay fp32.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -266,6 +273,8 @@ def validate(cfg: DictConfig) -> None:
     if s.budget_iters and s.budget_minutes:
         raise ConfigError("config keys 'scheduling.budget_iters' and 'scheduling.budget_minutes' are both set; "
                           "a run's budget is iterations or minutes, not both")
+    if not 0 <= o.ema < 1:
+        raise ConfigError(f"config key 'optim.ema' is a decay per iteration, 0 (none) to below 1; got {o.ema}")
     if not 0 <= o.lr_warmup <= 1:
         raise ConfigError(f"config key 'optim.lr_warmup' is a share of each stage, 0 to 1; got {o.lr_warmup}")
     positive = {"model.group_size": m.group_size, "optim.lr_g": o.lr_g, "optim.lr_d": o.lr_d, "model.kernel_size": m.kernel_size,
@@ -298,6 +307,8 @@ def validate(cfg: DictConfig) -> None:
                           f"got {cfg.tracking.clearml!r}")
     if cfg.tracking.artifact_samples < 0:
         raise ConfigError(f"config key 'tracking.artifact_samples' must not be negative, got {cfg.tracking.artifact_samples}")
+    if cfg.util.precision not in PRECISIONS:
+        raise ConfigError(f"config key 'util.precision' must be one of {', '.join(PRECISIONS)}, got {cfg.util.precision!r}")
     if m.padding_mode not in ("reflect", "replicate", "zeros", "circular"):
         raise ConfigError(f"config key 'model.padding_mode': unknown mode {m.padding_mode!r}")
     if not 0 <= cfg.util.seed < 2**63:

@@ -7,7 +7,8 @@ contact consistency loss and, for a conditional run, the trajectories it learns 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
@@ -30,11 +31,12 @@ class OptimSettings:
     fake_pool_size: int
     lr_warmup: float = 0.0  # the learning rates' schedule within a stage (schedule.lr_factor)
     lr_final: float = 1.0
+    ema: float = 0.0  # decay of the trained generators' running average (Member.average); 0: none
 
     @classmethod
     def of(cls, optim: DictConfig) -> "OptimSettings":
         return cls(optim.lr_g, optim.lr_d, optim.lambda_rec, optim.lambda_gp, optim.lambda_consistency,
-                   optim.critic_steps, optim.fake_pool_size, optim.lr_warmup, optim.lr_final)
+                   optim.critic_steps, optim.fake_pool_size, optim.lr_warmup, optim.lr_final, optim.ema)
 
 
 @dataclass
@@ -81,6 +83,10 @@ class Member:
     consistency: ContactConsistency
     device: torch.device
     trajectories: object | None = None  # edit.TrajectorySource: a conditional run's trajectories
+    # optim.ema: the running average of each trained level's generator parameters, and how many
+    # iterations it has seen. Empty without ema, and between stages.
+    averages: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    averaged: int = 0
 
     @classmethod
     def build(cls, cfg: DictConfig, dataset, device: torch.device, trajectories=None) -> "Member":
@@ -130,6 +136,50 @@ class Member:
             for clip in self.clips:
                 rec = clip.pyramid.reconstruct(clip.lengths, range(levels[0]), conds=self.given(clip.reals))
                 clip.frozen_rec = rec[-1] if levels[0] else None
+        if self.optim.ema and sorted(self.averages) != list(levels):  # a resumed stage keeps its own
+            self.averages = {l: [p.detach().clone() for p in self.pyramid.generators[l].parameters()] for l in levels}
+            self.averaged = 0
+
+    # ---- the generators' running average (optim.ema) ------------------------------------------
+    # An exponential moving average of the weights (as in Progressive GAN and StyleGAN) smooths
+    # out the noise of the adversarial updates that shows in samples as jitter. Training goes on
+    # with the raw weights; validation sees the average, and a stage ends by keeping it, so the
+    # frozen levels, the checkpoints at stage ends and every exported model are the average.
+
+    def average(self) -> None:
+        """Fold this iteration's weights into the average. The decay ramps up as (1 + t) / (10 + t)
+        (TensorFlow's ExponentialMovingAverage with num_updates) so that the untrained initial
+        weights fade within the first iterations of a stage whatever its length."""
+        if not self.averages:
+            return
+        decay = min(self.optim.ema, (1 + self.averaged) / (10 + self.averaged))
+        with torch.no_grad():
+            for l, average in self.averages.items():
+                torch._foreach_lerp_(average, [p.detach() for p in self.pyramid.generators[l].parameters()], 1 - decay)
+        self.averaged += 1
+
+    @contextmanager
+    def averaged_weights(self):
+        """The trained levels' generators hold the average inside (validation), their own weights after."""
+        if not self.averages:
+            yield
+            return
+        own = {l: [p.detach().clone() for p in self.pyramid.generators[l].parameters()] for l in self.averages}
+        self._load(self.averages)
+        try:
+            yield
+        finally:
+            self._load(own)
+
+    def end_stage(self) -> None:
+        """The stage's generators keep their average, frozen from now on."""
+        self._load(self.averages)
+        self.averages, self.averaged = {}, 0
+
+    def _load(self, weights: dict[int, list[torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for l, values in weights.items():
+                torch._foreach_copy_(list(self.pyramid.generators[l].parameters()), values)
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -143,6 +193,7 @@ class Member:
             "critics": keep([c.state_dict() for c in self.critics]),
             "opt_g": keep([o.state_dict() for o in self.opt_g]), "opt_d": keep([o.state_dict() for o in self.opt_d]),
             "pools": keep([p.items for p in self.pools]), "rng": self.rng.get_state(),
+            "averages": self.averages, "averaged": self.averaged,
         }
 
     def load_state(self, state: dict) -> None:
@@ -156,5 +207,8 @@ class Member:
                 if saved and not torch.is_tensor(saved[0]):  # a checkpoint that kept a pool per clip
                     saved = [t for per_clip in saved for t in per_clip][:pool.size]
                 pool.items = [t.to(self.device) for t in saved]
+        # Checkpoints before optim.ema have no average; one of a finished stage has an empty one.
+        self.averages = {l: [t.to(self.device) for t in ts] for l, ts in state.get("averages", {}).items()}
+        self.averaged = state.get("averaged", 0)
         self.scale_learning_rates(1.0)  # the config, not the checkpoint, is the truth on resume (and the schedule)
         self.rng.set_state(state["rng"])

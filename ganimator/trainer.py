@@ -193,6 +193,10 @@ class Trainer:
         self._running: dict[str, list[float]] = {}
         return levels
 
+    def autocast(self) -> torch.autocast:
+        """Where training iterations run: in bfloat16 under util.precision=bf16, else as they are."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.util.precision == "bf16")
+
     def stage_over(self) -> bool:
         return self.schedule.over(self.stage, self.iteration, self.seconds)
 
@@ -221,9 +225,11 @@ class Trainer:
         last = self.stage_over()
         checkpoint = self.iteration % sched.checkpoint_every == 0 and not last
         if self.iteration % sched.validate_every == 0 and not last:
-            metrics, samples = self.validate(self.stages[self.stage])
             path = self.run.save(self.state_dict()) if checkpoint else None
-            if self._emit(hooks, EventKind.VALIDATION, self._averages(metrics), samples, path):
+            with self.member.averaged_weights():  # what the stage would keep if it ended here (optim.ema)
+                metrics, samples = self.validate(self.stages[self.stage])
+                stop = self._emit(hooks, EventKind.VALIDATION, self._averages(metrics), samples, path)
+            if stop:
                 self.run.save(self.state_dict())  # stopping keeps everything done so far
                 return True
         elif checkpoint:
@@ -232,6 +238,7 @@ class Trainer:
 
     def end_stage(self, hooks: Sequence[Hooks]) -> bool:
         """Validate and checkpoint the finished stage; True when a hook stopped the run."""
+        self.member.end_stage()
         metrics, samples = self.validate(self.stages[self.stage])
         metrics, iteration = self._averages(metrics), self.iteration
         self.stage, self.iteration = self.stage + 1, 0
@@ -327,7 +334,11 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
     def iterate() -> Losses:
         for m in active:
             m.set_learning_rates()
-        return train_iteration([m.member for m in active], levels)
+        with active[0].autocast():  # members share util.precision (population.check_fusable)
+            losses = train_iteration([m.member for m in active], levels)
+        for m in active:
+            m.member.average()
+        return losses
 
     active = list(members)
     # Members share the schedule (population.check_fusable) and one clock: each is charged the fused

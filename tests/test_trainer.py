@@ -133,9 +133,12 @@ def test_reconstruction_is_closer_to_the_clip_than_random_samples(trained):
     assert rec_error < 0.75 * sample_error
 
 
-def test_resume_mid_stage_gives_the_same_result(proud, tmp_path):
-    # a pool of 3 fills in the first iteration, so its random swaps run across the resume
-    base = ["train_data_iter=6", "validate_every=2", "checkpoint_every=2", "validation_samples=1", "fake_pool_size=3"]
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_mid_stage_gives_the_same_result(proud, tmp_path, ema):
+    # a pool of 3 fills in the first iteration, so its random swaps run across the resume;
+    # with optim.ema the running average, resumed from the checkpoint, is what the stage keeps
+    base = ["train_data_iter=6", "validate_every=2", "checkpoint_every=2", "validation_samples=1", "fake_pool_size=3",
+            f"ema={ema}"]
     straight = Trainer(config(tmp_path, "straight", proud, *base))
     assert straight.fit([RunOutputs()]).finished
 

@@ -1,0 +1,71 @@
+"""Levers of training speed and quality beyond the original, off by default: a running average of
+the generators' weights (optim.ema) and bfloat16 arithmetic (util.precision), on the real trainer."""
+import pytest
+import torch
+
+from ganimator.config import ConfigError, load_config
+from ganimator.trainer import OnEvent, Trainer
+
+TINY = ["hidden_channels=[16,32,32]", "validation_samples=0", "progress=false", "clearml=off"]
+
+
+def config(npz, run_dir, *overrides):
+    return load_config([f"npz_filename={npz}", f"run_dir={run_dir}", *TINY, *overrides])
+
+
+def stage_one_weights(trainer: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for l in (0, 1) for p in trainer.member.pyramid.generators[l].parameters()]
+
+
+def run_recording(cfg) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """The first stage's generator weights before training and at each of its events."""
+    trainer = Trainer(cfg)
+    initial, seen = stage_one_weights(trainer), []
+    trainer.fit([OnEvent(lambda e: e.stage == 0 and seen.append(stage_one_weights(trainer)))])
+    return initial, seen
+
+
+def test_ema_validates_and_keeps_the_running_average_while_training_the_raw_weights(npz, tmp_path):
+    common = ["budget_iters=24", "validate_every=1", "seed=3", "lr_g=1e-3"]
+    initial, raw = run_recording(config(npz, tmp_path / "raw", *common))
+    _, averaged = run_recording(config(npz, tmp_path / "ema", *common, "ema=0.8"))
+    assert len(raw) == len(averaged) == 6  # stage 1: 6 iterations, 5 validations and its end
+
+    expected, mean = [], initial  # the average computed here from the raw run's weights
+    for t, weights in enumerate(raw):
+        decay = min(0.8, (1 + t) / (10 + t))
+        mean = [decay * m + (1 - decay) * w for m, w in zip(mean, weights)]
+        expected.append(mean)
+    for t, (seen, want, own) in enumerate(zip(averaged, expected, raw)):
+        assert all(torch.allclose(s, w, atol=1e-6) for s, w in zip(seen, want)), t
+        if t > 0:  # the average lags the raw weights, so the two runs' validations differ
+            assert max((s - o).abs().max() for s, o in zip(seen, own)) > 1e-4, t
+    # Training went on with the raw weights: the average at iteration t never leaked into t + 1.
+    # Had it, the averaged run's own weights and so its average would have drifted from these.
+
+    after = Trainer(config(npz, tmp_path / "ema-after", *common, "ema=0.8"))
+    after.fit()
+    assert all(torch.allclose(a, w, atol=1e-6) for a, w in zip(stage_one_weights(after), expected[-1]))
+    assert after.member.averages == {}  # none kept past the last stage
+
+
+def test_bf16_trains_in_bfloat16_and_keeps_float32_weights(npz, tmp_path):
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        cfg = config(npz, tmp_path / precision, "budget_iters=4", f"precision={precision}")
+        trainer = Trainer(cfg)
+        result = trainer.fit()
+        first = result.events[0]  # stage 1's end: its one iteration's losses
+        losses[precision] = {k: v for k, v in first.metrics.items() if "/" in k}
+        dtypes = {p.dtype for p in [*trainer.member.pyramid.parameters(), *trainer.member.critics.parameters()]}
+        assert dtypes == {torch.float32}
+    rec = [k for k in losses["fp32"] if k.endswith("reconstruction")]
+    assert rec and all(abs(losses["bf16"][k] / losses["fp32"][k] - 1) < 0.05 for k in rec)  # bfloat16's 3 digits
+    assert any(losses["bf16"][k] != losses["fp32"][k] for k in rec)  # and bfloat16 it was
+
+
+@pytest.mark.parametrize("override,message", [("ema=1", "'optim.ema' is a decay per iteration"),
+                                              ("precision=fp16", "'util.precision' must be one of fp32, bf16")])
+def test_bad_lever_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(["npz_filename=x.npz", override])
