@@ -207,8 +207,10 @@ class Member:
                 if saved and not torch.is_tensor(saved[0]):  # a checkpoint that kept a pool per clip
                     saved = [t for per_clip in saved for t in per_clip][:pool.size]
                 pool.items = [t.to(self.device) for t in saved]
-        # Checkpoints before optim.ema have no average; one of a finished stage has an empty one.
-        self.averages = {l: [t.to(self.device) for t in ts] for l, ts in state.get("averages", {}).items()}
+        # Checkpoints before optim.ema have no average, one of a finished stage an empty one; a run
+        # resumed with ema=0 drops what it had.
+        saved = state.get("averages", {}) if self.optim.ema else {}
+        self.averages = {l: [t.to(self.device) for t in ts] for l, ts in saved.items()}
         self.averaged = state.get("averaged", 0)
         self.scale_learning_rates(1.0)  # the config, not the checkpoint, is the truth on resume (and the schedule)
         self.rng.set_state(state["rng"])
