@@ -34,7 +34,7 @@ from ganimator.config import load_config
 from ganimator.dataset import MotionDataset
 from ganimator.losses import generator_adversarial_loss, reconstruction_loss
 from ganimator.step import train_iteration
-from ganimator.trainer import Trainer
+from ganimator.trainer import Trainer, precision_autocast
 
 def original_iteration(tr: Trainer, levels: list[int]) -> None:
     o, pyr, hi = tr.cfg.optim, tr.member.pyramid, levels[-1]
@@ -72,7 +72,7 @@ def original_iteration(tr: Trainer, levels: list[int]) -> None:
 
 
 def bf16_iteration(tr: Trainer, levels: list[int]) -> None:
-    with torch.autocast(tr.device.type, torch.bfloat16):  # as Trainer.autocast under util.precision=bf16
+    with precision_autocast(tr.device, "bf16"):  # as the trainer runs util.precision=bf16
         train_iteration([tr.member], levels)
 
 

@@ -128,6 +128,11 @@ def training_data(cfg: DictConfig) -> MotionDataset:
     return MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
 
 
+def precision_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Training arithmetic on `device`: bfloat16 autocast for util.precision=bf16, else as it is."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+
+
 class Trainer:
     """One run: a Member, its config and schedule, and its run folder. A conditional run
     (model.trajectory_run) is given its trajectories (run_hooks.load_trajectories)."""
@@ -194,8 +199,8 @@ class Trainer:
         return levels
 
     def autocast(self) -> torch.autocast:
-        """Where training iterations run: in bfloat16 under util.precision=bf16, else as they are."""
-        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.util.precision == "bf16")
+        """Where training iterations run (util.precision)."""
+        return precision_autocast(self.device, self.cfg.util.precision)
 
     def stage_over(self) -> bool:
         return self.schedule.over(self.stage, self.iteration, self.seconds)
