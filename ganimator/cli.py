@@ -127,6 +127,10 @@ def train() -> None:
         print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else "")
               + (f", {cfg.util.precision}" if cfg.util.precision != "fp32" else ""), flush=True)
         print(f"stages: {trainer.schedule.describe()}", flush=True)
+        if cfg.data.root_scale:
+            units = trainer.dataset.layout.root_units
+            print(f"root: height centred at {units.offset:.3g}, root block x{units.scale:.3g} "
+                  f"(root_scale={cfg.data.root_scale:g})", flush=True)
         with Tracking(cfg, len(trainer.stages), tags=["train"]) as tracking:
             result = trainer.fit([RunOutputs(), tracking])
         state = "finished" if result.finished else "stopped"

@@ -31,6 +31,10 @@ class ConfigError(UserError, ValueError):
 @dataclass
 class DataConfig:
     npz_filename: str = MISSING  # written by ganimator-preprocess
+    # The root block's units (MotionDataset.with_root_scale): 0, the original's raw height and
+    # velocities; S, the height centred on the clip's mean and both in 1/S of the root's height
+    # above the body's lowest joint. A measured deviation (README, "How long until published quality?").
+    root_scale: float = 0.0
 
 
 @dataclass
@@ -285,7 +289,7 @@ def validate(cfg: DictConfig) -> None:
               "model.noise_amp_scale": m.noise_amp_scale, "scheduling.train_data_iter": s.train_data_iter,
               "scheduling.validation_samples": s.validation_samples, "scheduling.budget_iters": s.budget_iters,
               "scheduling.budget_minutes": s.budget_minutes, "optim.lr_final": o.lr_final,
-              "scheduling.validation_detail_noise": s.validation_detail_noise}
+              "scheduling.validation_detail_noise": s.validation_detail_noise, "data.root_scale": cfg.data.root_scale}
     for i, v in enumerate(m.hidden_channels):
         positive[f"model.hidden_channels.{i}"] = v
     nonneg["model.neighbour_distance"] = m.neighbour_distance

@@ -6,7 +6,7 @@ self-contained: training, generation and BVH export read nothing else.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 
 from . import npz
 from .bvh import TARGET_FPS, BVHError, load_motion
-from .features import FeatureLayout, decode, encode
+from .features import RAW, FeatureLayout, RootUnits, convert, decode, encode
 from .kinematics import contact_labels
 from .motion import Motion
 from .npz import DatasetError
@@ -34,6 +34,7 @@ class TrainingClip:
     noise_amplitudes: torch.Tensor  # (levels,)
     z_star: torch.Tensor  # (channels, level_lengths[0]): fixed noise that reconstructs the clip
     source: str = ""
+    root_units: RootUnits = RAW  # every clip of a dataset has the same
 
     @property
     def num_frames(self) -> int:
@@ -41,7 +42,7 @@ class TrainingClip:
 
     @property
     def layout(self) -> FeatureLayout:
-        return FeatureLayout(self.motion.rotations.shape[-3], self.contacts.shape[-1])
+        return FeatureLayout(self.motion.rotations.shape[-3], self.contacts.shape[-1], self.root_units)
 
     def levels(self) -> list[torch.Tensor]:
         return build_pyramid(self.features, self.level_lengths)
@@ -64,7 +65,7 @@ class MotionDataset:
 
     @property
     def layout(self) -> FeatureLayout:
-        return FeatureLayout(self.skeleton.num_joints, len(self.skeleton.contacts))
+        return FeatureLayout(self.skeleton.num_joints, len(self.skeleton.contacts), self.clips[0].root_units)
 
     @property
     def num_levels(self) -> int:
@@ -122,6 +123,31 @@ class MotionDataset:
                                       source=Path(path).name))
         return cls(skeleton, clips, coarsest_ratio=ratio)
 
+    def with_root_scale(self, scale: float) -> "MotionDataset":
+        """This dataset with its root block measured as data.root_scale says: 0, the original's
+        raw channels; S > 0, the height centred on the first clip's mean, and height and
+        velocities in 1/S of the root's mean height above the body's lowest joint (a unit of the
+        body, not of the file: alike in metres, centimetres or a crab's units). Noise amplitudes
+        are measured again on the new features, as preprocessing measures them; z* stays."""
+        units = RAW if scale == 0 else self._root_units(scale)
+        if units == self.layout.root_units:
+            return self
+        clips = []
+        for clip in self.clips:
+            features = convert(clip.features, clip.layout, units)
+            clips.append(replace(clip, features=features, root_units=units,
+                                 noise_amplitudes=noise_amplitudes(build_pyramid(features, clip.level_lengths))))
+        return replace(self, clips=clips)
+
+    def _root_units(self, scale: float) -> RootUnits:
+        motion = self.clips[0].motion
+        heights = motion.joint_positions(self.skeleton)[..., 1]  # (T, J)
+        body = float((heights[:, 0] - heights.amin(dim=1)).mean())
+        if not body > 0:
+            raise DatasetError(f"{self.source}: the root is never above another joint, so data.root_scale has no "
+                               "unit to measure it in; use data.root_scale=0")
+        return RootUnits(offset=float(motion.root_positions[:, 1].mean()), scale=scale / body)
+
     def read_like(self, path, fps: float | None = TARGET_FPS) -> Motion:
         """A BVH of this dataset's skeleton (its rig's joints, at `fps` or None: every frame), for
         editing, style transfer or a trajectory; a clip of another skeleton is refused, naming it."""
@@ -175,6 +201,7 @@ class MotionDataset:
             "rig": np.array(s.rig),
             "source": np.array([c.source for c in clips]),
             "coarsest_ratio": np.float64(self.coarsest_ratio),
+            "root_units": np.array([self.layout.root_units.offset, self.layout.root_units.scale]),
         })
 
     @classmethod
@@ -192,6 +219,7 @@ class MotionDataset:
             rig=str(data["rig"]),
         )
         t = lambda a: torch.from_numpy(a).float()  # noqa: E731
+        units = RootUnits(*map(float, data["root_units"]))
         frames = np.cumsum([0, *data["clip_frames"]])
         starts = np.cumsum([0, *data["level_lengths"][:, 0]])
         clips = []
@@ -201,7 +229,7 @@ class MotionDataset:
             clips.append(TrainingClip(motion, t(data["features"][:, a:b]), t(data["begin_xz"][k]),
                                       t(data["contacts"][a:b]), data["level_lengths"][k].tolist(),
                                       t(data["noise_amplitudes"][k]), t(data["z_star"][:, starts[k]:starts[k + 1]]),
-                                      str(data["source"][k])))
+                                      str(data["source"][k]), units))
         return cls(skeleton, clips, float(data["coarsest_ratio"]))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .dataset import MotionDataset
-from .features import decode, encode, retime
+from .features import RAW, RootUnits, convert, decode, encode, retime
 from .generate import GenerationError, TrainedRun, load_run
 from .motion import Motion
 from .pyramid import build_pyramid, resample
@@ -71,7 +71,7 @@ class KeyFrames:
                                   f"{clip.level_lengths[0]} (write them with ganimator-generate RUN --write-keyframes)")
         # Contacts at key-frame spacing: a foot may move `spacing` times as far between two key frames.
         skeleton = replace(run.dataset.skeleton, contact_threshold=run.dataset.skeleton.contact_threshold * spacing)
-        features, _ = encode(motion, skeleton)
+        features, _ = encode(motion, skeleton, units=clip.root_units)
         return retime(features.float(), clip.layout, 1 / spacing)
 
     def edit(self, path, samples: int = 1, seed: int = 0, detail_noise: float = 0.0) -> torch.Tensor:
@@ -83,7 +83,7 @@ def read_clip(run: TrainedRun, path) -> tuple[torch.Tensor, torch.Tensor]:
     """A BVH of the run's skeleton as features (channels, T), and its root's first x/z position:
     the content of style transfer, or the trajectory a conditional run follows."""
     run.check_input(path)
-    features, begin_xz = encode(run.dataset.read_like(path), run.dataset.skeleton)
+    features, begin_xz = encode(run.dataset.read_like(path), run.dataset.skeleton, units=run.dataset.layout.root_units)
     frames = features.shape[-1]
     coarsest = run.dataset.generation_lengths(frames)[0]
     if coarsest <= run.cfg.model.kernel_size // 2:
@@ -103,10 +103,10 @@ def transfer_style(run: TrainedRun, content: torch.Tensor, samples: int = 1, see
 class TrajectorySource:
     """The trajectories a conditional run learns and, by default, follows: random motion of a
     trained unconditional run of the same clips, noise at every level as the original draws them,
-    given at every level of the pyramid."""
+    given at every level of the pyramid, in the conditional run's root units."""
 
-    def __init__(self, run: TrainedRun):
-        self.run = run
+    def __init__(self, run: TrainedRun, units: RootUnits = RAW):
+        self.run, self.units = run, units
 
     @classmethod
     def load(cls, path, dataset: MotionDataset, device) -> "TrajectorySource":
@@ -117,13 +117,16 @@ class TrajectorySource:
         if run.pyramid.condition:
             raise GenerationError(f"trajectory_run {path} is itself conditional: name an unconditional run")
         theirs, ours = run.dataset.clips, dataset.clips
-        if len(theirs) != len(ours) or any(a.level_lengths != b.level_lengths or not torch.equal(a.features, b.features)
-                                           for a, b in zip(theirs, ours)):
+        if len(theirs) != len(ours) or any(
+                a.level_lengths != b.level_lengths
+                or not torch.allclose(convert(a.features, a.layout, b.root_units), b.features, rtol=1e-5, atol=1e-6)
+                for a, b in zip(theirs, ours)):
             raise GenerationError(f"trajectory_run {path} was trained on {run.dataset.source}, not on this "
                                   f"{dataset.source}: train the conditional run on its clip")
         run.pyramid.to(device)
-        return cls(run)
+        return cls(run, dataset.layout.root_units)
 
     def __call__(self, lengths: list[int], batch: int, rng: torch.Generator) -> list[torch.Tensor]:
         with torch.no_grad():
-            return build_pyramid(self.run.pyramid.sample(lengths, batch, rng), lengths)
+            motion = convert(self.run.pyramid.sample(lengths, batch, rng), self.run.dataset.layout, self.units)
+            return build_pyramid(motion, lengths)

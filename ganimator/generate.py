@@ -19,7 +19,7 @@ from .config import load_config, stage_levels
 from .contact_fix import ContactFix, fix_samples
 from .dataset import MotionDataset
 from .errors import UserError
-from .features import decode
+from .features import RAW, convert, decode
 from .metrics import Quality, Scorer
 from .networks import GeneratorPyramid, build_models, clip_pyramids
 from .progress import progress_bar
@@ -175,7 +175,8 @@ class TrainedRun:
             path = out_dir / f"{prefix}-{k:03d}.bvh"
             write_bvh(path, motion_to_bvh(motion, d.skeleton))
             paths.append(path)
-        np.savez_compressed(out_dir / f"{prefix}.npz", features=features.numpy(), fps=d.fps)
+        # In the original's units, whatever data.root_scale the run trained with: the file means one thing.
+        np.savez_compressed(out_dir / f"{prefix}.npz", features=convert(features, d.layout, RAW).numpy(), fps=d.fps)
         return paths
 
     def write_fixed(self, features: torch.Tensor, out_dir, prefix: str = "sample",

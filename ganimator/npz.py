@@ -44,6 +44,7 @@ SCHEMA = {
     "coarsest_ratio": ("f", 0),
     "rig": ("U", 0),
     "source": ("U", 1),
+    "root_units": ("f", 1),  # the root block's (offset, scale): features.RootUnits
 }
 
 
@@ -76,6 +77,7 @@ def read(path) -> dict[str, np.ndarray]:
 
 def _upgrade(data: dict) -> dict:
     """A version-2 file (one clip) read as version 3, in place: its per-clip keys gain the clip axis."""
+    data.setdefault("root_units", np.array([0.0, 1.0]))  # written before it: the original's raw root block
     version = data.get("format_version")
     if version is None or version.shape != () or version != 2:
         return data
@@ -103,7 +105,7 @@ def _check_consistency(path, data: dict) -> None:
         "features": (channels, T), "begin_xz": (K, 2), "contacts": (T, C), "rotations": (T, J, 3, 3),
         "root_positions": (T, 3), "parents": (J,), "offsets": (J, 3), "end_sites": (J, 3),
         "rotation_orders": (J,), "noise_amplitudes": levels.shape, "source": (K,),
-        "z_star": (channels, levels[:, 0].sum()),
+        "z_star": (channels, levels[:, 0].sum()), "root_units": (2,),
     }
     for key, shape in expected.items():
         if data[key].shape != shape:
@@ -116,6 +118,8 @@ def _check_consistency(path, data: dict) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise DatasetError(f"{path}: key {key!r} must be positive, got {value:g}")
+    if not data["root_units"][1] > 0:
+        raise DatasetError(f"{path}: key 'root_units' must hold an offset and a positive scale, got {data['root_units'].tolist()}")
     if (data["noise_amplitudes"] < 0).any():
         raise DatasetError(f"{path}: key 'noise_amplitudes' holds a negative value")
     orders = [str(o) for o in data["rotation_orders"]]

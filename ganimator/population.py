@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, npz_filename
 from .dataset import MotionDataset
-from .trainer import Hooks, Losses, Outcome, Trainer, fit
+from .trainer import Hooks, Losses, Outcome, Trainer, fit, training_data
 
 # What members may differ in: the values a sweep searches, and where and how each one reports.
 SEARCHABLE_KEYS = ("model.noise_amp_scale", "model.stage_noise_amp_scale", "optim.lr_g", "optim.lr_d",
@@ -97,6 +97,7 @@ class Population(Hooks):
         check_fusable(cfgs)
         if dataset is None:
             dataset = MotionDataset.load(npz_filename(cfgs[0]))
+        dataset = training_data(cfgs[0], dataset)  # in the members' root units (data.root_scale), once for all
         self.members = [Trainer(cfg, dataset, trajectories and trajectories(cfg, dataset)) for cfg in cfgs]
         self.reports: list[MemoryReport] = []
 

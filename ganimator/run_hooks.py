@@ -58,7 +58,7 @@ def load_trajectories(cfg: DictConfig, dataset: MotionDataset) -> TrajectorySour
 
 def build_trainer(cfg: DictConfig, dataset: MotionDataset | None = None) -> Trainer:
     """A Trainer of `cfg`, on `dataset` or the run's data (`training_data`), with its trajectories."""
-    dataset = training_data(cfg) if dataset is None else dataset
+    dataset = training_data(cfg, dataset)
     return Trainer(cfg, dataset, load_trajectories(cfg, dataset))
 
 

@@ -122,10 +122,13 @@ class OnEvent(Hooks):
         return bool(self.function(event))
 
 
-def training_data(cfg: DictConfig) -> MotionDataset:
-    """A run's data: the config's npz, or a resumed run's own copy."""
-    own = RunDir(cfg.util.run_dir).data
-    return MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
+def training_data(cfg: DictConfig, dataset: MotionDataset | None = None) -> MotionDataset:
+    """A run's data: `dataset`, else the config's npz or a resumed run's own copy; its root block
+    in the config's units (data.root_scale)."""
+    if dataset is None:
+        own = RunDir(cfg.util.run_dir).data
+        dataset = MotionDataset.load(own if cfg.util.resume and own.exists() else npz_filename(cfg))
+    return dataset.with_root_scale(cfg.data.root_scale)
 
 
 def precision_autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -144,7 +147,7 @@ class Trainer:
         self.run = RunDir(cfg.util.run_dir)
         self.run_dir = self.run.path
         self._held = None  # the run folder's lock file while fit runs (RunDir.hold)
-        self.dataset = training_data(cfg) if dataset is None else dataset
+        self.dataset = training_data(cfg, dataset)
         device = resolve_device(cfg.util.device)
         check_device(device)
         self.device = torch.device(device)
