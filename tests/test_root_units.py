@@ -8,10 +8,12 @@ import torch
 from ganimator import npz as npz_format
 from ganimator.config import ConfigError, load_config
 from ganimator.dataset import MotionDataset
+from ganimator.edit import read_clip
 from ganimator.features import RAW
 from ganimator.generate import load_run
 from ganimator.naturalness import kinematics
 from ganimator.population import Population
+from ganimator.run_hooks import train
 from ganimator.trainer import Trainer
 
 TINY = ["hidden_channels=[16,32,32]", "validation_samples=0", "progress=false", "clearml=off"]
@@ -88,3 +90,21 @@ def test_root_scale_is_checked_and_shared_by_a_population(npz, tmp_path):
     cfgs = [config(npz, tmp_path / f"m{k}", f"root_scale={s}") for k, s in enumerate((0, 24))]
     with pytest.raises(ConfigError, match="share config key 'data.root_scale'"):
         Population(cfgs)
+
+
+def test_a_conditional_run_in_root_units_follows_a_raw_runs_trajectories(clip, npz, tmp_path):
+    base = train(config(npz, tmp_path / "base", "train_data_iter=2"))
+    cond = load_run(train(config(npz, tmp_path / "cond", "train_data_iter=2", "root_scale=24",
+                                 f"trajectory_run={base.run_dir}")).run_dir)
+    raw = load_run(base.run_dir)
+    assert raw.dataset.layout.root_units == RAW != cond.dataset.layout.root_units
+    # The trajectories it is given, sampled from the raw run, are the raw run's motion in its units.
+    lengths = cond.level_lengths(120, 1)
+    given = cond.trajectory_source(lengths, 1, torch.Generator().manual_seed(5))[-1]
+    drawn = raw.pyramid.sample(lengths, 1, torch.Generator().manual_seed(5))
+    assert torch.allclose(kinematics(given, cond.dataset, 0), kinematics(drawn, raw.dataset, 0), atol=1e-4)
+    # A trajectory read from a BVH is followed in metres: the root comes out where the file has it.
+    trajectory = read_clip(cond, clip("proud.bvh"))[0]
+    out = cond.generate(0, samples=1, trajectory=trajectory)
+    want = MotionDataset.load(npz).clips[0].motion.root_positions
+    assert torch.allclose(cond.dataset.clips[0].decode(out[0])[0].root_positions, want.float(), atol=1e-4)
