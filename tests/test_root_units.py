@@ -46,6 +46,7 @@ def test_scaled_root_decodes_to_the_same_motion(npz, tmp_path):
     again = MotionDataset.load(tmp_path / "scaled.npz")
     assert again.layout.root_units == scaled.layout.root_units
     assert torch.equal(again.clips[0].features, own.features)
+    assert again.with_root_scale(24) is again  # a resumed run's own copy is not converted twice
 
 
 def test_an_npz_written_before_root_units_reads_as_the_original(npz, tmp_path):
