@@ -1,7 +1,7 @@
 """Does the sweep find a configuration that makes better motion than the default, on this clip?
 
     python benchmarks/sweep_value.py clip.bvh [--trials 12] [--iters 25] [--retrain-iters 50] [--seeds 3]
-    python benchmarks/sweep_value.py clip.bvh --budget-iters 400 [--trials 8] [--seeds 3]
+    python benchmarks/sweep_value.py clip.bvh --budget-iters 400 [--trials 8] [--seeds 3] [--objective band]
 
 With `--budget-iters N` it runs in budget mode: every trial costs N iterations in all, split across the
 stages as each configuration chooses, over the budget space (`sweeps/space-budget.yaml`: stage
@@ -26,6 +26,9 @@ heavier on the fine stages can cost more time, which the report shows).
    - the objective's known cases: the default retrained must outscore the default trained a
      tenth as long, and outscore itself sampled with `--noise-scale` times the noise.
 
+`--objective band` ranks by the quality band instead of the score (sweeps/objective.py): the sweep,
+the best and every score column of the report.
+
 Everything is kept in `--out` (default `bench-sweep-value/<clip>`): a second call reuses the
 finished sweep, trainings and evaluations, and prints the report again (report.md beside them).
 Processes take `--threads` cores each; two clips at once on 2 cores: `--threads 1` for each. `--jobs J`
@@ -49,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ganimator.metrics import Quality  # noqa: E402
-from sweeps.objective import ScoreObjective  # noqa: E402
+from sweeps.objective import KINDS, Objective  # noqa: E402
 from sweeps.results import importances, rung_correlations, spearman, study_rows  # noqa: E402
 
 SHOWN = ("score", *Quality.NAMES)
@@ -79,9 +82,9 @@ def evaluation(run_dir: Path, samples: int, noise_scale: float = 1.0) -> dict:
             "train_seconds": seconds}
 
 
-def scored(metrics: dict) -> dict:
-    """An evaluation with its score by today's objective (evaluations are kept; the objective may change)."""
-    return {**metrics, "score": OBJECTIVE.score(Quality.from_dict(metrics))}
+def scored(metrics: dict, objective: Objective) -> dict:
+    """An evaluation with its score by the objective (evaluations are kept; the objective may change)."""
+    return {**metrics, "score": objective.score(Quality.from_dict(metrics))}
 
 
 def mean_spread(values: list[float]) -> tuple[float, float]:
@@ -99,12 +102,15 @@ def main() -> None:
     p.add_argument("--noise-scale", type=float, default=2.0, help="the amplified-noise known case")
     p.add_argument("--budget-iters", type=int, default=0,
                    help="budget mode: each trial and retrain costs this many iterations in all (--iters, --retrain-iters unused)")
+    p.add_argument("--objective", choices=[kind.kind for kind in KINDS if kind.prunable], default="score",
+                   help="what the sweep ranks by and the report's score column is (sweeps/objective.py)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--jobs", type=int, default=1, help="trials and retrains at once, --threads each")
     p.add_argument("--out", default="")
     args = p.parse_args()
     clip = Path(args.clip).resolve()
-    mode = f"-budget-{args.budget_iters}" if args.budget_iters else ""
+    mode = (f"-budget-{args.budget_iters}" if args.budget_iters else "") + ("" if args.objective == "score" else f"-{args.objective}")
+    objective = Objective.named(args.objective)
     out = Path(args.out or f"bench-sweep-value/{clip.stem}{mode}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
@@ -135,7 +141,7 @@ def main() -> None:
             print(f"evaluating {key} ({args.eval_samples} samples)", flush=True)
             return evaluation(run, args.eval_samples, noise_scale)
 
-        return scored(cached(out / "evals" / f"{key}.json", evaluate))
+        return scored(cached(out / "evals" / f"{key}.json", evaluate), objective)
 
     # 1. The sweep (its own retrain, a single iteration, is skipped in effect; in budget mode it
     # costs the whole budget once more, which the retrains below make up for).
@@ -147,10 +153,10 @@ def main() -> None:
         space = ["space=budget"] if budget else []
         sh(sys.executable, "sweeps/run.py", *trainer, *cost(sweep_iters), *space, f"name={name}",
            f"results_dir={out / 'results'}", f"export_dir={out / 'exports'}", f"num_samples={args.trials}",
-           "early_stopping=false", f"num_cpus={args.threads * args.jobs}",
+           "early_stopping=false", f"objective={args.objective}", f"num_cpus={args.threads * args.jobs}",
            f"cpus_per_trial={args.threads}", "retrain_iter=1", "eval_samples=1", "export_samples=0", log=log)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'optuna.db'}")
-    rows = study_rows(study, list(study.trials[0].params), OBJECTIVE)
+    rows = study_rows(study, list(study.trials[0].params), objective)
 
     # 2. Every finished trial's checkpoint by the full evaluation (trial 0 is the default configuration).
     finished = {t.number: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
@@ -180,7 +186,7 @@ def main() -> None:
     if "best" not in configurations:
         retrained["best"] = retrained["default"]
 
-    report = render(args, short_iters, rows, best, retrained, full, study)
+    report = render(args, short_iters, rows, best, retrained, full, study, objective)
     (out / "report.md").write_text(report)
     print(report)
 
@@ -196,7 +202,7 @@ def number(row) -> int:
     return int(row.trial_id.rsplit("-", 1)[1])
 
 
-def render(args, short_iters, rows, best_row, retrained, full, study) -> str:
+def render(args, short_iters, rows, best_row, retrained, full, study, objective: Objective) -> str:
     best, default = retrained["best"], retrained["default"]
     default_row = next(r for r in rows if number(r) == 0)
     length = (f"a budget of {args.budget_iters} iterations in all (`space=budget`)" if args.budget_iters
@@ -207,7 +213,7 @@ def render(args, short_iters, rows, best_row, retrained, full, study) -> str:
              f"{args.trials} trials at {length} (no early stopping); the best "
              f"({best_row.trial_id}) and the default ({default_row.trial_id}) each retrained with seeds "
              f"{sorted(default)} at {retrain}, {args.threads} threads, evaluated on {args.eval_samples} samples "
-             "of twice the clip's length (the final protocol).", "",
+             f"of twice the clip's length (the final protocol). Score: {objective.description}.", "",
              "| metric | best: mean | spread | default: mean | spread | best - default |",
              "| --- | --- | --- | --- | --- | --- |"]
     for k in (*SHOWN, "train_seconds"):
@@ -241,7 +247,7 @@ def render(args, short_iters, rows, best_row, retrained, full, study) -> str:
     for c in rung_correlations(rows, stages):
         lines.append(f"- stage {c.stage} score vs final score: rho {c.rho:.2f} (p {c.pvalue:.2g}) over "
                      f"{c.configurations} configurations")
-    weights = importances(study, OBJECTIVE)
+    weights = importances(study, objective)
     if weights:
         lines += ["", "## Importances (Optuna's default evaluator)", "", *(f"- {k}: {v:.3f}" for k, v in weights.items())]
     lines += ["", "## Trials", "", "| trial | score (validation) | score (full eval) | coverage | diversity | jitter | "
@@ -252,8 +258,6 @@ def render(args, short_iters, rows, best_row, retrained, full, study) -> str:
                      f"{(f['global_diversity'] + f['local_diversity']) / 2:.3f} | {f['jitter']:.2f} | {f['foot_skating']:.2f} |")
     return "\n".join(lines) + "\n"
 
-
-OBJECTIVE = ScoreObjective()  # the default: what the sweep ranks by
 
 if __name__ == "__main__":
     main()

@@ -70,6 +70,9 @@ class OptimConfig:
     lambda_rec: float = 50.0
     lambda_gp: float = 1.0
     lambda_consistency: float = 5.0
+    # The contact joints' mean depth below the clip's floor, in body heights (losses.ContactConsistency),
+    # weighed into the generators' adversarial step; 0: none, the original (which has no such term).
+    lambda_floor: float = 0.0
     critic_steps: int = 5  # critic updates per iteration
     fake_pool_size: int = 50  # history of fakes the critic also sees (0: none)
     # Each stage's learning rates (ganimator/schedule.py): a linear warm-up over this share of the
@@ -286,6 +289,7 @@ def validate(cfg: DictConfig) -> None:
                 "scheduling.validation_length": s.validation_length}
     nonneg = {"optim.lambda_rec": o.lambda_rec, "optim.lambda_gp": o.lambda_gp, "optim.critic_steps": o.critic_steps,
               "optim.lambda_consistency": o.lambda_consistency, "optim.fake_pool_size": o.fake_pool_size,
+              "optim.lambda_floor": o.lambda_floor,
               "model.noise_amp_scale": m.noise_amp_scale, "scheduling.train_data_iter": s.train_data_iter,
               "scheduling.validation_samples": s.validation_samples, "scheduling.budget_iters": s.budget_iters,
               "scheduling.budget_minutes": s.budget_minutes, "optim.lr_final": o.lr_final,

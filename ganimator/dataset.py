@@ -139,14 +139,27 @@ class MotionDataset:
                                  noise_amplitudes=noise_amplitudes(build_pyramid(features, clip.level_lengths))))
         return replace(self, clips=clips)
 
+    def body_height(self) -> float:
+        """The first clip's root's mean height above the body's lowest joint: a length of the body,
+        whatever the file's units (0 for a rig whose root is never above another joint)."""
+        heights = self.clips[0].motion.joint_positions(self.skeleton)[..., 1]  # (T, J)
+        return float((heights[:, 0] - heights.amin(dim=1)).mean())
+
+    def floor_and_body(self) -> tuple[float, float]:
+        """Where the first clip's contact joints stand (naturalness.Ground's floor; 0 for a rig without
+        them) and the body's height: what the floor loss measures depth from and in."""
+        from .naturalness import Ground  # naturalness measures datasets: imported here, not at the top
+
+        positions = self.clips[0].motion.joint_positions(self.skeleton)
+        floor = Ground(positions, self.skeleton.contacts, self.skeleton.contact_threshold).floor
+        return float(floor), max(self.body_height(), 1e-6)
+
     def _root_units(self, scale: float) -> RootUnits:
-        motion = self.clips[0].motion
-        heights = motion.joint_positions(self.skeleton)[..., 1]  # (T, J)
-        body = float((heights[:, 0] - heights.amin(dim=1)).mean())
+        body = self.body_height()
         if not body > 0:
             raise DatasetError(f"{self.source}: the root is never above another joint, so data.root_scale has no "
                                "unit to measure it in; use data.root_scale=0")
-        return RootUnits(offset=float(motion.root_positions[:, 1].mean()), scale=scale / body)
+        return RootUnits(offset=float(self.clips[0].motion.root_positions[:, 1].mean()), scale=scale / body)
 
     def read_like(self, path, fps: float | None = TARGET_FPS) -> Motion:
         """A BVH of this dataset's skeleton (its rig's joints, at `fps` or None: every frame), for

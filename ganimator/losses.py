@@ -1,4 +1,5 @@
-"""Losses: WGAN-GP for the critics; adversarial, reconstruction and contact consistency for G.
+"""Losses: WGAN-GP for the critics; adversarial, reconstruction, contact consistency and (not in
+the original, off by default) floor penetration for G.
 
 Each takes the tensors of `members` fused runs side by side on the channel axis, (B, K*C, T),
 and returns one value per member, (K,): a population's members never share a loss term.
@@ -54,20 +55,26 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, members: int = 1
 
 
 class ContactConsistency(torch.nn.Module):
-    """Penalises contact joints that move while the generated contact label says they are planted."""
+    """Penalises contact joints that move while the generated contact label says they are planted
+    (the original's loss) and, second, how deep they go below the clip's floor, in units of the
+    body's height (not in the original: `optim.lambda_floor` weighs it, 0 by default). One forward
+    pass of the skeleton serves both."""
 
-    def __init__(self, skeleton: Skeleton, layout: FeatureLayout):
+    def __init__(self, skeleton: Skeleton, layout: FeatureLayout, floor: float = 0.0, body: float = 1.0):
         super().__init__()
-        self.skeleton, self.layout = skeleton, layout
+        self.skeleton, self.layout, self.floor, self.body = skeleton, layout, floor, body
         self.register_buffer("begin_xz", torch.zeros(2))
 
-    def forward(self, features: torch.Tensor, members: int = 1) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, members: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(contact consistency, floor penetration), each (K,)."""
         if self.layout.num_contacts == 0:
-            return features.new_zeros(members)
+            return features.new_zeros(members), features.new_zeros(members)
         b, _, t = features.shape
-        # Speeds per frame: a frame is the time unit (fps 1).
+        # Speeds per frame: a frame is the time unit (fps 1). Heights are absolute: the root's is a channel.
         motion, contact = decode(features.reshape(b * members, -1, t), self.layout, self.begin_xz, fps=1.0)
         positions = motion.joint_positions(self.skeleton)[..., self.skeleton.contacts, :]
         speed = (positions[..., 1:, :, :] - positions[..., :-1, :, :]).norm(dim=-1)
         speed = torch.cat([torch.zeros_like(speed[..., :1, :]), speed], dim=-2)
-        return (speed * torch.sigmoid((contact - 0.5) * 12)).reshape(b, members, -1).mean(dim=(0, 2))
+        consistency = (speed * torch.sigmoid((contact - 0.5) * 12)).reshape(b, members, -1).mean(dim=(0, 2))
+        depth = (self.floor - positions[..., 1]).clamp(min=0) / self.body
+        return consistency, depth.reshape(b, members, -1).mean(dim=(0, 2))

@@ -32,11 +32,13 @@ class OptimSettings:
     lr_warmup: float = 0.0  # the learning rates' schedule within a stage (schedule.lr_factor)
     lr_final: float = 1.0
     ema: float = 0.0  # decay of the trained generators' running average (Member.average); 0: none
+    lambda_floor: float = 0.0  # weight of the contact joints' depth below the clip's floor; 0: none, the original
 
     @classmethod
     def of(cls, optim: DictConfig) -> "OptimSettings":
         return cls(optim.lr_g, optim.lr_d, optim.lambda_rec, optim.lambda_gp, optim.lambda_consistency,
-                   optim.critic_steps, optim.fake_pool_size, optim.lr_warmup, optim.lr_final, optim.ema)
+                   optim.critic_steps, optim.fake_pool_size, optim.lr_warmup, optim.lr_final, optim.ema,
+                   optim.lambda_floor)
 
 
 @dataclass
@@ -102,7 +104,8 @@ class Member:
                    [torch.optim.Adam(g.parameters(), lr=o.lr_g, fused=True) for g in pyramid.generators],
                    [torch.optim.Adam(c.parameters(), lr=o.lr_d, fused=True) for c in critics],
                    [FakePool(o.fake_pool_size) for _ in critics], torch.Generator(device).manual_seed(cfg.util.seed),
-                   clips, o, ContactConsistency(dataset.skeleton, dataset.layout).to(device), device, trajectories)
+                   clips, o, ContactConsistency(dataset.skeleton, dataset.layout, *dataset.floor_and_body()).to(device),
+                   device, trajectories)
 
     def double(self) -> "Member":
         """Networks, data and losses in float64, before training starts: for checks of exactness

@@ -130,6 +130,9 @@ Quality.NAMES = tuple(f.name for f in fields(Quality))  # the record's names, in
 Quality.REQUIRED = tuple(f.name for f in fields(Quality) if f.default is MISSING)  # what every record has
 
 
+MIN_FACTOR = 1e-3  # a lower bound missed by more counts as missed by this much (coverage 0)
+
+
 @dataclass(frozen=True)
 class QualityBand:
     """Motion of published quality, by the original's evaluation and our naturalness measures:
@@ -159,6 +162,23 @@ class QualityBand:
 
     def contains(self, quality: Quality) -> bool:
         return not self.misses(quality)
+
+    def distance(self, quality: Quality) -> float:
+        """How far `quality` lies outside the band: for each bound it misses, the log of the factor
+        it misses it by, summed (0 inside; inf where a field is NaN). Factors, not differences, so
+        that a field counts alike on every clip and in every unit: jitter twice the bound costs
+        what coverage at half of its bound does. A value of 0 is read as MIN_FACTOR of a lower bound."""
+        total = 0.0
+        for f in fields(self):
+            low, high = getattr(self, f.name)
+            value = getattr(quality, f.name)
+            if value != value:
+                return math.inf
+            if low is not None and value < low:
+                total += math.log(low / max(value, low * MIN_FACTOR))
+            if high is not None and value > high:
+                total += math.log(value / high)
+        return total
 
     def describe(self) -> str:
         parts = []

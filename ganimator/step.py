@@ -128,14 +128,17 @@ def _adversarial_phase(members: list[Member], clip: int, levels: list[int], pyra
     for m in members:
         m.critics.requires_grad_(False)
     lambda_consistency = _per_member(members, "lambda_consistency")
+    lambda_floor = _per_member(members, "lambda_floor")
     prev, total = base[n:] if lo else None, 0.0
     for l, z in zip(levels, (z[n:] for z in noise[lo:])):
         fake = pyramid.run(range(l, l + 1), lengths, prev, [z], conds and [conds[l][n:]])[0]
         adversarial = generator_adversarial_loss(FusedStack([m.critics[l].net for m in members]), fake, K)
-        contact = members[0].consistency(fake, K)
-        total = total + (adversarial + lambda_consistency * contact).sum()
-        for i, (a_i, c_i) in enumerate(zip(adversarial.detach().tolist(), contact.detach().tolist())):
+        contact, below = members[0].consistency(fake, K)
+        total = total + (adversarial + lambda_consistency * contact + lambda_floor * below).sum()
+        for i, (a_i, c_i, f_i) in enumerate(zip(*(x.detach().tolist() for x in (adversarial, contact, below)))):
             losses[i][f"{l}/adversarial"], losses[i][f"{l}/contact"] = a_i, c_i
+            if members[i].optim.lambda_floor:
+                losses[i][f"{l}/floor"] = f_i
         prev = fake.detach()
     _step([m.opt_g[l] for m in members for l in levels], total)
     for m in members:

@@ -17,6 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganimator.config import ConfigError, load_config, npz_filename, refuse_resolvers
 
+from .objective import KINDS
+
 SPACE = Path(__file__).with_name("space.yaml")
 
 
@@ -25,7 +27,7 @@ class SweepConfig:
     name: str = ""  # the sweep's folder under results_dir; default: the npz file's name
     space: str = str(SPACE)  # search space YAML
     num_samples: int = 16  # trials
-    objective: str = "score"  # 'score' (one number, see objective.py) or 'pareto' (coverage vs diversity)
+    objective: str = "score"  # 'score' (one number), 'pareto' (coverage vs diversity) or 'band' (see objective.py)
     sampler: str = ""  # 'tpe', 'nsga2' or 'random'; default: tpe for score, nsga2 for pareto
     sampler_seed: int = 0
     rec_weight: float = 1.0  # weight of the reconstruction error in the score
@@ -142,8 +144,9 @@ def _validate(cfg, base) -> None:
     if not NAME.fullmatch(cfg.name):
         raise ConfigError(f"sweep key 'name': {cfg.name!r} is not a plain folder name (letters, digits, '.', '_' "
                           "and '-', starting with a letter or digit)")
-    if cfg.objective not in ("score", "pareto"):
-        raise ConfigError(f"sweep key 'objective' must be 'score' or 'pareto', got {cfg.objective!r}")
+    kinds = [kind.kind for kind in KINDS]
+    if cfg.objective not in kinds:
+        raise ConfigError(f"sweep key 'objective' must be one of {', '.join(kinds)}, got {cfg.objective!r}")
     if cfg.sampler not in ("", "tpe", "nsga2", "random"):
         raise ConfigError(f"sweep key 'sampler' must be 'tpe', 'nsga2' or 'random', got {cfg.sampler!r}")
     positive = {"num_samples": cfg.num_samples, "population": cfg.population, "cpus_per_trial": cfg.cpus_per_trial, "top_k": cfg.top_k,

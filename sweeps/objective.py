@@ -28,9 +28,16 @@ The reconstruction error (L1 of the features from z*) keeps the chain anchored t
 a typical 0.005-0.05 it only separates close calls at the default weight 1, and it is what
 ranks configurations that cover nothing yet (short sweeps on hard clips).
 
-Two kinds, one class each: `ScoreObjective` (`objective=score`) tells Optuna the score;
+Three kinds, one class each: `ScoreObjective` (`objective=score`) tells Optuna the score;
 `ParetoObjective` (`objective=pareto`) maximises coverage, global diversity and naturalness
-separately and keeps the Pareto front. Call sites ask the objective (its values and directions,
+separately and keeps the Pareto front; `BandObjective` (`objective=band`) asks for the quality band
+itself (`ganimator.metrics.PUBLISHED`): its score is minus how far the model lies outside the band
+(`QualityBand.distance`: the log of the factor each bound is missed by, summed), minus the same
+reconstruction term. That is the question of a sweep at equal cost, which schedule reaches
+published quality (README, "How long until published quality?"), and there foot skating and
+penetration count, as the band defines them, while the score proper would push global diversity
+towards 2, past the band's 1.6. Inside the band every model scores alike but for its
+reconstruction error. Call sites ask the objective (its values and directions,
 its default sampler, whether Optuna may prune, what plots and importances rank by, how trials
 rank) rather than which kind it is.
 """
@@ -44,7 +51,7 @@ from typing import ClassVar
 
 import optuna
 
-from ganimator.metrics import Quality
+from ganimator.metrics import PUBLISHED, Quality
 
 DIVERSITY_CAP = 2.0
 PARETO_METRICS = ("coverage", "global_diversity", "naturalness")
@@ -86,7 +93,7 @@ class Objective:
 
     @staticmethod
     def named(kind: str, rec_weight: float = 1.0) -> Objective:
-        return {c.kind: c for c in (ScoreObjective, ParetoObjective)}[kind](rec_weight)
+        return {c.kind: c for c in KINDS}[kind](rec_weight)
 
     @property
     def directions(self) -> list[str]:
@@ -171,6 +178,21 @@ class ParetoObjective(Objective):
         for i in pareto_front([r.quality for r in finished]):
             finished[i].pareto = True
         return super().rank(rows)
+
+
+@dataclass(frozen=True)
+class BandObjective(ScoreObjective):
+    """One number, how near the quality band: Optuna ranks, prunes and plots by it as by the score."""
+
+    kind: ClassVar[str] = "band"
+    names: ClassVar[tuple[str, ...]] = ("band",)
+    description: ClassVar[str] = "minus the distance outside the quality band (ganimator.metrics.PUBLISHED)"
+
+    def score(self, quality: Quality) -> float:
+        return -PUBLISHED.distance(quality) - self.rec_weight * quality.rec_error
+
+
+KINDS = (ScoreObjective, ParetoObjective, BandObjective)
 
 
 def pareto_front(qualities: list[Quality]) -> list[int]:

@@ -16,13 +16,13 @@ from ray import tune
 
 from ganimator.config import ConfigError, load_config
 from ganimator.dataset import MotionDataset
-from ganimator.metrics import Quality, pose_frames, quality
+from ganimator.metrics import PUBLISHED, Quality, pose_frames, quality
 from ganimator.naturalness import Naturalness
 from ganimator.pyramid import resample
 from ganimator.run_hooks import RunOutputs, train
 from ganimator.trainer import OnEvent, Trainer
 from sweeps.config import load_sweep_config
-from sweeps.objective import ParetoObjective, ScoreObjective, pareto_front
+from sweeps.objective import BandObjective, ParetoObjective, ScoreObjective, pareto_front
 from sweeps.results import (METRICS, STAGE_SCORES, TUNE_ID, Status, close_orphans, importances, learned_lines,
                             rung_correlations, study_rows)
 from sweeps.space import load_space
@@ -76,6 +76,34 @@ def test_naturalness_costs_by_the_factor_motion_is_off():
     assert SCORE.score(replace(q, jitter=0.5)) == pytest.approx(SCORE.score(q) / 2)  # blurred or slowed
     assert SCORE.score(replace(q, jitter=0.0)) == 0.0  # a frozen pose
     assert SCORE.score(replace(q, foot_skating=40.0)) == SCORE.score(q)  # reported, not scored: see objective.py
+
+
+def test_the_band_objective_asks_for_the_quality_band_by_the_factor_each_bound_is_missed(clip):
+    band = BandObjective(rec_weight=2.0)
+    inside = Quality(0.97, 1.3, 1.2, 0.01, 1.0, 1.0, 0.1)
+    assert PUBLISHED.contains(inside) and band.score(inside) == pytest.approx(-0.02)  # only the reconstruction term
+    assert PUBLISHED.distance(replace(inside, jitter=2.5)) == pytest.approx(math.log(2))  # twice the bound
+    assert PUBLISHED.distance(replace(inside, coverage=0.475)) == pytest.approx(math.log(2))  # half of it
+    two_misses = replace(inside, jitter=2.5, foot_skating=6.0)
+    assert PUBLISHED.distance(two_misses) == pytest.approx(math.log(2) + math.log(4))
+    assert PUBLISHED.distance(replace(inside, coverage=0.0)) == pytest.approx(math.log(1000))  # finite: still ranks
+    assert band.score(replace(inside, penetration=math.nan)) == -math.inf
+    # What the score does not count, the band does: feet sliding 40 times as much as the clip's.
+    assert band.score(replace(inside, foot_skating=40.0)) < band.score(inside)
+    assert SCORE.score(replace(inside, foot_skating=40.0)) == SCORE.score(inside)
+    # and where the score asks for more diversity than the band allows, the band does not.
+    wild = replace(inside, global_diversity=1.95, local_diversity=1.95)
+    assert SCORE.score(wild) > SCORE.score(inside) and band.score(wild) < band.score(inside)
+
+    # On real motion: a patchwork of the clip is nearer the band than noise or a frozen pose.
+    data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
+    real = data.clips[0].features
+    chunks = torch.split(real, 40, dim=-1)
+    order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(0))
+    shuffled = torch.cat([chunks[i] for i in order], dim=-1)
+    scores = {name: band.score(judged(motion, data)) for name, motion in {
+        "shuffled": shuffled, "noise": torch.randn_like(real) * real.std(), "frozen": real[:, :1].expand_as(real)}.items()}
+    assert scores["shuffled"] > max(scores["noise"], scores["frozen"]) + 1
 
 
 def test_pareto_front_keeps_the_undominated_trials():

@@ -24,7 +24,7 @@ from ganimator.dataset import MotionDataset
 from ganimator.generate import load_run
 from ganimator.metrics import Quality
 from sweeps.compare import row_from_task
-from sweeps.objective import ScoreObjective, pareto_values
+from sweeps.objective import BandObjective, ScoreObjective, pareto_values
 from sweeps.results import TUNE_ID
 from sweeps.space import load_space
 
@@ -285,13 +285,20 @@ def test_pareto_mode_searches_coverage_diversity_and_naturalness(clip, tmp_path)
 
 def test_a_budget_sweep_searches_the_schedule_at_equal_cost(npz, tmp_path):
     """space=budget with budget_iters: every configuration, split across the stages its own way,
-    trains the same 24 iterations, and so does each retrain."""
+    trains the same 24 iterations, and so does each retrain; objective=band ranks them by how near
+    the quality band they come."""
     out = run_sweep(npz, tmp_path, "name=budget", "space=budget", "budget_iters=24", "num_samples=3",
-                    "early_stopping=false", *EXPORT)
+                    "early_stopping=false", "objective=band", *EXPORT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "budget mode: every trial and retrain trains budget_iters=24" in out.stderr
     rows = read_summary(tmp_path, "budget")
     assert len(rows) == 3 and all(r["status"] == "finished" and int(r["steps"]) == 24 for r in rows)
+    band = BandObjective()
+    scores = [float(r["score"]) for r in rows]
+    assert scores == pytest.approx([band.score(Quality.from_dict(r)) for r in rows], rel=1e-4)
+    assert scores == sorted(scores, reverse=True) and all(score < 0 for score in scores)  # 24 iterations: outside
+    told = sorted((t.values[0] for t in study_trials(tmp_path, "budget")), reverse=True)  # what Optuna was told
+    assert told == pytest.approx(scores, rel=1e-4)
     weights = {tuple(float(r[f"stage_weights.{k}"]) for k in (1, 2, 3)) for r in rows}
     assert len(weights) == 3 and (1.0, 1.0, 1.0) in weights  # the first trial runs the original's even split
     [exported] = [r for r in rows if r["export"]]
