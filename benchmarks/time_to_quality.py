@@ -45,7 +45,7 @@ from ganimator.metrics import PUBLISHED, Quality  # noqa: E402
 from ganimator.run_hooks import RunOutputs  # noqa: E402
 from ganimator.trainer import EventKind, OnEvent, TrainEvent, Trainer  # noqa: E402
 
-SHOWN = ("coverage", "global_diversity", "jitter", "foot_skating", "penetration")
+SHOWN = ("coverage", "global_diversity", "jitter", "foot_skating", "penetration", "ground_contact")
 
 
 @dataclass

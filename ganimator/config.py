@@ -70,8 +70,9 @@ class OptimConfig:
     lambda_rec: float = 50.0
     lambda_gp: float = 1.0
     lambda_consistency: float = 5.0
-    # The contact joints' mean depth below the clip's floor, in body heights (losses.ContactConsistency),
-    # weighed into the generators' adversarial step; 0: none, the original (which has no such term).
+    # How far contact joints stand off the clip's floor, in body heights (losses.ContactConsistency:
+    # below it, or above their band of rest while labelled planted), weighed into the generators'
+    # adversarial step; 0: none, the original (which has no such term).
     lambda_floor: float = 0.0
     critic_steps: int = 5  # critic updates per iteration
     fake_pool_size: int = 50  # history of fakes the critic also sees (0: none)

@@ -145,14 +145,13 @@ class MotionDataset:
         heights = self.clips[0].motion.joint_positions(self.skeleton)[..., 1]  # (T, J)
         return float((heights[:, 0] - heights.amin(dim=1)).mean())
 
-    def floor_and_body(self) -> tuple[float, float]:
-        """Where the first clip's contact joints stand (naturalness.Ground's floor; 0 for a rig without
-        them) and the body's height: what the floor loss measures depth from and in."""
+    def ground_and_body(self) -> tuple:
+        """Where the first clip's contact joints stand (naturalness.Ground: its floor, their rest
+        heights and contact bands) and the body's height: what the floor loss measures from and in."""
         from .naturalness import Ground  # naturalness measures datasets: imported here, not at the top
 
         positions = self.clips[0].motion.joint_positions(self.skeleton)
-        floor = Ground(positions, self.skeleton.contacts, self.skeleton.contact_threshold).floor
-        return float(floor), max(self.body_height(), 1e-6)
+        return Ground(positions, self.skeleton.contacts, self.skeleton.contact_threshold), max(self.body_height(), 1e-6)
 
     def _root_units(self, scale: float) -> RootUnits:
         body = self.body_height()

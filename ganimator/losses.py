@@ -56,14 +56,21 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, members: int = 1
 
 class ContactConsistency(torch.nn.Module):
     """Penalises contact joints that move while the generated contact label says they are planted
-    (the original's loss) and, second, how deep they go below the clip's floor, in units of the
-    body's height (not in the original: `optim.lambda_floor` weighs it, 0 by default). One forward
-    pass of the skeleton serves both."""
+    (the original's loss) and, second, that stand off the clip's floor (not in the original:
+    `optim.lambda_floor` weighs it, 0 by default): how deep they go below it, and how far above
+    their contact band of rest they are while labelled planted, in units of the body's height.
+    Both sides, because a loss on depth alone is met by feet that hover (ground contact 0.28 of
+    the clip's on proud, README). One forward pass of the skeleton serves both terms.
+    `ground`: the clip's (naturalness.Ground), None where the floor term is off."""
 
-    def __init__(self, skeleton: Skeleton, layout: FeatureLayout, floor: float = 0.0, body: float = 1.0):
+    def __init__(self, skeleton: Skeleton, layout: FeatureLayout, ground=None, body: float = 1.0):
         super().__init__()
-        self.skeleton, self.layout, self.floor, self.body = skeleton, layout, floor, body
+        self.skeleton, self.layout, self.body = skeleton, layout, body
         self.register_buffer("begin_xz", torch.zeros(2))
+        on = ground is not None and len(ground.joints) > 0
+        self.register_buffer("floor", torch.tensor(float(ground.floor) if on else 0.0))
+        # the height each contact joint may stand at while planted: its rest plus its band
+        self.register_buffer("stand", (ground.rest + ground.band).float() if on else torch.zeros(len(skeleton.contacts)))
 
     def forward(self, features: torch.Tensor, members: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """(contact consistency, floor penetration), each (K,)."""
@@ -75,6 +82,8 @@ class ContactConsistency(torch.nn.Module):
         positions = motion.joint_positions(self.skeleton)[..., self.skeleton.contacts, :]
         speed = (positions[..., 1:, :, :] - positions[..., :-1, :, :]).norm(dim=-1)
         speed = torch.cat([torch.zeros_like(speed[..., :1, :]), speed], dim=-2)
-        consistency = (speed * torch.sigmoid((contact - 0.5) * 12)).reshape(b, members, -1).mean(dim=(0, 2))
-        depth = (self.floor - positions[..., 1]).clamp(min=0) / self.body
-        return consistency, depth.reshape(b, members, -1).mean(dim=(0, 2))
+        planted = torch.sigmoid((contact - 0.5) * 12)
+        consistency = (speed * planted).reshape(b, members, -1).mean(dim=(0, 2))
+        height = positions[..., 1] - self.floor  # (B*K, T, contacts)
+        off = (-height).clamp(min=0) + planted * (height - self.stand).clamp(min=0)
+        return consistency, (off / self.body).reshape(b, members, -1).mean(dim=(0, 2))

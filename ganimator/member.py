@@ -32,7 +32,7 @@ class OptimSettings:
     lr_warmup: float = 0.0  # the learning rates' schedule within a stage (schedule.lr_factor)
     lr_final: float = 1.0
     ema: float = 0.0  # decay of the trained generators' running average (Member.average); 0: none
-    lambda_floor: float = 0.0  # weight of the contact joints' depth below the clip's floor; 0: none, the original
+    lambda_floor: float = 0.0  # weight of the contact joints' distance off the clip's floor; 0: none, the original
 
     @classmethod
     def of(cls, optim: DictConfig) -> "OptimSettings":
@@ -104,7 +104,7 @@ class Member:
                    [torch.optim.Adam(g.parameters(), lr=o.lr_g, fused=True) for g in pyramid.generators],
                    [torch.optim.Adam(c.parameters(), lr=o.lr_d, fused=True) for c in critics],
                    [FakePool(o.fake_pool_size) for _ in critics], torch.Generator(device).manual_seed(cfg.util.seed),
-                   clips, o, ContactConsistency(dataset.skeleton, dataset.layout, *dataset.floor_and_body()).to(device),
+                   clips, o, ContactConsistency(dataset.skeleton, dataset.layout, *dataset.ground_and_body()).to(device),
                    device, trajectories)
 
     def double(self) -> "Member":

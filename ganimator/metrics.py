@@ -110,6 +110,9 @@ class Quality:
     # Contact joints' mean depth below the clip's floor, in its contact bands (the clip: about 0);
     # NaN in records written before it was measured (a resumed older sweep's stage ends).
     penetration: float = math.nan
+    # How often contact joints stand on the ground, over the clip's (naturalness.py): 0 is feet that
+    # hover. NaN in records written before it was measured.
+    ground_contact: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -142,13 +145,17 @@ class QualityBand:
     Penetration is in the clip's contact bands (the clip: 0). Rotation noise that multiplies
     the clip's jitter 8-30x keeps it under 0.08 on Salsa, Walk-In-Circle, proud and
     Crab-dance-long, while the clip lowered by 10 cm reads 2.7-6.9: 0.25 lets any noise through and
-    stops sinking feet."""
+    stops sinking feet. Ground contact below 0.67 (a factor 1.5, as foot skating's) is feet that
+    hover: the clip raised by 1% of its body's height reads 0.01-0.66 on those clips; it has no
+    upper bound, since feet on the ground too long either slide (foot skating) or stand still
+    (jitter)."""
 
     coverage: tuple[float | None, float | None] = (0.95, None)
     global_diversity: tuple[float | None, float | None] = (1.0, 1.6)
     jitter: tuple[float | None, float | None] = (0.8, 1.25)
     foot_skating: tuple[float | None, float | None] = (None, 1.5)
     penetration: tuple[float | None, float | None] = (None, 0.25)
+    ground_contact: tuple[float | None, float | None] = (0.67, None)
 
     def misses(self, quality: Quality) -> list[str]:
         """The fields of `quality` outside the band (none: it is in)."""

@@ -68,23 +68,30 @@ def test_bf16_trains_in_bfloat16_and_keeps_float32_weights(npz, tmp_path):
     assert any(losses["bf16"][k] != losses["fp32"][k] for k in rec)  # and bfloat16 it was
 
 
-def test_the_floor_loss_is_the_depth_of_feet_below_the_clips_floor_in_body_heights(clip):
+def test_the_floor_loss_is_how_far_feet_stand_off_the_clips_floor_in_body_heights(clip):
     data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
-    floor, body = data.floor_and_body()
-    assert 0 < floor < 0.03 and 0.8 < body < 1.0  # metres: the toes' floor, the hips' height
-    loss = ContactConsistency(data.skeleton, data.layout, floor, body)
+    ground, body = data.ground_and_body()
+    assert 0 < ground.floor < 0.03 and 0.8 < body < 1.0  # metres: the toes' floor, the hips' height
+    loss = ContactConsistency(data.skeleton, data.layout, ground, body)
     real = data.clips[0].features[None]
-    lowered = real.clone()
-    lowered[:, data.layout.root.start + 1] -= 0.1 * body  # the root's height channel, raw
-    assert loss(real)[1].item() < 1e-4  # the clip stands on its floor
-    sunk = loss(lowered.requires_grad_(True))[1]
+
+    def moved(fraction):  # the clip with its root's height channel (raw units) moved by this much of the body
+        x = real.clone()
+        x[:, data.layout.root.start + 1] += fraction * body
+        return x
+
+    assert loss(real)[1].item() < 1e-3  # the clip stands on its floor, its planted feet within their bands
+    lowered = moved(-0.1).requires_grad_(True)
+    sunk = loss(lowered)[1]
     assert 0.06 < sunk.item() <= 0.1  # most of the 10%, where a foot stood above the floor less
     sunk.sum().backward()
     assert lowered.grad[0, data.layout.root.start + 1].sum() < 0  # descending lifts the body
-    # Alike in the root's own units (root_scale): the features differ, the depth does not.
+    # Feet that hover while labelled planted cost too: depth alone is met by lifting them.
+    assert loss(moved(0.1))[1].item() > 0.03 and loss(moved(0.02))[1].item() > 5 * loss(real)[1].item()
+    # Alike in the root's own units (root_scale): the features differ, the loss does not.
     scaled = data.with_root_scale(24.0)
     in_units = convert(lowered[0].detach(), data.layout, scaled.layout.root_units)[None]
-    assert ContactConsistency(scaled.skeleton, scaled.layout, *scaled.floor_and_body())(in_units)[1].item() == \
+    assert ContactConsistency(scaled.skeleton, scaled.layout, *scaled.ground_and_body())(in_units)[1].item() == \
         pytest.approx(sunk.item(), rel=1e-4)
 
 

@@ -45,6 +45,7 @@ def test_the_clip_is_as_natural_as_itself_and_its_ground_is_where_its_feet_stand
     scores = naturalness(salsa.clips[0].features[None], salsa)
     assert scores["jitter"].item() == pytest.approx(1.0) and scores["foot_skating"].item() == pytest.approx(1.0)
     assert 0 <= scores["penetration"].item() < 0.01  # the floor is where the clip's lowest foot stands
+    assert scores["ground_contact"].item() == pytest.approx(1.0)
     ground = Naturalness(salsa).ground
     feet = kinematics(salsa.clips[0].features, salsa, 0)[:, salsa.skeleton.contacts, 1]
     below = (feet.amin(dim=1) < ground.floor).double().mean().item()  # frames whose lowest foot is under it
@@ -70,6 +71,18 @@ def test_the_clip_lowered_by_10_cm_penetrates_the_floor(salsa):
     band = Naturalness(salsa).ground.band.mean().item()
     assert scores["penetration"].item() > 0.5 * 0.10 / band  # most contact frames sink most of 10 cm
     assert scores["foot_skating"].item() >= 1.0  # feet below the floor count as planted
+
+
+@pytest.mark.parametrize("name", ["Walk-In-Circle.bvh", "proud.bvh", "Salsa-Dancing-6.bvh", "Crab-dance-long.bvh"])
+def test_feet_that_hover_above_the_floor_lose_their_ground_contact(clip, name):
+    """Raised by 2% of the body's height, the clip's feet never sink and barely slide on the floor,
+    so foot skating and penetration read it as perfect; ground contact does not."""
+    data = MotionDataset.from_bvh(clip(name))
+    raised = data.clips[0].features.clone()
+    raised[data.layout.root.start + 1] += 0.02 * data.body_height()  # the root's height channel, raw
+    scores = naturalness(raised[None], data)
+    assert scores["penetration"].item() < 0.01 and scores["foot_skating"].item() < 1.0
+    assert scores["ground_contact"].item() < 0.3 < 0.67  # outside the band (metrics.PUBLISHED)
 
 
 def test_contact_channels_are_not_read(salsa):
@@ -112,6 +125,7 @@ def test_coarse_levels_use_the_clips_own_ground(salsa):
         assert torch.equal(natural.ground.band, fine.band) and natural.ground.floor == fine.floor
         scores = natural(level[None])
         assert scores["foot_skating"].item() == pytest.approx(1.0) and scores["penetration"].item() < 0.01
+        assert scores["ground_contact"].item() == pytest.approx(1.0)
 
 
 def test_a_rig_without_contact_joints_scores_no_sliding_and_no_penetration(tmp_path):
@@ -128,4 +142,5 @@ def test_a_rig_without_contact_joints_scores_no_sliding_and_no_penetration(tmp_p
     assert generic.skeleton.contacts == []
     scores = Scorer(generic)(with_noise(generic, generic.layout.rotations, 0.02)[None])
     assert scores["foot_skating"].item() == 0.0 and scores["penetration"].item() == 0.0
+    assert scores["ground_contact"].item() == 1.0  # no feet: nothing to hover
     assert scores["jitter"].item() > 1.0 and 0 <= scores["coverage"].item() <= 1
