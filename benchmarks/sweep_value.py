@@ -109,7 +109,8 @@ def main() -> None:
     p.add_argument("--out", default="")
     args = p.parse_args()
     clip = Path(args.clip).resolve()
-    mode = (f"-budget-{args.budget_iters}" if args.budget_iters else "") + ("" if args.objective == "score" else f"-{args.objective}")
+    mode = f"-budget-{args.budget_iters}" if args.budget_iters else ""
+    mode += "" if args.objective == "score" else f"-{args.objective}"
     objective = Objective.named(args.objective)
     out = Path(args.out or f"bench-sweep-value/{clip.stem}{mode}").resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -61,16 +61,15 @@ class ContactConsistency(torch.nn.Module):
     their contact band of rest they are while labelled planted, in units of the body's height.
     Both sides, because a loss on depth alone is met by feet that hover (ground contact 0.28 of
     the clip's on proud, README). One forward pass of the skeleton serves both terms.
-    `ground`: the clip's (naturalness.Ground), None where the floor term is off."""
+    `ground` and `body`: the clip's (MotionDataset.ground_and_body)."""
 
-    def __init__(self, skeleton: Skeleton, layout: FeatureLayout, ground=None, body: float = 1.0):
+    def __init__(self, skeleton: Skeleton, layout: FeatureLayout, ground, body: float):
         super().__init__()
         self.skeleton, self.layout, self.body = skeleton, layout, body
         self.register_buffer("begin_xz", torch.zeros(2))
-        on = ground is not None and len(ground.joints) > 0
-        self.register_buffer("floor", torch.tensor(float(ground.floor) if on else 0.0))
+        self.register_buffer("floor", torch.as_tensor(ground.floor, dtype=torch.float32))
         # the height each contact joint may stand at while planted: its rest plus its band
-        self.register_buffer("stand", (ground.rest + ground.band).float() if on else torch.zeros(len(skeleton.contacts)))
+        self.register_buffer("stand", (ground.rest + ground.band).float())
 
     def forward(self, features: torch.Tensor, members: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """(contact consistency, floor penetration), each (K,)."""
