@@ -45,7 +45,8 @@ from ganimator.metrics import PUBLISHED, Quality  # noqa: E402
 from ganimator.run_hooks import RunOutputs  # noqa: E402
 from ganimator.trainer import EventKind, OnEvent, TrainEvent, Trainer  # noqa: E402
 
-SHOWN = ("coverage", "global_diversity", "jitter", "foot_skating", "penetration", "ground_contact")
+SHOWN = ("coverage", "global_diversity", "jitter", "foot_skating", "penetration", "ground_contact", "foot_motion")
+ABBREVIATED = dict(zip(SHOWN, ("cov", "div", "jit", "skate", "pen", "ground", "feet")))  # the checkpoint table's cells
 
 
 @dataclass
@@ -156,7 +157,7 @@ def report(points: list[Point], configs: list[str], args) -> str:
             now = [max((p for p in points if p.config == name and p.seed == s and p.minutes <= minute + args.every / 2),
                        key=lambda p: p.minutes, default=None) for s in seeds]
             now = [p for p in now if p is not None]
-            cells.append("; ".join(f"{k[:4]} {statistics.mean(getattr(p.quality, k) for p in now):.2f}" for k in SHOWN)
+            cells.append("; ".join(f"{ABBREVIATED[k]} {statistics.mean(getattr(p.quality, k) for p in now):.2f}" for k in SHOWN)
                          + f" ({sum(p.in_band for p in now)}/{len(now)} in band)" if now else "-")
         lines.append(f"| {minute:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

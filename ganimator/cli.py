@@ -296,7 +296,7 @@ def evaluate() -> None:
               f"local diversity {q.local_diversity:.3f}  reconstruction L1 {q.rec_error:.4f}  "
               f"jitter {q.jitter:.2f}x  foot skating {q.foot_skating:.2f}x (of the clip's)  "
               f"penetration {q.penetration:.2f} (contact bands below the clip's floor)  "
-              f"ground contact {q.ground_contact:.2f}x (of the clip's)")
+              f"ground contact {q.ground_contact:.2f}x  foot motion {q.foot_motion:.2f}x (of the clip's)")
 
     _run(main)
 

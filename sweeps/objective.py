@@ -20,9 +20,9 @@ score. The penalty is proportional, not a threshold, because jerk is unbounded w
 is capped. Without it a shorter training's extra diversity counts in its favour (README, "Does
 the sweep find better motion?").
 
-Foot skating and floor penetration are reported beside it but not scored: what they add to
-jitter in ranking trained models is unmeasured, and an unmeasured penalty would move every
-sweep's ranking on a guess.
+Foot skating, floor penetration, ground contact and foot motion are reported beside it but not
+scored: what they add to jitter in ranking trained models is unmeasured, and an unmeasured
+penalty would move every sweep's ranking on a guess.
 
 The reconstruction error (L1 of the features from z*) keeps the chain anchored to the clip; at
 a typical 0.005-0.05 it only separates close calls at the default weight 1, and it is what
@@ -34,8 +34,8 @@ separately and keeps the Pareto front; `BandObjective` (`objective=band`) asks f
 itself (`ganimator.metrics.PUBLISHED`): its score is minus how far the model lies outside the band
 (`QualityBand.distance`: the log of the factor each bound is missed by, summed), minus the same
 reconstruction term. That is the question of a sweep at equal cost, which schedule reaches
-published quality (README, "How long until published quality?"), and there foot skating and
-penetration count, as the band defines them, while the score proper would push global diversity
+published quality (README, "How long until published quality?"), and there foot skating,
+penetration, ground contact and foot motion count, as the band defines them, while the score proper would push global diversity
 towards 2, past the band's 1.6. Inside the band every model scores alike but for its
 reconstruction error. Call sites ask the objective (its values and directions,
 its default sampler, whether Optuna may prune, what plots and importances rank by, how trials

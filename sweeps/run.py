@@ -257,7 +257,7 @@ def _print_summary(cfg, rows, exports, md_path: Path, storage: str) -> None:
               f"global diversity {e.metrics['global_diversity']:.3f}, local diversity "
               f"{e.metrics['local_diversity']:.3f}, jitter {e.metrics['jitter']:.2f}x, foot skating "
               f"{e.metrics['foot_skating']:.2f}x, penetration {e.metrics['penetration']:.2f}, ground contact "
-              f"{e.metrics['ground_contact']:.2f}x (seed {e.metrics['seed']})"
+              f"{e.metrics['ground_contact']:.2f}x, foot motion {e.metrics['foot_motion']:.2f}x (seed {e.metrics['seed']})"
               f"\n      {params}\n      -> {e.path}")
     if not exports:
         print("  no trial finished every stage: nothing to export")

@@ -1,10 +1,12 @@
-"""Jitter, foot skating and penetration (ganimator/naturalness.py) on known cases of a real clip: the
-clip itself, the clip with noise of growing amplitude, time-warped copies, a root drifting over
-planted feet, the clip lowered below its floor, and contact channels that lie."""
+"""Jitter, foot skating, penetration, ground contact and foot motion (ganimator/naturalness.py) on
+known cases of a real clip: the clip itself, the clip with noise of growing amplitude, time-warped
+copies, a root drifting over planted feet, the clip lowered below its floor or raised above it,
+feet that stand still while the body moves, and contact channels that lie."""
 import pytest
 import torch
 
 from ganimator.dataset import MotionDataset
+from ganimator.features import NODE
 from ganimator.naturalness import Naturalness, kinematics, naturalness
 from ganimator.pyramid import resample
 
@@ -45,7 +47,7 @@ def test_the_clip_is_as_natural_as_itself_and_its_ground_is_where_its_feet_stand
     scores = naturalness(salsa.clips[0].features[None], salsa)
     assert scores["jitter"].item() == pytest.approx(1.0) and scores["foot_skating"].item() == pytest.approx(1.0)
     assert 0 <= scores["penetration"].item() < 0.01  # the floor is where the clip's lowest foot stands
-    assert scores["ground_contact"].item() == pytest.approx(1.0)
+    assert scores["ground_contact"].item() == pytest.approx(1.0) and scores["foot_motion"].item() == pytest.approx(1.0)
     ground = Naturalness(salsa).ground
     feet = kinematics(salsa.clips[0].features, salsa, 0)[:, salsa.skeleton.contacts, 1]
     below = (feet.amin(dim=1) < ground.floor).double().mean().item()  # frames whose lowest foot is under it
@@ -115,6 +117,28 @@ def test_slower_copies_are_smoother_and_faster_ones_jerkier(salsa):
     slow, fast = (naturalness(warped(salsa, f)[None], salsa) for f in (1.5, 0.7))
     assert slow["jitter"].item() < 0.6 < 1.5 < fast["jitter"].item()  # jerk scales as speed cubed
     assert slow["foot_skating"].item() < 1.0 < fast["foot_skating"].item()
+    assert slow["foot_motion"].item() == pytest.approx(1 / 1.5, rel=0.02)  # the same path in more time
+    assert fast["foot_motion"].item() == pytest.approx(1 / 0.7, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["Walk-In-Circle.bvh", "proud.bvh", "Salsa-Dancing-6.bvh", "Crab-dance-long.bvh"])
+def test_feet_that_stand_still_while_the_body_moves_lose_their_foot_motion(clip, name):
+    """The upper body as in the clip, the legs held in their first frame's pose and the root in
+    place: the feet stand on the ground, neither slide nor sink, and the body jerks as the clip's.
+    Only foot motion sees that nothing walks (a skating loss taught proud's model this)."""
+    data = MotionDataset.from_bvh(clip(name))
+    standing = data.clips[0].features.clone()
+    root, skeleton = data.layout.root, data.skeleton
+    standing[[root.start, root.start + 2]] = 0  # the root goes nowhere
+    standing[root.start + 1] = standing[root.start + 1, :1]  # nor up or down
+    for contact in skeleton.contacts:  # every joint from the root down to each foot
+        j = contact
+        while j >= 0:
+            standing[NODE * j:NODE * (j + 1)] = standing[NODE * j:NODE * (j + 1), :1]
+            j = skeleton.parents[j]
+    scores = naturalness(standing[None], data)
+    assert scores["foot_motion"].item() < 0.01 < 0.67  # outside the band (metrics.PUBLISHED)
+    assert scores["foot_skating"].item() < 0.01 and scores["penetration"].item() < 0.25  # inside it
 
 
 def test_coarse_levels_use_the_clips_own_ground(salsa):
@@ -125,7 +149,7 @@ def test_coarse_levels_use_the_clips_own_ground(salsa):
         assert torch.equal(natural.ground.band, fine.band) and natural.ground.floor == fine.floor
         scores = natural(level[None])
         assert scores["foot_skating"].item() == pytest.approx(1.0) and scores["penetration"].item() < 0.01
-        assert scores["ground_contact"].item() == pytest.approx(1.0)
+        assert scores["ground_contact"].item() == pytest.approx(1.0) and scores["foot_motion"].item() == pytest.approx(1.0)
 
 
 def test_a_rig_without_contact_joints_scores_no_sliding_and_no_penetration(tmp_path):
@@ -142,5 +166,5 @@ def test_a_rig_without_contact_joints_scores_no_sliding_and_no_penetration(tmp_p
     assert generic.skeleton.contacts == []
     scores = Scorer(generic)(with_noise(generic, generic.layout.rotations, 0.02)[None])
     assert scores["foot_skating"].item() == 0.0 and scores["penetration"].item() == 0.0
-    assert scores["ground_contact"].item() == 1.0  # no feet: nothing to hover
+    assert scores["ground_contact"].item() == 1.0 and scores["foot_motion"].item() == 1.0  # no feet: nothing to see
     assert scores["jitter"].item() > 1.0 and 0 <= scores["coverage"].item() <= 1

@@ -80,7 +80,7 @@ def test_naturalness_costs_by_the_factor_motion_is_off():
 
 def test_the_band_objective_asks_for_the_quality_band_by_the_factor_each_bound_is_missed(clip):
     band = BandObjective(rec_weight=2.0)
-    inside = Quality(0.97, 1.3, 1.2, 0.01, 1.0, 1.0, 0.1, 0.9)
+    inside = Quality(0.97, 1.3, 1.2, 0.01, 1.0, 1.0, 0.1, 0.9, 1.1)
     assert PUBLISHED.contains(inside) and band.score(inside) == pytest.approx(-0.02)  # only the reconstruction term
     assert PUBLISHED.distance(replace(inside, jitter=2.5)) == pytest.approx(math.log(2))  # twice the bound
     assert PUBLISHED.distance(replace(inside, coverage=0.475)) == pytest.approx(math.log(2))  # half of it
@@ -89,6 +89,7 @@ def test_the_band_objective_asks_for_the_quality_band_by_the_factor_each_bound_i
     assert PUBLISHED.distance(replace(inside, coverage=0.0)) == pytest.approx(math.log(1000))  # finite: still ranks
     assert band.score(replace(inside, penetration=math.nan)) == -math.inf
     assert PUBLISHED.distance(replace(inside, ground_contact=0.335)) == pytest.approx(math.log(2))  # feet that hover
+    assert PUBLISHED.distance(replace(inside, foot_motion=0.067)) == pytest.approx(math.log(10))  # feet that stand
     # What the score does not count, the band does: feet sliding 40 times as much as the clip's.
     assert band.score(replace(inside, foot_skating=40.0)) < band.score(inside)
     assert SCORE.score(replace(inside, foot_skating=40.0)) == SCORE.score(inside)

@@ -15,12 +15,13 @@ from ganimator.metrics import PUBLISHED, Quality
 from conftest import ROOT
 
 INSIDE = Quality(coverage=0.97, global_diversity=1.3, local_diversity=1.0, rec_error=0.01, jitter=1.0,
-                 foot_skating=1.2, penetration=0.05, ground_contact=0.9)
+                 foot_skating=1.2, penetration=0.05, ground_contact=0.9, foot_motion=1.1)
 
 
 @pytest.mark.parametrize("field, value", [("coverage", 0.9), ("global_diversity", 0.8), ("global_diversity", 1.8),
                                           ("jitter", 0.5), ("jitter", 2.0), ("foot_skating", 3.0),
-                                          ("penetration", 1.0), ("ground_contact", 0.3), ("coverage", float("nan"))])
+                                          ("penetration", 1.0), ("ground_contact", 0.3), ("foot_motion", 0.05),
+                                          ("foot_motion", 2.0), ("coverage", float("nan"))])
 def test_the_band_names_what_a_record_misses(field, value):
     assert PUBLISHED.contains(INSIDE) and PUBLISHED.misses(INSIDE) == []
     assert PUBLISHED.misses(replace(INSIDE, **{field: value})) == [field]
