@@ -157,8 +157,8 @@ def report(points: list[Point], configs: list[str], args) -> str:
             now = [max((p for p in points if p.config == name and p.seed == s and p.minutes <= minute + args.every / 2),
                        key=lambda p: p.minutes, default=None) for s in seeds]
             now = [p for p in now if p is not None]
-            cells.append("; ".join(f"{ABBREVIATED[k]} {statistics.mean(getattr(p.quality, k) for p in now):.2f}" for k in SHOWN)
-                         + f" ({sum(p.in_band for p in now)}/{len(now)} in band)" if now else "-")
+            means = (f"{ABBREVIATED[k]} {statistics.mean(getattr(p.quality, k) for p in now):.2f}" for k in SHOWN)
+            cells.append("; ".join(means) + f" ({sum(p.in_band for p in now)}/{len(now)} in band)" if now else "-")
         lines.append(f"| {minute:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

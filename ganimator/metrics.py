@@ -151,10 +151,11 @@ class QualityBand:
     stops sinking feet. Ground contact below 0.67 (a factor 1.5, as foot skating's) is feet that
     hover: the clip raised by 1% of its body's height reads 0.01-0.66 on those clips; it has no
     upper bound: feet on the ground all the time read 2.10 on proud and 1.30 on Salsa, whose
-    feet stand in 77% of frames. Foot motion is what sees feet that stand still: a
-    skating loss made proud's model stop walking at ground contact 2.0, foot skating 3.1 and
-    jitter 1.17, where foot motion reads 0.034; the preset without the loss reads 0.97 (README). It is two-sided, by the factor 1.5 of the others: the clip played
-    1.5x slower reads 0.67, and feet that travel 1.5x as far as the clip's slide or race."""
+    feet stand in 77% of frames. Foot motion is what sees feet that stand still: a skating loss
+    made proud's model stop walking at ground contact 2.0, foot skating 3.1 and jitter 1.17,
+    where foot motion reads 0.034; the preset without the loss reads 0.97 (README). It is
+    two-sided, by the factor 1.5 of the others: the clip played 1.5x slower reads 0.67, and feet
+    that travel 1.5x as far as the clip's slide or race."""
 
     coverage: tuple[float | None, float | None] = (0.95, None)
     global_diversity: tuple[float | None, float | None] = (1.0, 1.6)

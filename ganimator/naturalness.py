@@ -83,21 +83,25 @@ class Ground:
                 for k in range(len(joints))]
         self.band = torch.stack(band).clamp(min=MIN_BAND)
 
+    def steps(self, positions: torch.Tensor, fps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The contact joints of (..., T, J, 3) positions, (..., T, K, 3), and their horizontal speed
+        (m/s) from each frame to the next, (..., T-1, K)."""
+        feet = positions[..., self.joints, :]
+        return feet, feet.diff(dim=-3)[..., [0, 2]].norm(dim=-1) * fps  # x and z: y is up
+
     def sliding(self, positions: torch.Tensor, fps: float) -> torch.Tensor:
         """Mean height-weighted horizontal speed (m/s) of the contact joints of (..., T, J, 3)
         positions, one value per leading index (0 on a rig without contact joints)."""
-        feet = positions[..., self.joints, :]  # (..., T, K, 3)
-        speed = feet.diff(dim=-3)[..., [0, 2]].norm(dim=-1) * fps  # x and z: y is up
+        feet, speed = self.steps(positions, fps)
         height = (feet[..., 1:, :, 1] + feet[..., :-1, :, 1]) / 2 - self.floor - self.rest  # mid-step, above rest
         weight = (2 - 2 ** (height.clamp(min=0) / self.band)).clamp(min=0)  # 1 at rest or below, 0 a band above
         return (speed * weight).mean(dim=(-1, -2)) if self.joints else speed.new_zeros(speed.shape[:-2])
 
     def travel(self, positions: torch.Tensor, fps: float) -> torch.Tensor:
-        """Mean horizontal speed (m/s) of the contact joints of (..., T, J, 3) positions, one value
-        per leading index (0 on a rig without contact joints)."""
-        if not self.joints:
-            return positions.new_zeros(positions.shape[:-3])
-        return (positions[..., self.joints, :].diff(dim=-3)[..., [0, 2]].norm(dim=-1) * fps).mean(dim=(-1, -2))
+        """Mean horizontal speed (m/s) of the contact joints of (..., T, J, 3) positions, near the
+        ground or not, one value per leading index (0 on a rig without contact joints)."""
+        _, speed = self.steps(positions, fps)
+        return speed.mean(dim=(-1, -2)) if self.joints else speed.new_zeros(speed.shape[:-2])
 
     def contact(self, positions: torch.Tensor) -> torch.Tensor:
         """Share of frames the contact joints stand within their band of rest or below, one value

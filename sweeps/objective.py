@@ -35,8 +35,8 @@ itself (`ganimator.metrics.PUBLISHED`): its score is minus how far the model lie
 (`QualityBand.distance`: the log of the factor each bound is missed by, summed), minus the same
 reconstruction term. That is the question of a sweep at equal cost, which schedule reaches
 published quality (README, "How long until published quality?"), and there foot skating,
-penetration, ground contact and foot motion count, as the band defines them, while the score proper would push global diversity
-towards 2, past the band's 1.6. Inside the band every model scores alike but for its
+penetration, ground contact and foot motion count, as the band defines them, while the score
+proper would push global diversity towards 2, past the band's 1.6. Inside the band every model scores alike but for its
 reconstruction error. Call sites ask the objective (its values and directions,
 its default sampler, whether Optuna may prune, what plots and importances rank by, how trials
 rank) rather than which kind it is.
