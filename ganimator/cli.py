@@ -281,14 +281,21 @@ def evaluate() -> None:
     p.add_argument("--batch", type=int, default=8, help="samples scored at once (memory grows with it)")
     p.add_argument("--noise-scale", type=float, default=1.0,
                    help="multiply the sampling noise (above 1: the model's motion with amplified noise)")
+    p.add_argument("--levels", action="store_true",
+                   help="also score the same samples at every level of the pyramid, each against the clip at that "
+                        "level: which stage wins or loses quality")
     args = p.parse_args()
 
     def main():
         from .generate import load_run
 
         run = load_run(args.run_dir)
-        q = run.evaluate(args.samples, args.length_factor, args.seed, args.batch, progress=True,
-                         noise_scale=args.noise_scale)
+        finest = len(run.pyramid.generators) - 1
+        levels = run.evaluate_levels(args.samples, args.length_factor, args.seed, args.batch, progress=True,
+                                     noise_scale=args.noise_scale, levels=None if args.levels else [finest])
+        if args.levels:
+            print(level_table(run, levels))
+        q = levels[finest]
         record = {**q.as_dict(), **run.sampling(args.samples, args.length_factor, args.seed, args.noise_scale)}
         with open(RunDir(args.run_dir).evaluations, "a") as f:  # appended: an export's metrics.json is not ours
             f.write(json.dumps(record) + "\n")
@@ -299,6 +306,21 @@ def evaluate() -> None:
               f"ground contact {q.ground_contact:.2f}x  foot motion {q.foot_motion:.2f}x (of the clip's)")
 
     _run(main)
+
+
+def level_table(run: TrainedRun, levels: dict) -> str:
+    """`ganimator-evaluate --levels`' table: a row per level, with the stage that trained it."""
+    from .config import stage_levels
+
+    stage_of = {l: k + 1 for k, stage in enumerate(stage_levels(run.cfg.model, len(levels))) for l in stage}
+    lengths = run.dataset.clips[0].level_lengths
+    rows = ["level  stage  frames  coverage  global div  local div  rec L1   jitter  foot skating  penetration  "
+            "ground contact  foot motion"]
+    for l, q in levels.items():
+        rows.append(f"{l:5d}  {stage_of[l]:5d}  {lengths[l]:6d}  {q.coverage * 100:7.1f}%  {q.global_diversity:10.3f}  "
+                    f"{q.local_diversity:9.3f}  {q.rec_error:6.4f}  {q.jitter:5.2f}x  {q.foot_skating:11.2f}x  "
+                    f"{q.penetration:11.2f}  {q.ground_contact:13.2f}x  {q.foot_motion:10.2f}x")
+    return "\n".join(rows)
 
 
 def review() -> None:

@@ -54,12 +54,17 @@ class TrainedRun:
     dataset: MotionDataset
     pyramid: GeneratorPyramid
 
-    def generate(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0,
-                 noise_scale: float = 1.0, trajectory: torch.Tensor | None = None) -> torch.Tensor:
-        """(samples, channels, length) new motion features. As the original evaluates, only the
-        coarsest level gets noise by default; detail_noise > 0 adds scaled noise above it, and
-        noise_scale multiplies all of it. A conditional run follows `trajectory` ((channels,
-        length) features, e.g. `edit.read_clip`'s), or else one sampled from its trajectory run."""
+    def generate(self, *args, **kwargs) -> torch.Tensor:
+        """(samples, channels, length) new motion features (`generate_levels`' finest)."""
+        return self.generate_levels(*args, **kwargs)[-1]
+
+    def generate_levels(self, length: int, samples: int = 1, seed: int = 0, detail_noise: float = 0.0,
+                        noise_scale: float = 1.0, trajectory: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """New motion features at every level of the pyramid, (samples, channels, frames) each, the
+        finest `length` frames long. As the original evaluates, only the coarsest level gets noise
+        by default; detail_noise > 0 adds scaled noise above it, and noise_scale multiplies all of
+        it. A conditional run follows `trajectory` ((channels, length) features, e.g.
+        `edit.read_clip`'s), or else one sampled from its trajectory run."""
         if trajectory is not None:
             if not self.pyramid.condition:
                 raise GenerationError(f"{self.run_dir} is not a conditional run (trained with trajectory_run=...): "
@@ -73,8 +78,8 @@ class TrainedRun:
         elif self.pyramid.condition:
             conds = self.trajectory_source(lengths, samples, rng)
         with torch.no_grad():
-            return self.pyramid.sample(lengths, samples, rng, detail_noise=detail_noise, noise_scale=noise_scale,
-                                       conds=conds)
+            return self.pyramid.sample_levels(lengths, samples, rng, detail_noise=detail_noise, noise_scale=noise_scale,
+                                              conds=conds)
 
     def level_lengths(self, length: int, samples: int) -> list[int]:
         """The pyramid's level lengths for `samples` motions of `length` frames, if they fit."""
@@ -118,10 +123,14 @@ class TrainedRun:
     def reconstruct(self, clip: int) -> torch.Tensor:
         """(1, channels, T): the chain run on a clip's z*, which should reproduce that clip (a
         conditional run given the clip's own trajectory)."""
+        return self.reconstruct_levels(clip)[-1]
+
+    def reconstruct_levels(self, clip: int) -> list[torch.Tensor]:
+        """`reconstruct` at every level of the pyramid, (1, channels, frames) each."""
         pyramid, data = clip_pyramids(self.cfg, self.dataset, self.pyramid)[clip], self.dataset.clips[clip]
         conds = [level[None] for level in data.levels()] if self.pyramid.condition else None
         with torch.no_grad():
-            return pyramid.reconstruct(data.level_lengths, conds=conds)[-1]
+            return pyramid.reconstruct(data.level_lengths, conds=conds)
 
     def evaluate(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0, batch: int = 8,
                  progress: bool = False, noise_scale: float = 1.0) -> Quality:
@@ -130,24 +139,38 @@ class TrainedRun:
         samples' jitter and foot skating relative to the clip's (naturalness.py). A multi-clip
         run's samples are `length_factor` times all clips long, and scored against each clip (the
         means pool them), its reconstruction error the clips' mean."""
+        finest = len(self.pyramid.generators) - 1
+        return self.evaluate_levels(samples, length_factor, seed, batch, progress, noise_scale, [finest])[finest]
+
+    def evaluate_levels(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0, batch: int = 8,
+                        progress: bool = False, noise_scale: float = 1.0,
+                        levels: list[int] | None = None) -> dict[int, Quality]:
+        """`evaluate` at each of `levels` (default: all) of the same samples, each level's motion
+        against the clip at that level: where in the pyramid quality is won or lost. The finest
+        level's is `evaluate`'s."""
         if samples < 1 or batch < 1 or not length_factor > 0 or not noise_scale >= 0:
             raise GenerationError(f"samples and batch must be at least 1, the length factor positive and the noise "
                                   f"scale not negative, got {samples}, {batch}, {length_factor} and {noise_scale}")
-        length, scorer = self.evaluation_length(length_factor), Scorer(self.dataset)
-        scores = {}
+        levels = range(len(self.pyramid.generators)) if levels is None else levels
+        length, scorers = self.evaluation_length(length_factor), {l: Scorer(self.dataset, l) for l in levels}
+        scores = {l: {} for l in levels}
         bar = progress_bar(math.ceil(samples / batch), f"evaluating {samples} samples", enabled=progress, unit="batch")
         for start in range(0, samples, batch):
             count = min(batch, samples - start)
-            generated = self.generate(length, count, seed=seed * 1_000_003 + start, noise_scale=noise_scale)
-            for name, values in scorer(generated).items():
-                scores.setdefault(name, []).append(values)
+            generated = self.generate_levels(length, count, seed=seed * 1_000_003 + start, noise_scale=noise_scale)
+            for l in levels:
+                for name, values in scorers[l](generated[l]).items():
+                    scores[l].setdefault(name, []).append(values)
             bar.update()
         bar.close()
-        metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
-        clips = self.dataset.clips
-        metrics["rec_error"] = sum((self.reconstruct(k)[0] - c.features).abs().mean().item()
-                                   for k, c in enumerate(clips)) / len(clips)
-        return Quality.from_dict(metrics)
+        clips = range(len(self.dataset.clips))
+        pairs = [(self.reconstruct_levels(k), self.dataset.clips[k].levels()) for k in clips]  # (rec, real) per clip
+        quality = {}
+        for l in levels:
+            metrics = {k: torch.cat(v).mean().item() for k, v in scores[l].items()}
+            metrics["rec_error"] = sum((rec[l][0] - real[l]).abs().mean().item() for rec, real in pairs) / len(clips)
+            quality[l] = Quality.from_dict(metrics)
+        return quality
 
     def evaluation_length(self, length_factor: float = 2.0) -> int:
         return round(self.dataset.num_frames * length_factor)

@@ -224,15 +224,19 @@ class GeneratorPyramid(nn.Module):
             outputs.append(prev)
         return outputs
 
-    def sample(self, lengths: list[int], batch: int = 1, rng: torch.Generator | None = None,
-               levels: range | None = None, prev: torch.Tensor | None = None,
-               detail_noise: float = 1.0, noise_scale: float = 1.0,
-               conds: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Random motion features at the last of `levels`; detail_noise scales noise above level 0,
+    def sample_levels(self, lengths: list[int], batch: int = 1, rng: torch.Generator | None = None,
+                      levels: range | None = None, prev: torch.Tensor | None = None,
+                      detail_noise: float = 1.0, noise_scale: float = 1.0,
+                      conds: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Random motion features at each of `levels`; detail_noise scales noise above level 0,
         noise_scale every level's (above 1: amplified noise, a known-bad case for the metrics)."""
         levels = levels if levels is not None else range(len(lengths))
         noises = [self.noise(l, batch, lengths[l], rng, noise_scale * (1.0 if l == 0 else detail_noise)) for l in levels]
-        return self.run(levels, lengths, prev, noises, conds)[-1]
+        return self.run(levels, lengths, prev, noises, conds)
+
+    def sample(self, *args, **kwargs) -> torch.Tensor:
+        """Random motion features at the last of the levels (`sample_levels`' arguments)."""
+        return self.sample_levels(*args, **kwargs)[-1]
 
     def reconstruct(self, lengths: list[int], levels: range | None = None,
                     prev: torch.Tensor | None = None, conds: list[torch.Tensor] | None = None) -> list[torch.Tensor]:

@@ -37,6 +37,16 @@ def test_procedural_clip_to_generated_bvh(tmp_path):
     [metrics] = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
     assert 0 <= metrics["coverage"] <= 1 and metrics["samples"] == 4 and metrics["length"] == 480
     assert metrics["jitter"] > 0 and metrics["foot_skating"] >= 0  # relative to the clip's own
+    # --levels: the same samples at every level, a row each with the stage that trained it and its frames
+    out = run("ganimator-evaluate", "runs/demo", "--samples", "4", "--levels", cwd=tmp_path).stdout
+    table = [line.split() for line in out.splitlines() if line[:5].strip().isdigit()]
+    assert [tuple(map(int, row[:3])) for row in table] == list(zip(range(7), (1, 1, 2, 2, 3, 3, 4),
+                                                                  (48, 64, 85, 113, 150, 200, 240)))
+    assert table[-1][3] == f"{metrics['coverage'] * 100:.1f}%"
+    # The finest level, scored beside the others, is the evaluation itself (to rounding: two processes'
+    # BLAS calls may split their sums differently).
+    again = json.loads((run_dir / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert again.keys() == metrics.keys() and again == pytest.approx(metrics, rel=1e-9, abs=1e-12)
     # a second run into the same folder is refused, and the first is untouched; resume needs only run_dir
     out = run("ganimator-train", "run_dir=runs/demo", "resume=true", cwd=tmp_path).stdout
     device, stages, clearml = out.splitlines()[:3]  # where it trains comes first: device=auto is CUDA where there is one

@@ -34,6 +34,8 @@ def test_time_to_quality_trains_evaluates_and_plots_each_configuration(tmp_path,
            "--every", "0.05", "--threads", "1", "--check-every", "2", "--eval-samples", "2", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.index("small, seed 0: training") < proc.stdout.index("default, seed 0: training")
+    assert "(misses coverage, " in proc.stdout  # each evaluation names what keeps it out of the band
     points = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
     for name in ("default", "small"):
         mine = [p for p in points if p["config"] == name]
@@ -56,6 +58,15 @@ def test_time_to_quality_trains_evaluates_and_plots_each_configuration(tmp_path,
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # reuses every evaluation
     assert again.returncode == 0 and "training" not in again.stdout.split("# Time to quality")[0]
     assert (out / "curves.jsonl").read_text().count("\n") == len(points)
+    seeds = cmd.index("--seeds")
+    more = subprocess.run([*cmd[:seeds], "--seeds", "2", "--default-seeds", "1", *cmd[seeds + 2:]], capture_output=True,
+                          text=True, timeout=600)  # a second seed of the configuration asked about, not of the defaults
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "small, seed 1: training" in more.stdout and "default, seed 1" not in more.stdout
+    assert {(p["config"], p["seed"]) for p in map(json.loads, (out / "curves.jsonl").read_text().splitlines())} == {
+        ("default", 0), ("small", 0), ("small", 1)}
+    # Each configuration's row lists its own seeds' minutes in the band (none enters it in 6 seconds).
+    assert "| default | - |" in more.stdout and "| small | -, - |" in more.stdout
     other = subprocess.run([*cmd[:-4], "--eval-samples", "3", "--out", str(out)], capture_output=True, text=True,
                            timeout=600)  # another protocol is another measurement
     assert other.returncode == 1 and other.stderr.strip().startswith(f"error: {out} holds measurements taken with other")
