@@ -3,9 +3,10 @@
     python benchmarks/time_to_quality.py clip.bvh [--config NAME=key=value,key=value ...]
         [--seeds 3] [--default-seeds N] [--minutes 20] [--every 2] [--threads 2] [--eval-samples 200]
 
-Each configuration (the original's defaults, `default`, always; then every `--config`, given
-as overrides or as a YAML config file: `fast=lr_g=4e-4,lr_d=4e-4` or `mine=mine.yaml`) trains on
-the clip with each seed for `--minutes` of training time (the trainer's clock: its iterations,
+Each configuration (every `--config`, given as overrides or as a YAML config file:
+`fast=lr_g=4e-4,lr_d=4e-4` or `mine=mine.yaml`; then the original's defaults, `default`, always,
+with `--default-seeds` of them if given) trains on the clip with each seed for `--minutes` of
+training time (the trainer's clock: its iterations,
 not validation), one run at a time on `--threads` cores. At every stage end and every `--every`
 minutes the model as it stands is evaluated by the final protocol (`--eval-samples` samples of
 twice the clip's length, noise at the coarsest level), off the clock. `--minutes` can end a
@@ -255,8 +256,11 @@ def main(argv: list[str] | None = None) -> None:
         MotionDataset.from_bvh(args.clip).save(npz)
     curves = out / "curves.jsonl"
     points = [Point.of(json.loads(line)) for line in curves.read_text().splitlines()] if curves.exists() else []
+    seeds = {name: args.seeds for name, _ in configs}
+    if args.default_seeds is not None:
+        seeds["default"] = args.default_seeds
     for name, overrides in configs[1:] + configs[:1]:  # the configurations asked about first, the defaults last
-        for seed in range(args.seeds if name != "default" or args.default_seeds is None else args.default_seeds):
+        for seed in range(seeds[name]):
             if any(p.config == name and p.seed == seed for p in points):
                 continue  # measured by an earlier call
             print(f"{name}, seed {seed}: training {args.minutes:g} minutes", flush=True)

@@ -290,7 +290,7 @@ def evaluate() -> None:
         from .generate import load_run
 
         run = load_run(args.run_dir)
-        finest = len(run.pyramid.generators) - 1
+        finest = run.dataset.num_levels - 1
         levels = run.evaluate_levels(args.samples, args.length_factor, args.seed, args.batch, progress=True,
                                      noise_scale=args.noise_scale, levels=None if args.levels else [finest])
         if args.levels:
@@ -312,7 +312,7 @@ def level_table(run: TrainedRun, levels: dict) -> str:
     """`ganimator-evaluate --levels`' table: a row per level, with the stage that trained it."""
     from .config import stage_levels
 
-    stage_of = {l: k + 1 for k, stage in enumerate(stage_levels(run.cfg.model, len(levels))) for l in stage}
+    stage_of = {l: k + 1 for k, stage in enumerate(stage_levels(run.cfg.model, run.dataset.num_levels)) for l in stage}
     lengths = run.dataset.clips[0].level_lengths
     rows = ["level  stage  frames  coverage  global div  local div  rec L1   jitter  foot skating  penetration  "
             "ground contact  foot motion"]

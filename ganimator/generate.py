@@ -139,7 +139,7 @@ class TrainedRun:
         samples' jitter and foot skating relative to the clip's (naturalness.py). A multi-clip
         run's samples are `length_factor` times all clips long, and scored against each clip (the
         means pool them), its reconstruction error the clips' mean."""
-        finest = len(self.pyramid.generators) - 1
+        finest = self.dataset.num_levels - 1
         return self.evaluate_levels(samples, length_factor, seed, batch, progress, noise_scale, [finest])[finest]
 
     def evaluate_levels(self, samples: int = 200, length_factor: float = 2.0, seed: int = 0, batch: int = 8,
@@ -151,7 +151,7 @@ class TrainedRun:
         if samples < 1 or batch < 1 or not length_factor > 0 or not noise_scale >= 0:
             raise GenerationError(f"samples and batch must be at least 1, the length factor positive and the noise "
                                   f"scale not negative, got {samples}, {batch}, {length_factor} and {noise_scale}")
-        levels = range(len(self.pyramid.generators)) if levels is None else levels
+        levels = range(self.dataset.num_levels) if levels is None else levels
         length, scorers = self.evaluation_length(length_factor), {l: Scorer(self.dataset, l) for l in levels}
         scores = {l: {} for l in levels}
         bar = progress_bar(math.ceil(samples / batch), f"evaluating {samples} samples", enabled=progress, unit="batch")
