@@ -5,7 +5,8 @@
       data.npz         the training data, so the run never depends on the npz it started from
       checkpoint.pt    the newest state (written beside and renamed into place); an export's
                        holds the generators only (`make_checkpoint`)
-      stage-K.pt       the state at the end of stage K, kept for resume after a damaged checkpoint.pt
+      stage-K.pt       the state at the end of the last stage ended, kept for resume after a damaged
+                       checkpoint.pt (only the last: each is a whole checkpoint, and a sweep keeps many runs)
       history.jsonl    one line per validation and stage end
       samples/         generated BVH and npz of a finished run
       review.rrd       a finished run's samples beside the clip, for the Rerun viewer
@@ -126,13 +127,18 @@ class RunDir:
     # ---- checkpoints --------------------------------------------------------------------
 
     def save(self, state: dict, stage: int | None = None) -> Path:
-        """`state` as checkpoint.pt, and as stage-K.pt too at the end of 1-based `stage`; returns
-        the file that holds exactly this state (the stage file when there is one)."""
+        """`state` as checkpoint.pt, and as stage-K.pt too at the end of 1-based `stage`, in place of
+        the stage file before it; returns the file that holds exactly this state (the stage file when
+        there is one)."""
         replace_atomically(self.checkpoint, lambda tmp: torch.save(state, tmp))
         if stage is None:
             return self.checkpoint
-        replace_atomically(self.stage_file(stage), lambda tmp: shutil.copyfile(self.checkpoint, tmp))
-        return self.stage_file(stage)
+        kept = self.stage_file(stage)
+        replace_atomically(kept, lambda tmp: shutil.copyfile(self.checkpoint, tmp))
+        for older in self.stage_files():  # removed only once the new one is whole
+            if older != kept:
+                older.unlink()
+        return kept
 
     def generator_checkpoint(self) -> bytes:
         """checkpoint.pt as an export ships it: the generators only, as the bytes of a checkpoint file."""
@@ -143,8 +149,8 @@ class RunDir:
         return buffer.getvalue()
 
     def newest_state(self) -> tuple[Path, dict]:
-        """checkpoint.pt, or when it is damaged (truncated, corrupt, of another version) the newest
-        readable stage-K.pt, with a warning naming what was skipped."""
+        """checkpoint.pt, or when it is damaged (truncated, corrupt, of another version) the readable
+        stage-K.pt, with a warning naming what was skipped."""
         if not self.checkpoint.exists():
             raise FileNotFoundError(f"resume=true but {self.checkpoint} does not exist")
         errors = []

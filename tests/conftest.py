@@ -2,10 +2,12 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,19 @@ CLIPS = ["Salsa-Dancing-6.bvh", "Walk-In-Circle.bvh", "Crab-dance-long.bvh", "pr
 
 def data_dir() -> Path:
     return Path(os.environ.get("GANIMATOR_TEST_DATA", ROOT.parent / "shared" / "data" / "bvh"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_temp_dir():
+    """Every Ray the suite starts (its own and its sweeps') keeps its session folders, logs and
+    spilled objects here, removed at the end, not in /tmp/ray, where they would outlive the suite.
+    Short and under /tmp: Ray's socket paths must stay under 108 bytes."""
+    path = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = path
+    yield Path(path)
+    os.environ.pop("RAY_TMPDIR") if before is None else os.environ.update(RAY_TMPDIR=before)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -221,15 +221,20 @@ def test_only_configurations_of_errored_ray_trials_are_closed_as_failed():
 
 def test_a_restarted_trial_skips_a_truncated_checkpoint_for_the_one_before(npz, tmp_path, capsys):
     run_dir = tmp_path / "first"
+    trial = tmp_path / "trial"  # laid out as Tune keeps a trial's last two checkpoints, one a stage end
+
+    def keep(event):
+        if event.kind == "stage_end":
+            kept = trial / f"checkpoint_{event.stage:06d}"
+            kept.mkdir(parents=True)
+            for name in ("config.yaml", "data.npz", "history.jsonl"):
+                shutil.copyfile(run_dir / name, kept / name)
+            shutil.copyfile(event.checkpoint, kept / "checkpoint.pt")
+        return event.kind == "stage_end" and event.stage == 1
+
     cfg = load_config([f"npz_filename={npz}", f"run_dir={run_dir}", "progress=false", *TINY])
-    train(cfg, hooks=[OnEvent(lambda e: e.kind == "stage_end" and e.stage == 1)])
-    trial = tmp_path / "trial"  # laid out as Tune keeps a trial's last two checkpoints
-    for k, stage_file in enumerate(["stage-1.pt", "stage-2.pt"]):
-        kept = trial / f"checkpoint_{k:06d}"
-        kept.mkdir(parents=True)
-        for name in ("config.yaml", "data.npz", "history.jsonl"):
-            shutil.copyfile(run_dir / name, kept / name)
-        shutil.copyfile(run_dir / stage_file, kept / "checkpoint.pt")
+    train(cfg, hooks=[OnEvent(keep)])
+    assert sorted(p.name for p in run_dir.glob("stage-*.pt")) == ["stage-2.pt"]  # the last stage end's only
     newest = trial / "checkpoint_000001" / "checkpoint.pt"
     newest.write_bytes(newest.read_bytes()[:2000])
 
