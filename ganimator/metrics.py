@@ -106,7 +106,7 @@ class Quality:
     local_diversity: float  # mean cost of the samples' 15-frame windows against their best match
     rec_error: float  # L1 of the features reconstructed from z* against the clip's
     jitter: float  # the samples' mean joint jerk over the clip's (naturalness.py): 1 moves like the clip
-    foot_skating: float  # feet's height-weighted sliding over the clip's, from positions: 1 slides as the clip
+    foot_skating: float  # feet's height-weighted sliding over the clip's (or the least measured), from positions
     # Contact joints' mean depth below the clip's floor, in its contact bands (the clip: about 0);
     # NaN in records written before it was measured (a resumed older sweep's stage ends).
     penetration: float = math.nan
@@ -145,7 +145,9 @@ class QualityBand:
     the paper's GANimator covers 97.2% of Gangnam Style at global diversity 1.29. Bounds are
     (low, high) of a Quality field, None where open.
 
-    Penetration is in the clip's contact bands (the clip: 0). Rotation noise that multiplies
+    Foot skating is over the clip's own sliding or naturalness.SLIDING_FLOOR, whichever is more:
+    against their own alone, clips whose feet barely slide read a quarter of a degree of rotation
+    error as 1.6-2.5x. Penetration is in the clip's contact bands (the clip: 0). Rotation noise that multiplies
     the clip's jitter 8-30x keeps it under 0.08 on Salsa, Walk-In-Circle, proud and
     Crab-dance-long, while the clip lowered by 10 cm reads 2.7-6.9: 0.25 lets any noise through and
     stops sinking feet. Ground contact below 0.67 (a factor 1.5, as foot skating's) is feet that

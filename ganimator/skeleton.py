@@ -106,6 +106,17 @@ class Skeleton:
     def num_joints(self) -> int:
         return len(self.names)
 
+    def reach(self) -> float:
+        """The mean length of the bone chains from the root to the contact joints (a leg's, on a
+        biped): how far a rotation error moves a foot, whatever the pose (0 without contact joints)."""
+        lengths = []
+        for j in self.contacts:
+            length = 0.0
+            while self.parents[j] >= 0:
+                length, j = length + float(np.linalg.norm(self.offsets[j])), self.parents[j]
+            lengths.append(length)
+        return float(np.mean(lengths)) if lengths else 0.0
+
     def tree_distances(self) -> np.ndarray:
         """(J, J) number of bones between joints."""
         J = self.num_joints
