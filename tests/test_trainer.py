@@ -40,7 +40,7 @@ def trained(walk, tmp_path_factory):
     # iterations before their reconstruction pulls away from random samples.
     cfg = config(tmp, "walk", walk, "train_data_iter=16", "validate_every=4", "checkpoint_every=8",
                  "validation_samples=2", "lr_g=3e-4")
-    events, frozen = [], {}
+    events, frozen, kept = [], {}, {}
     trainer = Trainer(cfg)
 
     def record(event):
@@ -48,29 +48,34 @@ def trained(walk, tmp_path_factory):
         if event.kind == "stage_end":  # weights of every level trained so far, to check they stay frozen
             frozen[event.stage] = {l: {k: v.clone() for k, v in trainer.member.pyramid.generators[l].state_dict().items()}
                                    for l in event.levels}
+            # The stage files in the folder as the stage ends, and what the first one holds.
+            kept[event.stage] = sorted(p.name for p in event.checkpoint.parent.glob("stage-*.pt"))
+            if event.stage == 0:
+                kept["first"] = load_checkpoint_file(event.checkpoint)
 
     result = trainer.fit([RunOutputs(), OnEvent(record)])
-    return trainer, result, events, frozen
+    return trainer, result, events, frozen, kept
 
 
 def test_all_stages_train_and_report(trained):
-    trainer, result, events, _ = trained
+    trainer, result, events, _, kept = trained
     assert result.finished
     ends = [e for e in events if e.kind == "stage_end"]
     assert [e.levels for e in ends] == [[0, 1], [2, 3], [4, 5], [6]]
     assert all(e.iteration == 16 for e in ends) and ends[-1].step == 64
-    assert all(e.checkpoint.is_file() for e in ends)
+    assert [kept[e.stage] for e in ends] == [[e.checkpoint.name] for e in ends] == [[f"stage-{k}.pt"] for k in (1, 2, 3, 4)]
+    assert ends[-1].checkpoint.is_file()  # the last stage's only: each is a whole checkpoint
     for e in events:
         assert {"coverage", "global_diversity", "local_diversity"} <= e.metrics.keys()
         assert all(math.isfinite(v) for v in e.metrics.values())
     assert (result.run_dir / "history.jsonl").read_text().count("\n") == len(events)
-    after_stage_1 = load_checkpoint_file(result.run_dir / "stage-1.pt")  # frozen levels keep only generators
+    after_stage_1 = kept["first"]  # frozen levels keep only generators
     assert after_stage_1["stage"] == 1 and after_stage_1["critics"][:2] == [None, None]
     assert all(c is not None for c in after_stage_1["critics"][2:])
 
 
 def test_validation_samples_are_drawn_as_the_final_evaluation_draws_them(trained):
-    trainer, _, events, _ = trained
+    trainer, _, events, _, _ = trained
     lengths = trainer.dataset.generation_lengths(2 * trainer.member.clips[0].lengths[-1])  # twice the clip, at every level
     channels = trainer.dataset.layout.channels
     for e in events:
@@ -80,7 +85,7 @@ def test_validation_samples_are_drawn_as_the_final_evaluation_draws_them(trained
 
 
 def test_each_stage_reduces_its_reconstruction_error(trained):
-    _, _, events, _ = trained
+    _, _, events, _, _ = trained
     for stage, levels in enumerate([[0, 1], [2, 3], [4, 5], [6]]):
         mine = [e for e in events if e.stage == stage]
         first, last = mine[0], mine[-1]
@@ -90,7 +95,7 @@ def test_each_stage_reduces_its_reconstruction_error(trained):
 
 
 def test_finished_stages_stay_frozen(trained):
-    trainer, _, _, frozen = trained
+    trainer, _, _, frozen, _ = trained
     for stage, levels in frozen.items():
         for l, state in levels.items():
             for k, v in trainer.member.pyramid.generators[l].state_dict().items():
@@ -98,7 +103,7 @@ def test_finished_stages_stay_frozen(trained):
 
 
 def test_an_export_checkpoint_holds_the_generators_and_generates_as_the_run(trained, tmp_path):
-    trainer, result, _, _ = trained
+    trainer, result, _, _, _ = trained
     export = tmp_path / "export"
     export.mkdir()
     for name in (RunDir.CONFIG, RunDir.DATA):
@@ -110,7 +115,7 @@ def test_an_export_checkpoint_holds_the_generators_and_generates_as_the_run(trai
 
 
 def test_generated_motion_has_the_requested_length(trained, tmp_path):
-    _, result, _, _ = trained
+    _, result, _, _, _ = trained
     run = load_run(result.run_dir)
     features = run.generate(length=500, samples=3, seed=1)
     assert features.shape == (3, run.dataset.layout.channels, 500)
@@ -125,7 +130,7 @@ def test_generated_motion_has_the_requested_length(trained, tmp_path):
 
 
 def test_reconstruction_is_closer_to_the_clip_than_random_samples(trained):
-    _, result, _, _ = trained
+    _, result, _, _, _ = trained
     run = load_run(result.run_dir)
     real = run.dataset.clips[0].features
     rec_error = (run.reconstruct(0)[0] - real).abs().mean()
