@@ -62,7 +62,7 @@ def original_iteration(tr: Trainer, levels: list[int]) -> None:
             loss = sum(o.lambda_rec * reconstruction_loss(outs[l], tr.member.clips[0].reals[l]) for l in levels)
         else:
             loss = sum(generator_adversarial_loss(tr.member.critics[l], outs[l])
-                       + o.lambda_consistency * tr.member.consistency(outs[l]) for l in levels)
+                       + o.lambda_consistency * tr.member.consistency(outs[l])[0] for l in levels)  # [1]: our floor loss
         for l in levels:
             tr.member.opt_g[l].zero_grad()
         loss.sum().backward()  # the losses hold one value per population member: here one

@@ -125,7 +125,8 @@ def train() -> None:
             cfg.util.run_dir = f"runs/{Path(npz_filename(cfg)).stem}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = build_trainer(cfg)
         print(f"device: {trainer.device}" + (" (device=auto)" if cfg.util.device == "auto" else "")
-              + (f", {cfg.util.precision}" if cfg.util.precision != "fp32" else ""), flush=True)
+              + (f", {trainer.precision}" if cfg.util.precision != "fp32" else "")
+              + (" (precision=auto)" if cfg.util.precision == "auto" else ""), flush=True)
         print(f"stages: {trainer.schedule.describe()}", flush=True)
         if cfg.data.root_scale:
             units = trainer.dataset.layout.root_units

@@ -21,7 +21,7 @@ from .errors import UserError
 
 
 CLEARML_MODES = ("auto", "on", "offline", "off")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 class ConfigError(UserError, ValueError):
@@ -117,6 +117,7 @@ class UtilConfig:
     num_threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     # Training arithmetic: fp32 (the original) or bf16 (autocast: matrix products and convolutions
     # in bfloat16, weights, optimiser state and losses in float32). Sampling and evaluation stay fp32.
+    # auto: bf16 where the device computes it natively, else fp32 (resolve_precision).
     precision: str = "fp32"
 
 
@@ -336,6 +337,20 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 where `device` computes it natively (a CUDA GPU that supports it, a CPU with
+    avx512_bf16 or AMX), else fp32 (elsewhere torch converts bfloat16 in software). Any other
+    name as given. Resolved where the work runs, as the device is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":  # torch's own probes of the CPU's instruction sets (private: absent, they say no)
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return "bf16" if any(getattr(torch.cpu, name, lambda: False)() for name in probes) else "fp32"
+    return "fp32"
 
 
 def check_device(device: str) -> None:

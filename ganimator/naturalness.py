@@ -19,16 +19,18 @@ frames: jittery samples from an under-trained model score as diverse. These two 
   joint stands), averaged over frames and joints, in units of the clip's contact band H: how
   deep and how often at once. The clip scores about 0; the clip lowered by 10 cm, 2.7-6.9 on
   the shared clips.
-- **ground_contact**: how often contact joints stand within their contact band H of where they
+- **ground_contact**: how often contact joints stand within 1.5 contact bands H of where they
   rest (or below), of the samples over the clip's. A model whose feet hover above the floor
   scores 0 on foot skating and penetration both, and looks as good as the clip there; this sees
-  it: the clip scores 1, the clip raised by 1% of its body's height 0.01-0.66 on the shared
-  clips, by 2% at most 0.27.
+  it: the clip scores 1, the clip raised by 2% of a leg 0-0.35 on the shared clips, by 3% at
+  most 0.12 (CONTACT_BANDS: why 1.5).
 - **foot_motion**: how fast contact joints move over the ground (their mean horizontal speed),
   of the samples over the clip's. Feet that stand still while the body moves neither slide, sink
   nor hover, and the body jerks no less: only this sees that nothing walks. A loss on sliding
   taught proud's model exactly that (feet at 3-4% of the clip's speed, lifted a sixth as high)
-  at foot skating 3.1 and jitter 1.17 (README). The clip scores 1; played 1.5x slower, 0.67.
+  at foot skating 3.1 and jitter 1.17 (README). The clip scores 1; played 1.5x slower, 0.67-0.70
+  (speeds are compared above TRAVEL_FLOOR, which error alone reaches on clips whose feet barely
+  travel).
 
 Jitter, foot skating, ground contact and foot motion are ratios to the clip measured the same way,
 so they need no unit or frame-rate choice and read alike on every clip: near 1 is as natural as
@@ -67,6 +69,21 @@ MIN_BAND = 0.01  # m: a contact band narrower than this is measurement noise
 # band, and one of 2 degrees 8-30x. Against the floor, 1 degree reads 1.0-1.35 on all five and 2
 # degrees 1.1-3.1. Clips that slide more (Salsa 0.36, Walk-In-Circle 0.12) are measured as before.
 SLIDING_FLOOR = 0.03
+
+# Ground contact counts a foot within this many contact bands of its rest. The band is the 90th
+# percentile of the clip's still heights, and some clips hold their feet at its top: the crab's
+# stand at 0.96-1.0 of it in 20-80% of frames, so at one band a quarter of a degree of error (a
+# foot moved 0.5% of a leg) read 0.70, outside the band, and 1 degree 0.66-0.92 across the five
+# clips. At 1.5 bands a quarter of a degree reads 0.99-1.0 and 1 degree 0.78-0.96, while feet
+# raised by 2% of a leg read 0-0.35 and by 3% 0-0.12 on all five, outside the band.
+CONTACT_BANDS = 1.5
+
+# Foot motion compares the contact joints' speeds above this, in reaches a second (both the
+# samples' and the clip's gain it): 1 degree of smooth error moves feet by 0.045-0.08 of a leg a
+# second, which doubled the crab's (its feet travel 0.096: foot motion 1.85, outside the band)
+# and nobody else's (0.85-0.94: 1.05-1.08). Above it, 1 degree reads 1.42 on the crab, 2 degrees
+# 1.89; feet that stand still read 0.1 on a walk or a dance and 0.51 on the crab, still outside.
+TRAVEL_FLOOR = 0.1
 
 
 class Ground:
@@ -114,12 +131,12 @@ class Ground:
         return speed.mean(dim=(-1, -2)) if self.joints else speed.new_zeros(speed.shape[:-2])
 
     def contact(self, positions: torch.Tensor) -> torch.Tensor:
-        """Share of frames the contact joints stand within their band of rest or below, one value
-        per leading index (1 on a rig without contact joints: nothing to see)."""
+        """Share of frames the contact joints stand within CONTACT_BANDS of their band of rest or
+        below, one value per leading index (1 on a rig without contact joints: nothing to see)."""
         if not self.joints:
             return positions.new_ones(positions.shape[:-3])
         height = positions[..., self.joints, 1] - self.floor - self.rest  # (..., T, K)
-        return (height <= self.band).to(positions.dtype).mean(dim=(-1, -2))
+        return (height <= CONTACT_BANDS * self.band).to(positions.dtype).mean(dim=(-1, -2))
 
     def penetration(self, positions: torch.Tensor) -> torch.Tensor:
         """Mean depth of the contact joints below the floor, in contact bands (0 on a rig without)."""
@@ -144,16 +161,17 @@ class Naturalness:
         self.ground = Ground(kinematics(full.cpu(), dataset, clip), skeleton.contacts, skeleton.contact_threshold)
         positions = kinematics(reference.cpu(), dataset, clip)
         self.jerk = jerk(positions, self.fps)
-        floor = SLIDING_FLOOR * max(skeleton.reach(), 1e-6)
-        self.skating = self.ground.sliding(positions, self.fps).clamp(min=floor)
+        reach = max(skeleton.reach(), 1e-6)
+        self.skating = self.ground.sliding(positions, self.fps).clamp(min=SLIDING_FLOOR * reach)
         self.contact = self.ground.contact(positions).clamp(min=1e-6)
-        self.travel = self.ground.travel(positions, self.fps).clamp(min=1e-6)
+        self.travel_floor = TRAVEL_FLOOR * reach
+        self.travel = self.ground.travel(positions, self.fps) + self.travel_floor
 
     def __call__(self, samples: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each (N, C, T) sample's jitter, foot skating, penetration, ground contact and foot motion:
         (N,) each. A rig without contact joints has no feet to see: 0, 0, 1 and 1 for the last four."""
         positions = kinematics(samples.cpu(), self.dataset, self.clip)
-        travel = self.ground.travel(positions, self.fps) / self.travel
+        travel = (self.ground.travel(positions, self.fps) + self.travel_floor) / self.travel
         return {"jitter": jerk(positions, self.fps) / self.jerk,
                 "foot_skating": self.ground.sliding(positions, self.fps) / self.skating,
                 "penetration": self.ground.penetration(positions),

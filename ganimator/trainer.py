@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from .config import check_device, npz_filename, resolve_device
+from .config import check_device, npz_filename, resolve_device, resolve_precision
 from .dataset import MotionDataset
 from .errors import UserError
 from .losses import reconstruction_loss
@@ -151,6 +151,7 @@ class Trainer:
         device = resolve_device(cfg.util.device)
         check_device(device)
         self.device = torch.device(device)
+        self.precision = resolve_precision(cfg.util.precision, self.device)
         self.schedule = Schedule.of(cfg, self.dataset.num_levels, npz_filename(cfg))
         self.stages = [list(levels) for levels in self.schedule.stages]
         self._scorers: dict[int, Scorer] = {}  # per validated level
@@ -203,7 +204,7 @@ class Trainer:
 
     def autocast(self) -> torch.autocast:
         """Where training iterations run (util.precision)."""
-        return precision_autocast(self.device, self.cfg.util.precision)
+        return precision_autocast(self.device, self.precision)
 
     def stage_over(self) -> bool:
         return self.schedule.over(self.stage, self.iteration, self.seconds)

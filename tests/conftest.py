@@ -27,10 +27,9 @@ def ray_temp_dir():
     spilled objects here, removed at the end, not in /tmp/ray, where they would outlive the suite.
     Short and under /tmp: Ray's socket paths must stay under 108 bytes."""
     path = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    before = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = path
-    yield Path(path)
-    os.environ.pop("RAY_TMPDIR") if before is None else os.environ.update(RAY_TMPDIR=before)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", path)
+        yield Path(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -1,10 +1,12 @@
 """Levers of training speed and quality beyond the original, off by default: a running average of
 the generators' weights (optim.ema), bfloat16 arithmetic (util.precision) and a loss on feet below
 the clip's floor (optim.lambda_floor), on the real trainer."""
+from pathlib import Path
+
 import pytest
 import torch
 
-from ganimator.config import ConfigError, load_config
+from ganimator.config import ConfigError, load_config, resolve_precision
 from ganimator.dataset import MotionDataset
 from ganimator.features import convert
 from ganimator.losses import ContactConsistency
@@ -68,6 +70,21 @@ def test_bf16_trains_in_bfloat16_and_keeps_float32_weights(npz, tmp_path):
     assert any(losses["bf16"][k] != losses["fp32"][k] for k in rec)  # and bfloat16 it was
 
 
+def test_auto_precision_is_bf16_where_the_cpu_computes_it(npz, tmp_path):
+    """precision=auto (in preset=fast): bf16 where the CPU's own flags (Linux: /proc/cpuinfo) name
+    avx512_bf16 or AMX's, fp32 elsewhere, and as given when named."""
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    trainer = Trainer(config(npz, tmp_path / "auto", "budget_iters=1", "precision=auto"))
+    assert trainer.precision == ("bf16" if native else "fp32")
+    with trainer.autocast():  # what its training iterations run in
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert load_config(["npz_filename=x.npz", "preset=fast"]).util.precision == "auto"
+
+
 def test_the_floor_loss_is_how_far_feet_stand_off_the_clips_floor_in_body_heights(clip):
     data = MotionDataset.from_bvh(clip("Salsa-Dancing-6.bvh"))
     ground, body = data.ground_and_body()
@@ -110,7 +127,7 @@ def test_the_floor_loss_keeps_samples_out_of_the_floor(npz, tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [("ema=1", "'optim.ema' is a decay per iteration"),
-                                              ("precision=fp16", "'util.precision' must be one of fp32, bf16"),
+                                              ("precision=fp16", "'util.precision' must be one of fp32, bf16, auto"),
                                               ("lambda_floor=-1", "'optim.lambda_floor'")])
 def test_bad_lever_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):

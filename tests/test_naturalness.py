@@ -9,7 +9,8 @@ import torch
 
 from ganimator.dataset import MotionDataset
 from ganimator.features import NODE
-from ganimator.naturalness import Naturalness, kinematics, naturalness
+from ganimator.metrics import PUBLISHED
+from ganimator.naturalness import TRAVEL_FLOOR, Naturalness, kinematics, naturalness
 from ganimator.pyramid import resample
 
 from conftest import CLIPS
@@ -87,16 +88,22 @@ def test_a_root_drifting_over_planted_feet_skates_more(clip, name):
 
 
 @pytest.mark.parametrize("name", CLIPS)
-def test_an_error_nobody_sees_is_not_foot_skating(clip, name):
-    """Rotations off by 1 degree move the feet a little: against its own sliding alone, a clip
-    whose feet barely slide (proud, normal, the crab) read a quarter of a degree as 1.6-2.5x its
-    foot skating, outside the band, and 2 degrees as 8-30x. Against SLIDING_FLOOR 1 degree reads
-    1.0-1.35 on every clip, inside the band, and 2 degrees more: outside it where feet stand still."""
+def test_an_error_nobody_sees_keeps_the_feet_in_the_band(clip, name):
+    """Rotations off by 1 degree move the feet a little. Foot skating: against its own sliding
+    alone, a clip whose feet barely slide (proud, normal, the crab) read a quarter of a degree as
+    1.6-2.5x, outside the band, and 2 degrees as 8-30x; against SLIDING_FLOOR 1 degree reads
+    1.0-1.35 on every clip, and 2 degrees more, outside the band where feet stand still. Ground
+    contact at one band read a quarter of a degree as 0.70 on the crab, whose feet stand at the
+    band's top (CONTACT_BANDS); foot motion read 1 degree as 1.85 there (TRAVEL_FLOOR)."""
     data = MotionDataset.from_bvh(clip(name))
-    one, two = (naturalness(smooth_rotation_error(data, d), data)["foot_skating"].mean().item() for d in (1, 2))
-    assert one < 1.5 and one < two  # inside the band (metrics.PUBLISHED)
+    one, two, quarter = (naturalness(smooth_rotation_error(data, d), data) for d in (1, 2, 0.25))
+    assert one["foot_skating"].mean().item() < PUBLISHED.foot_skating[1]
+    assert one["foot_skating"].mean().item() < two["foot_skating"].mean().item()
     if name in ("proud.bvh", "Crab-dance-long.bvh"):
-        assert two > 1.5
+        assert two["foot_skating"].mean().item() > PUBLISHED.foot_skating[1]
+    assert quarter["ground_contact"].mean().item() > 0.95
+    assert one["ground_contact"].mean().item() > PUBLISHED.ground_contact[0]
+    assert PUBLISHED.foot_motion[0] < one["foot_motion"].mean().item() < PUBLISHED.foot_motion[1]
 
 
 def test_the_clip_lowered_by_10_cm_penetrates_the_floor(salsa):
@@ -110,14 +117,14 @@ def test_the_clip_lowered_by_10_cm_penetrates_the_floor(salsa):
 
 @pytest.mark.parametrize("name", ["Walk-In-Circle.bvh", "proud.bvh", "Salsa-Dancing-6.bvh", "Crab-dance-long.bvh"])
 def test_feet_that_hover_above_the_floor_lose_their_ground_contact(clip, name):
-    """Raised by 2% of the body's height, the clip's feet never sink and barely slide on the floor,
-    so foot skating and penetration read it as perfect; ground contact does not."""
+    """Raised by 2% of a leg (2 cm on a human), the clip's feet never sink and barely slide on the
+    floor, so foot skating and penetration read it as perfect; ground contact does not."""
     data = MotionDataset.from_bvh(clip(name))
     raised = data.clips[0].features.clone()
-    raised[data.layout.root.start + 1] += 0.02 * data.body_height()  # the root's height channel, raw
+    raised[data.layout.root.start + 1] += 0.02 * data.skeleton.reach()  # the root's height channel, raw
     scores = naturalness(raised[None], data)
     assert scores["penetration"].item() < 0.01 and scores["foot_skating"].item() < 1.0
-    assert scores["ground_contact"].item() < 0.3 < 0.67  # outside the band (metrics.PUBLISHED)
+    assert scores["ground_contact"].item() < 0.4 < PUBLISHED.ground_contact[0]  # outside the band
 
 
 def test_contact_channels_are_not_read(salsa):
@@ -150,8 +157,10 @@ def test_slower_copies_are_smoother_and_faster_ones_jerkier(salsa):
     slow, fast = (naturalness(warped(salsa, f)[None], salsa) for f in (1.5, 0.7))
     assert slow["jitter"].item() < 0.6 < 1.5 < fast["jitter"].item()  # jerk scales as speed cubed
     assert slow["foot_skating"].item() < 1.0 < fast["foot_skating"].item()
-    assert slow["foot_motion"].item() == pytest.approx(1 / 1.5, rel=0.02)  # the same path in more time
-    assert fast["foot_motion"].item() == pytest.approx(1 / 0.7, rel=0.02)
+    # The same path in more time: the speeds' ratio, above the floor both gain.
+    travel, floor = Naturalness(salsa).travel.item(), TRAVEL_FLOOR * salsa.skeleton.reach()  # the clip's, with it
+    for scores, factor in ((slow, 1.5), (fast, 0.7)):
+        assert scores["foot_motion"].item() == pytest.approx(((travel - floor) / factor + floor) / travel, rel=0.02)
 
 
 @pytest.mark.parametrize("name", ["Walk-In-Circle.bvh", "proud.bvh", "Salsa-Dancing-6.bvh", "Crab-dance-long.bvh"])
@@ -170,7 +179,9 @@ def test_feet_that_stand_still_while_the_body_moves_lose_their_foot_motion(clip,
             standing[NODE * j:NODE * (j + 1)] = standing[NODE * j:NODE * (j + 1), :1]
             j = skeleton.parents[j]
     scores = naturalness(standing[None], data)
-    assert scores["foot_motion"].item() < 0.01 < 0.67  # outside the band (metrics.PUBLISHED)
+    # Nothing but the floor both gain (TRAVEL_FLOOR): 0.1 where feet travel as a walk's or a
+    # dance's do, 0.51 on the crab's, whose feet barely travel.
+    assert scores["foot_motion"].item() < 0.55 < PUBLISHED.foot_motion[0]  # outside the band
     assert scores["foot_skating"].item() < 0.01 and scores["penetration"].item() < 0.25  # inside it
 
 

@@ -328,9 +328,10 @@ def test_a_diverging_configuration_fails_at_once_with_its_reason_and_the_sweep_g
         assert not (trial_dir / "error.txt").exists()  # the Ray trial itself ended well
 
 
-def test_ray_job_submit_runs_the_sweep_on_a_loopback_cluster(npz, tmp_path):
+def test_ray_job_submit_runs_the_sweep_on_a_loopback_cluster(npz, tmp_path, ray_temp_dir):
     gcs, dashboard = free_port(), free_port()
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    # Its own folder: a `ray start` cluster's address file there would be found by the next ray.init().
+    temp_dir = tempfile.mkdtemp(prefix="head-", dir=ray_temp_dir)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
