@@ -52,4 +52,12 @@ def test_train_speed_times_every_stage_against_the_original_pattern_and_bf16(cli
         cells = row.split("]")[1].split()
         ours, pattern, bf16 = float(cells[0]), float(cells[1]), float(cells[5])
         assert ours > 0 and pattern > 0 and bf16 > 0, row
-        assert cells[2] == f"{ours / pattern:.2f}x" and cells[6] == f"{bf16 / ours:.2f}x", row
+        assert ratio_of(cells[2], ours, pattern) and ratio_of(cells[6], bf16, ours), row
+
+
+def ratio_of(printed: str, top: float, bottom: float) -> bool:
+    """Whether a printed ratio ("1.05x") is top/bottom as the table shows them: the benchmark divides
+    the unrounded rates, so the ratio of the printed ones may differ in its last digit."""
+    half = 0.005  # every number in the table is rounded to 2 decimals
+    low, high = (top - half) / (bottom + half), (top + half) / (bottom - half)
+    return printed.endswith("x") and low - half <= float(printed[:-1]) <= high + half
