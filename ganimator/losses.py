@@ -1,5 +1,5 @@
 """Losses: WGAN-GP for the critics; adversarial, reconstruction, contact consistency and (not in
-the original, off by default) floor penetration for G.
+the original, off by default) floor penetration and jerk beyond the clip's for G.
 
 Each takes the tensors of `members` fused runs side by side on the channel axis, (B, K*C, T),
 and returns one value per member, (K,): a population's members never share a loss term.
@@ -86,3 +86,21 @@ class ContactConsistency(torch.nn.Module):
         height = positions[..., 1] - self.floor  # (B*K, T, contacts)
         off = (-height).clamp(min=0) + planted * (height - self.stand).clamp(min=0)
         return consistency, (off / self.body).reshape(b, members, -1).mean(dim=(0, 2))
+
+    def jerk(self, features: torch.Tensor, members: int = 1) -> torch.Tensor:
+        """The joints' mean jerk, (K,): the norm of their positions' third difference, in body
+        heights per frame cubed, as naturalness.jerk measures the samples' (there in m/s^3). Not in
+        bfloat16 under autocast: a third difference of positions good to 3 digits is their rounding."""
+        b, _, t = features.shape
+        features = features.to(torch.promote_types(features.dtype, torch.float32))
+        with torch.autocast(features.device.type, enabled=False):
+            motion, _ = decode(features.reshape(b * members, -1, t), self.layout, self.begin_xz, fps=1.0)
+            third = motion.joint_positions(self.skeleton).diff(n=3, dim=-3).norm(dim=-1) / self.body
+        return third.reshape(b, members, -1).mean(dim=(0, 2))
+
+
+def jerk_excess(jerk: torch.Tensor, clip_jerk: torch.Tensor) -> torch.Tensor:
+    """How much more the samples jerk than the clip, as a share of the clip's jerk: 0 at or below
+    it (motion smoother than the clip's is the critic's to judge, not this loss's). A clip held
+    still is taken to jerk a millionth of a body height per frame cubed, not 0."""
+    return (jerk / clip_jerk.clamp(min=1e-6) - 1).clamp(min=0)

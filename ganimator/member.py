@@ -33,12 +33,13 @@ class OptimSettings:
     lr_final: float = 1.0
     ema: float = 0.0  # decay of the trained generators' running average (Member.average); 0: none
     lambda_floor: float = 0.0  # weight of the contact joints' distance off the clip's floor; 0: none, the original
+    lambda_jerk: float = 0.0  # weight of the joints' jerk beyond the clip's; 0: none, the original
 
     @classmethod
     def of(cls, optim: DictConfig) -> "OptimSettings":
         return cls(optim.lr_g, optim.lr_d, optim.lambda_rec, optim.lambda_gp, optim.lambda_consistency,
                    optim.critic_steps, optim.fake_pool_size, optim.lr_warmup, optim.lr_final, optim.ema,
-                   optim.lambda_floor)
+                   optim.lambda_floor, optim.lambda_jerk)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ClipTensors:
     lengths: list[int]
     reals: list[torch.Tensor]  # (1, C, length) per level
     pyramid: GeneratorPyramid  # the run's generators with this clip's noise amplitudes and z*
+    jerks: list[torch.Tensor]  # the clip's own jerk at each level (ContactConsistency.jerk), (1,) each
     frozen_rec: torch.Tensor | None = None  # the frozen levels' reconstruction, once per stage
 
 
@@ -96,16 +98,18 @@ class Member:
         pyramid, critics = build_models(cfg, dataset)
         pyramid.to(device)
         critics.to(device)
-        clips = [ClipTensors(clip.level_lengths, [lvl[None].to(device) for lvl in clip.levels()], clip_pyramid)
-                 for clip, clip_pyramid in zip(dataset.clips, clip_pyramids(cfg, dataset, pyramid))]
+        body = ContactConsistency(dataset.skeleton, dataset.layout, *dataset.ground_and_body()).to(device)
+        clips = []
+        for clip, clip_pyramid in zip(dataset.clips, clip_pyramids(cfg, dataset, pyramid)):
+            reals = [lvl[None].to(device) for lvl in clip.levels()]
+            clips.append(ClipTensors(clip.level_lengths, reals, clip_pyramid, [body.jerk(r) for r in reals]))
         o = OptimSettings.of(cfg.optim)
         # One fused kernel per optimiser step: 14 steps an iteration, each over a few small tensors.
         return cls(pyramid, critics,
                    [torch.optim.Adam(g.parameters(), lr=o.lr_g, fused=True) for g in pyramid.generators],
                    [torch.optim.Adam(c.parameters(), lr=o.lr_d, fused=True) for c in critics],
                    [FakePool(o.fake_pool_size) for _ in critics], torch.Generator(device).manual_seed(cfg.util.seed),
-                   clips, o, ContactConsistency(dataset.skeleton, dataset.layout, *dataset.ground_and_body()).to(device),
-                   device, trajectories)
+                   clips, o, body, device, trajectories)
 
     def double(self) -> "Member":
         """Networks, data and losses in float64, before training starts: for checks of exactness
@@ -118,6 +122,7 @@ class Member:
         for clip in self.clips:
             clip.pyramid.double()  # clips after the first have their own amplitudes and z*
             clip.reals = [r.double() for r in clip.reals]
+            clip.jerks = [j.double() for j in clip.jerks]
         return self
 
     def scale_learning_rates(self, factor: float) -> None:

@@ -34,7 +34,8 @@ from .trainer import Hooks, Losses, Outcome, Trainer, fit, training_data
 # What members may differ in: the values a sweep searches, and where and how each one reports.
 SEARCHABLE_KEYS = ("model.noise_amp_scale", "model.stage_noise_amp_scale", "optim.lr_g", "optim.lr_d",
                    "optim.lambda_rec", "optim.lambda_gp", "optim.lambda_consistency", "optim.critic_steps",
-                   "optim.lr_warmup", "optim.lr_final", "optim.ema", "optim.lambda_floor", "util.seed")
+                   "optim.lr_warmup", "optim.lr_final", "optim.ema", "optim.lambda_floor", "optim.lambda_jerk",
+                   "util.seed")
 MEMBER_KEYS = (*SEARCHABLE_KEYS, "util.run_dir", "util.experiment_name", "util.progress", "tracking")
 
 

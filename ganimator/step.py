@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .losses import critic_loss, generator_adversarial_loss, reconstruction_loss
+from .losses import critic_loss, generator_adversarial_loss, jerk_excess, reconstruction_loss
 from .member import Member
 from .networks import FusedPyramid, FusedStack
 
@@ -121,24 +121,29 @@ def _side_by_side(fakes: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor
 
 def _adversarial_phase(members: list[Member], clip: int, levels: list[int], pyramid: FusedPyramid, base, noise,
                        conds, losses) -> None:
-    """One generator update against the critics, with the contact consistency loss; each level
-    learns only from its own losses, as in the original."""
+    """One generator update against the critics, with the contact consistency loss (and the floor
+    and jerk losses where weighed); each level learns only from its own losses, as in the original."""
     K, n = len(members), max(m.optim.critic_steps for m in members)
     lo, lengths = levels[0], members[0].clips[clip].lengths
     for m in members:
         m.critics.requires_grad_(False)
     lambda_consistency = _per_member(members, "lambda_consistency")
-    lambda_floor = _per_member(members, "lambda_floor")
+    lambda_floor, lambda_jerk = _per_member(members, "lambda_floor"), _per_member(members, "lambda_jerk")
     prev, total = base[n:] if lo else None, 0.0
     for l, z in zip(levels, (z[n:] for z in noise[lo:])):
         fake = pyramid.run(range(l, l + 1), lengths, prev, [z], conds and [conds[l][n:]])[0]
         adversarial = generator_adversarial_loss(FusedStack([m.critics[l].net for m in members]), fake, K)
         contact, below = members[0].consistency(fake, K)
-        total = total + (adversarial + lambda_consistency * contact + lambda_floor * below).sum()
-        for i, (a_i, c_i, f_i) in enumerate(zip(*(x.detach().tolist() for x in (adversarial, contact, below)))):
+        jerk = jerk_excess(members[0].consistency.jerk(fake, K), members[0].clips[clip].jerks[l]) \
+            if lambda_jerk.any() else torch.zeros_like(contact)
+        total = total + (adversarial + lambda_consistency * contact + lambda_floor * below + lambda_jerk * jerk).sum()
+        terms = zip(*(x.detach().tolist() for x in (adversarial, contact, below, jerk)))
+        for i, (a_i, c_i, f_i, j_i) in enumerate(terms):
             losses[i][f"{l}/adversarial"], losses[i][f"{l}/contact"] = a_i, c_i
             if members[i].optim.lambda_floor:
                 losses[i][f"{l}/floor"] = f_i
+            if members[i].optim.lambda_jerk:
+                losses[i][f"{l}/jerk"] = j_i
         prev = fake.detach()
     _step([m.opt_g[l] for m in members for l in levels], total)
     for m in members:

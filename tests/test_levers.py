@@ -1,6 +1,7 @@
 """Levers of training speed and quality beyond the original, off by default: a running average of
-the generators' weights (optim.ema), bfloat16 arithmetic (util.precision) and a loss on feet below
-the clip's floor (optim.lambda_floor), on the real trainer."""
+the generators' weights (optim.ema), bfloat16 arithmetic (util.precision), a loss on feet below
+the clip's floor (optim.lambda_floor) and one on jerk beyond the clip's (optim.lambda_jerk), on
+the real trainer."""
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from ganimator.config import ConfigError, load_config, resolve_precision
 from ganimator.dataset import MotionDataset
 from ganimator.features import convert
-from ganimator.losses import ContactConsistency
+from ganimator.losses import ContactConsistency, jerk_excess
+from ganimator.naturalness import Naturalness
 from ganimator.trainer import OnEvent, Trainer
 
 TINY = ["hidden_channels=[16,32,32]", "validation_samples=0", "progress=false", "clearml=off"]
@@ -126,9 +128,55 @@ def test_the_floor_loss_keeps_samples_out_of_the_floor(npz, tmp_path):
     assert depth[500] < depth[0] / 4, depth
 
 
+def test_the_jerk_loss_is_the_jerk_that_jitter_measures_beyond_the_clips_own(npz):
+    data = MotionDataset.load(npz)
+    ground, body = data.ground_and_body()
+    loss = ContactConsistency(data.skeleton, data.layout, ground, body)
+    real = data.clips[0].features[None].float()
+    own = loss.jerk(real)
+    # naturalness.jerk's measure, in body heights per frame cubed: jitter is the ratio of the two
+    assert own.item() * body * data.fps ** 3 == pytest.approx(Naturalness(data).jerk.item(), rel=1e-4)
+    assert jerk_excess(own, own).item() == 0
+
+    generator = torch.Generator().manual_seed(0)
+    wobble = 0.002 * torch.randn(real[:, data.layout.rotations].shape, generator=generator)
+    shaky = real.clone()
+    shaky[:, data.layout.rotations] += wobble  # rotation features off by 0.2%, frame by frame
+    excess = jerk_excess(loss.jerk(shaky), own).item()
+    assert excess > 1  # a wobble no pose measure sees: jerk multiplies it
+    assert jerk_excess(loss.jerk(real[..., ::2].repeat_interleave(2, -1)), loss.jerk(real)).item() > 0  # steps jerk
+    slow = torch.nn.functional.interpolate(real, scale_factor=2, mode="linear")
+    assert jerk_excess(loss.jerk(slow), own).item() == 0  # smoother than the clip is not its business
+
+    # Its gradient takes the wobble out: a few steps on the wobbling copy lower the excess.
+    shaky.requires_grad_(True)
+    opt = torch.optim.Adam([shaky], lr=2e-4)
+    for _ in range(20):
+        opt.zero_grad()
+        jerk_excess(loss.jerk(shaky), own).sum().backward()
+        opt.step()
+    assert jerk_excess(loss.jerk(shaky), own).item() < 0.5 * excess
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as bf16 training calls it: still in float32
+        assert loss.jerk(real).item() == own.item()
+
+
+def test_the_jerk_loss_makes_samples_tremble_less(npz, tmp_path):
+    """Same seed, tiny networks, 200 iterations: the samples' jitter at the last stage's end,
+    without the loss and with it."""
+    jitter = {}
+    for weight in (0, 10):
+        cfg = config(npz, tmp_path / str(weight), "budget_iters=200", "validate_every=200", "validation_samples=8",
+                     f"lambda_jerk={weight}", "seed=0")
+        result = Trainer(cfg).fit()
+        jitter[weight] = result.events[-1].quality.jitter
+        assert ("6/jerk" in result.events[-1].metrics) == bool(weight)  # logged where it is trained
+    assert jitter[10] < 0.8 * jitter[0], jitter
+
+
 @pytest.mark.parametrize("override,message", [("ema=1", "'optim.ema' is a decay per iteration"),
                                               ("precision=fp16", "'util.precision' must be one of fp32, bf16, auto"),
-                                              ("lambda_floor=-1", "'optim.lambda_floor'")])
+                                              ("lambda_floor=-1", "'optim.lambda_floor'"),
+                                              ("lambda_jerk=-1", "'optim.lambda_jerk'")])
 def test_bad_lever_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(["npz_filename=x.npz", override])
