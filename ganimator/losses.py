@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .features import FeatureLayout, decode
+from .naturalness import jerk
 from .networks import FusedStack
 from .skeleton import Skeleton
 
@@ -89,14 +90,14 @@ class ContactConsistency(torch.nn.Module):
 
     def jerk(self, features: torch.Tensor, members: int = 1) -> torch.Tensor:
         """The joints' mean jerk, (K,): the norm of their positions' third difference, in body
-        heights per frame cubed, as naturalness.jerk measures the samples' (there in m/s^3). Not in
+        heights per frame cubed: naturalness.jerk, which jitter divides, at a frame a second. Not in
         bfloat16 under autocast: a third difference of positions good to 3 digits is their rounding."""
         b, _, t = features.shape
         features = features.to(torch.promote_types(features.dtype, torch.float32))
         with torch.autocast(features.device.type, enabled=False):
             motion, _ = decode(features.reshape(b * members, -1, t), self.layout, self.begin_xz, fps=1.0)
-            third = motion.joint_positions(self.skeleton).diff(n=3, dim=-3).norm(dim=-1) / self.body
-        return third.reshape(b, members, -1).mean(dim=(0, 2))
+            per_sample = jerk(motion.joint_positions(self.skeleton), fps=1.0) / self.body
+        return per_sample.reshape(b, members).mean(dim=0)
 
 
 def jerk_excess(jerk: torch.Tensor, clip_jerk: torch.Tensor) -> torch.Tensor:
