@@ -79,6 +79,9 @@ class OptimConfig:
     # 0: none, the original. A critic held to slope 1 barely sees a wobble of small amplitude that
     # jerk, a third difference, multiplies (README, "Motion that trembles").
     lambda_jerk: float = 0.0
+    # The same excess of the reconstruction from z* (noise-free above the coarsest level, as samples
+    # are evaluated), weighed into the generators' reconstruction step; 0: none, the original.
+    lambda_jerk_rec: float = 0.0
     critic_steps: int = 5  # critic updates per iteration
     fake_pool_size: int = 50  # history of fakes the critic also sees (0: none)
     # Each stage's learning rates (ganimator/schedule.py): a linear warm-up over this share of the
@@ -297,6 +300,7 @@ def validate(cfg: DictConfig) -> None:
     nonneg = {"optim.lambda_rec": o.lambda_rec, "optim.lambda_gp": o.lambda_gp, "optim.critic_steps": o.critic_steps,
               "optim.lambda_consistency": o.lambda_consistency, "optim.fake_pool_size": o.fake_pool_size,
               "optim.lambda_floor": o.lambda_floor, "optim.lambda_jerk": o.lambda_jerk,
+              "optim.lambda_jerk_rec": o.lambda_jerk_rec,
               "model.noise_amp_scale": m.noise_amp_scale, "scheduling.train_data_iter": s.train_data_iter,
               "scheduling.validation_samples": s.validation_samples, "scheduling.budget_iters": s.budget_iters,
               "scheduling.budget_minutes": s.budget_minutes, "optim.lr_final": o.lr_final,

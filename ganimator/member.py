@@ -34,12 +34,13 @@ class OptimSettings:
     ema: float = 0.0  # decay of the trained generators' running average (Member.average); 0: none
     lambda_floor: float = 0.0  # weight of the contact joints' distance off the clip's floor; 0: none, the original
     lambda_jerk: float = 0.0  # weight of the joints' jerk beyond the clip's; 0: none, the original
+    lambda_jerk_rec: float = 0.0  # the same, of the reconstruction from z*
 
     @classmethod
     def of(cls, optim: DictConfig) -> "OptimSettings":
         return cls(optim.lr_g, optim.lr_d, optim.lambda_rec, optim.lambda_gp, optim.lambda_consistency,
                    optim.critic_steps, optim.fake_pool_size, optim.lr_warmup, optim.lr_final, optim.ema,
-                   optim.lambda_floor, optim.lambda_jerk)
+                   optim.lambda_floor, optim.lambda_jerk, optim.lambda_jerk_rec)
 
 
 @dataclass

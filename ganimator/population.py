@@ -35,7 +35,7 @@ from .trainer import Hooks, Losses, Outcome, Trainer, fit, training_data
 SEARCHABLE_KEYS = ("model.noise_amp_scale", "model.stage_noise_amp_scale", "optim.lr_g", "optim.lr_d",
                    "optim.lambda_rec", "optim.lambda_gp", "optim.lambda_consistency", "optim.critic_steps",
                    "optim.lr_warmup", "optim.lr_final", "optim.ema", "optim.lambda_floor", "optim.lambda_jerk",
-                   "util.seed")
+                   "optim.lambda_jerk_rec", "util.seed")
 MEMBER_KEYS = (*SEARCHABLE_KEYS, "util.run_dir", "util.experiment_name", "util.progress", "tracking")
 
 

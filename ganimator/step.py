@@ -152,17 +152,22 @@ def _adversarial_phase(members: list[Member], clip: int, levels: list[int], pyra
 
 def _reconstruction_phase(members: list[Member], clip: int, levels: list[int], pyramid: FusedPyramid,
                           losses) -> None:
-    """One generator update towards the clip from z*, on top of the frozen levels' reconstruction."""
+    """One generator update towards the clip from z*, on top of the frozen levels' reconstruction
+    (with the jerk loss where weighed: the path evaluated samples take, noise-free above level 0)."""
     K, first = len(members), members[0].clips[clip]
-    lambda_rec = _per_member(members, "lambda_rec")
+    lambda_rec, lambda_jerk = _per_member(members, "lambda_rec"), _per_member(members, "lambda_jerk_rec")
     prev, total = torch.cat([m.clips[clip].frozen_rec for m in members], dim=1) if levels[0] else None, 0.0
     for l in levels:
         given = members[0].given([first.reals[l].repeat(1, K, 1)])
         rec = pyramid.reconstruct(first.lengths, range(l, l + 1), prev, given)[0]
         loss = reconstruction_loss(rec, first.reals[l], K)
-        total = total + (lambda_rec * loss).sum()
-        for i, r_i in enumerate(loss.detach().tolist()):
+        jerk = jerk_excess(members[0].consistency.jerk(rec, K), first.jerks[l]) \
+            if lambda_jerk.any() else torch.zeros_like(loss)
+        total = total + (lambda_rec * loss + lambda_jerk * jerk).sum()
+        for i, (r_i, j_i) in enumerate(zip(loss.detach().tolist(), jerk.detach().tolist())):
             losses[i][f"{l}/reconstruction"] = r_i
+            if members[i].optim.lambda_jerk_rec:
+                losses[i][f"{l}/jerk_rec"] = j_i
         prev = rec.detach()
     _step([m.opt_g[l] for m in members for l in levels], total)
 

@@ -381,7 +381,7 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
                 shown = _shown(active[0])
             if len(members) == 1 and active and hasattr(bar, "set_postfix"):
                 bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses[0].items()
-                                 if not k.endswith(("gp", "contact", "floor"))}, refresh=False)
+                                 if not k.endswith(("gp", "contact", "floor", "jerk_rec"))}, refresh=False)
         bar.close()
         for m in list(active):
             if m.end_stage(hooks):

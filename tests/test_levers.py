@@ -1,7 +1,7 @@
 """Levers of training speed and quality beyond the original, off by default: a running average of
 the generators' weights (optim.ema), bfloat16 arithmetic (util.precision), a loss on feet below
-the clip's floor (optim.lambda_floor) and one on jerk beyond the clip's (optim.lambda_jerk), on
-the real trainer."""
+the clip's floor (optim.lambda_floor) and one on jerk beyond the clip's (optim.lambda_jerk, and
+optim.lambda_jerk_rec on the reconstruction), on the real trainer."""
 from pathlib import Path
 
 import pytest
@@ -160,23 +160,25 @@ def test_the_jerk_loss_is_the_jerk_that_jitter_measures_beyond_the_clips_own(npz
         assert loss.jerk(real).item() == own.item()
 
 
-def test_the_jerk_loss_makes_samples_tremble_less(npz, tmp_path):
+@pytest.mark.parametrize("key,logged", [("lambda_jerk", "6/jerk"), ("lambda_jerk_rec", "6/jerk_rec")])
+def test_the_jerk_loss_makes_samples_tremble_less(npz, tmp_path, key, logged):
     """Same seed, tiny networks, 200 iterations: the samples' jitter at the last stage's end,
-    without the loss and with it."""
+    without the loss and with it, on the adversarial step's samples or on the reconstruction."""
     jitter = {}
     for weight in (0, 10):
         cfg = config(npz, tmp_path / str(weight), "budget_iters=200", "validate_every=200", "validation_samples=8",
-                     f"lambda_jerk={weight}", "seed=0")
+                     f"{key}={weight}", "seed=0")
         result = Trainer(cfg).fit()
         jitter[weight] = result.events[-1].quality.jitter
-        assert ("6/jerk" in result.events[-1].metrics) == bool(weight)  # logged where it is trained
+        assert (logged in result.events[-1].metrics) == bool(weight)  # logged where it is trained
     assert jitter[10] < 0.8 * jitter[0], jitter
 
 
 @pytest.mark.parametrize("override,message", [("ema=1", "'optim.ema' is a decay per iteration"),
                                               ("precision=fp16", "'util.precision' must be one of fp32, bf16, auto"),
                                               ("lambda_floor=-1", "'optim.lambda_floor'"),
-                                              ("lambda_jerk=-1", "'optim.lambda_jerk'")])
+                                              ("lambda_jerk=-1", "'optim.lambda_jerk'"),
+                                              ("lambda_jerk_rec=-1", "'optim.lambda_jerk_rec'")])
 def test_bad_lever_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(["npz_filename=x.npz", override])

@@ -18,8 +18,10 @@ TINY = ["train_data_iter=3", "validate_every=2", "validation_samples=2", "hidden
         "fake_pool_size=4", "progress=false"]
 MEMBERS = [
     ["seed=0"],
-    ["seed=1", "lambda_rec=20", "lambda_gp=0.5", "lr_g=3e-4", "critic_steps=3", "noise_amp_scale=1.5"],
-    ["seed=2", "lambda_consistency=1", "lr_d=2e-4", "critic_steps=4", "stage_noise_amp_scale=[1,0.5,2,1]"],
+    ["seed=1", "lambda_rec=20", "lambda_gp=0.5", "lr_g=3e-4", "critic_steps=3", "noise_amp_scale=1.5",
+     "lambda_jerk=3", "lambda_floor=100"],
+    ["seed=2", "lambda_consistency=1", "lr_d=2e-4", "critic_steps=4", "stage_noise_amp_scale=[1,0.5,2,1]",
+     "lambda_jerk_rec=3"],
 ]
 
 
