@@ -134,8 +134,7 @@ def _adversarial_phase(members: list[Member], clip: int, levels: list[int], pyra
         fake = pyramid.run(range(l, l + 1), lengths, prev, [z], conds and [conds[l][n:]])[0]
         adversarial = generator_adversarial_loss(FusedStack([m.critics[l].net for m in members]), fake, K)
         contact, below = members[0].consistency(fake, K)
-        jerk = jerk_excess(members[0].consistency.jerk(fake, K), members[0].clips[clip].jerks[l]) \
-            if lambda_jerk.any() else torch.zeros_like(contact)
+        jerk = _jerk_beyond_clip(members, clip, l, fake, lambda_jerk)
         total = total + (adversarial + lambda_consistency * contact + lambda_floor * below + lambda_jerk * jerk).sum()
         terms = zip(*(x.detach().tolist() for x in (adversarial, contact, below, jerk)))
         for i, (a_i, c_i, f_i, j_i) in enumerate(terms):
@@ -161,8 +160,7 @@ def _reconstruction_phase(members: list[Member], clip: int, levels: list[int], p
         given = members[0].given([first.reals[l].repeat(1, K, 1)])
         rec = pyramid.reconstruct(first.lengths, range(l, l + 1), prev, given)[0]
         loss = reconstruction_loss(rec, first.reals[l], K)
-        jerk = jerk_excess(members[0].consistency.jerk(rec, K), first.jerks[l]) \
-            if lambda_jerk.any() else torch.zeros_like(loss)
+        jerk = _jerk_beyond_clip(members, clip, l, rec, lambda_jerk)
         total = total + (lambda_rec * loss + lambda_jerk * jerk).sum()
         for i, (r_i, j_i) in enumerate(zip(loss.detach().tolist(), jerk.detach().tolist())):
             losses[i][f"{l}/reconstruction"] = r_i
@@ -170,6 +168,15 @@ def _reconstruction_phase(members: list[Member], clip: int, levels: list[int], p
                 losses[i][f"{l}/jerk_rec"] = j_i
         prev = rec.detach()
     _step([m.opt_g[l] for m in members for l in levels], total)
+
+
+def _jerk_beyond_clip(members: list[Member], clip: int, level: int, motion: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """Each member's jerk of `motion` beyond the clip's own at `level` (losses.jerk_excess), (K,):
+    zeros, without the forward kinematics it costs, where no member weighs it."""
+    if not weights.any():
+        return torch.zeros(len(members), device=motion.device)
+    return jerk_excess(members[0].consistency.jerk(motion, len(members)), members[0].clips[clip].jerks[level])
 
 
 def _step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
