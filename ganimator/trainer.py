@@ -36,6 +36,11 @@ from .schedule import Schedule, lr_factor
 from .step import train_iteration
 
 
+# The losses the progress bar shows, by short name and level (`adv5`); the rest (gp, contact, floor)
+# are in the history, ClearML and the Rerun recording.
+BAR_NAMES = {"critic": "cri", "adversarial": "adv", "reconstruction": "rec", "jerk": "jrk", "jerk_rec": "jrec"}
+
+
 class TrainingDiverged(UserError, RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
 
@@ -380,8 +385,9 @@ def _fit(members: list[Trainer], hooks: list[Hooks]) -> list[Outcome]:
                 bar.update(_shown(active[0]) - shown)
                 shown = _shown(active[0])
             if len(members) == 1 and active and hasattr(bar, "set_postfix"):
-                bar.set_postfix({k.split("/")[1][:3] + k.split("/")[0]: f"{v:.3g}" for k, v in losses[0].items()
-                                 if not k.endswith(("gp", "contact", "floor", "jerk_rec"))}, refresh=False)
+                bar.set_postfix({BAR_NAMES[name] + level: f"{v:.3g}" for level, name, v in
+                                 ((*k.split("/"), v) for k, v in losses[0].items()) if name in BAR_NAMES},
+                                refresh=False)
         bar.close()
         for m in list(active):
             if m.end_stage(hooks):

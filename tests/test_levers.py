@@ -174,6 +174,18 @@ def test_the_jerk_loss_makes_samples_tremble_less(npz, tmp_path, key, logged):
     assert jitter[10] < 0.8 * jitter[0], jitter
 
 
+def test_the_progress_bar_shows_both_jerk_losses_apart(npz, tmp_path, capsys):
+    """The bar abbreviates each loss it shows, with its level; `jerk` and `jerk_rec` must not both
+    become `jer`. The bar's last draw holds the last iteration's losses of the last stage."""
+    cfg = load_config([f"npz_filename={npz}", f"run_dir={tmp_path / 'run'}", "hidden_channels=[16,32,32]",
+                       "validation_samples=0", "clearml=off", "budget_iters=8", "lambda_jerk=1",
+                       "lambda_jerk_rec=1"])
+    Trainer(cfg).fit()
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    for shown in ("cri6=", "adv6=", "rec6=", "jrk6=", "jrec6="):
+        assert shown in last, last
+
+
 @pytest.mark.parametrize("override,message", [("ema=1", "'optim.ema' is a decay per iteration"),
                                               ("precision=fp16", "'util.precision' must be one of fp32, bf16, auto"),
                                               ("lambda_floor=-1", "'optim.lambda_floor'"),
