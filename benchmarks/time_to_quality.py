@@ -171,6 +171,13 @@ def checkpoint_minutes(args) -> list[float]:
     return [round(args.every * (k + 1), 6) for k in range(count)]
 
 
+def held(run: list[tuple[float, float]], minute: float) -> float:
+    """A run's value at `minute` of the plot's grid (minutes to 3 decimals): its latest evaluation by
+    then, since a run holds its quality until evaluated again; NaN before its first. The last
+    evaluation of a 60-minute run falls at 60.0004, on the grid's 60.0."""
+    return next((v for m, v in sorted(run, reverse=True) if round(m, 3) <= minute), math.nan)
+
+
 def plot(points: list[Point], configs: list[str], path: Path) -> None:
     import matplotlib
 
@@ -184,12 +191,10 @@ def plot(points: list[Point], configs: list[str], path: Path) -> None:
             for p in points:
                 if p.config == name:
                     runs.setdefault(p.seed, []).append((p.minutes, getattr(p.quality, metric)))
-            grid = sorted({round(m, 3) for run in runs.values() for m, _ in run})
+            grid = sorted({round(m, 3) for run in runs.values() for m, _ in run})  # seeds' near-equal minutes as one
             if not grid:
                 continue
-            # Each seed's value at a minute: its latest evaluation by then (a run holds its quality until evaluated again).
-            values = [[next((v for m, v in sorted(run, reverse=True) if m <= t + 1e-6), math.nan) for t in grid]
-                      for run in runs.values()]
+            values = [[held(run, t) for t in grid] for run in runs.values()]
             columns = list(zip(*values))
             mean = [statistics.fmean([v for v in c if v == v]) if any(v == v for v in c) else math.nan for c in columns]
             low = [min((v for v in c if v == v), default=math.nan) for c in columns]

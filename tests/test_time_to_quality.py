@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from benchmarks.time_to_quality import held
 from ganimator.metrics import PUBLISHED, Quality
 
 from conftest import ROOT
@@ -25,6 +26,14 @@ INSIDE = Quality(coverage=0.97, global_diversity=1.3, local_diversity=1.0, rec_e
 def test_the_band_names_what_a_record_misses(field, value):
     assert PUBLISHED.contains(INSIDE) and PUBLISHED.misses(INSIDE) == []
     assert PUBLISHED.misses(replace(INSIDE, **{field: value})) == [field]
+
+
+def test_the_plot_holds_each_value_until_the_next_evaluation_and_keeps_the_last():
+    """A 60-minute run's last evaluation, taken when the trainer's clock read 60.0004 minutes, is its
+    value at the grid's 60.0 (the plot once held the 40-minute value there instead)."""
+    run = [(8.0, 0.0), (40.1, 0.221), (60.0004, 0.416)]
+    assert np.isnan(held(run, 5.0))
+    assert [held(run, t) for t in (8.0, 40.0, 40.1, 59.9, 60.0)] == [0.0, 0.0, 0.221, 0.221, 0.416]
 
 
 def test_time_to_quality_trains_evaluates_and_plots_each_configuration(tmp_path, clip):
